@@ -1,0 +1,86 @@
+//! Real-kernel tests: the one way to write them.
+//!
+//! Our build machines' kernel has no IPVS, so tests that need it run inside a
+//! VM booting a stock Debian kernel (`cargo xtask test` does this; see
+//! `docs/testing.md`). Such a test is written like this:
+//!
+//! ```ignore
+//! #[test]
+//! #[ignore = "real-kernel: needs IPVS, run by `cargo xtask test` in the VM"]
+//! fn creates_a_service() {
+//!     let _netns = apiserver_proxy_testkit::kernel::enter();
+//!     // ... talk to the kernel ...
+//! }
+//! ```
+//!
+//! The `#[ignore]` keeps it out of host runs; in the VM the harness runs every
+//! test binary with `--ignored`. `#[ignore]` is reserved for this: the xtask
+//! refuses any other ignore reason so that a skipped test cannot hide.
+//!
+//! [`enter`] fails the test with a clear message where the kernel has no IPVS,
+//! and otherwise moves the test's thread into a fresh network namespace, so
+//! that tests running in parallel never see each other's interfaces, VIPs or
+//! IPVS services, and nothing leaks into the next test.
+
+use std::path::Path;
+use std::process::Command;
+
+use nix::sched::{CloneFlags, unshare};
+
+/// What a real-kernel test got: a private network namespace for its thread.
+#[derive(Debug)]
+pub struct NetnsGuard {
+    _private: (),
+}
+
+/// Panics unless the running kernel has IPVS; then gives the calling thread a
+/// fresh network namespace with `lo` up.
+///
+/// Threads the test spawns after this call (a tokio runtime's workers, a
+/// netlink router's reader) inherit the namespace; threads spawned before it
+/// do not.
+pub fn enter() -> NetnsGuard {
+    require_ipvs();
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWNET) {
+        panic!(
+            "real-kernel test: cannot create a network namespace ({e}); \
+             these tests run as root inside the VM started by `cargo xtask test`"
+        );
+    }
+    run("ip", &["link", "set", "lo", "up"]);
+    NetnsGuard { _private: () }
+}
+
+/// Panics with the message that tells a person how to run this test, unless
+/// the running kernel has IPVS.
+pub fn require_ipvs() {
+    if !Path::new("/proc/net/ip_vs").exists() {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        panic!(
+            "needs a kernel with IPVS: /proc/net/ip_vs does not exist on this kernel ({}). \
+             This test is marked #[ignore] because our build machines' kernel lacks IPVS; \
+             run it in the VM with `cargo xtask test` (the whole suite) or \
+             `cargo xtask vm-test <filter>` (matching tests only).",
+            release.trim()
+        );
+    }
+}
+
+/// Runs a command that the test cannot do without, panicking with its output
+/// when it fails.
+pub fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "`{program} {}` failed ({}): {}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

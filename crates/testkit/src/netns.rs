@@ -1,0 +1,213 @@
+//! Network namespaces for tests: a private one for the test itself, and named
+//! ones that play remote hosts (apiservers) joined to it by veth pairs.
+//!
+//! Works on the host (namespaces and veth exist there) as well as in the VM.
+//! Everything is created below the test thread's own private namespace (see
+//! [`isolate`]), so tests never touch the machine's real network and never
+//! collide with each other.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsFd;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread::JoinHandle;
+
+use nix::sched::{CloneFlags, setns, unshare};
+
+use crate::kernel::run;
+
+/// Moves the calling thread into a fresh network namespace with `lo` up.
+///
+/// Threads spawned afterwards (tokio workers, servers) inherit it. Needs root
+/// (CAP_SYS_ADMIN); CI and the VM run as root.
+pub fn isolate() {
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWNET) {
+        panic!(
+            "cannot create a network namespace for this test ({e}): \
+             network tests need root (CAP_SYS_ADMIN); run them as root or via `cargo xtask test`"
+        );
+    }
+    run("ip", &["link", "set", "lo", "up"]);
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(1);
+
+/// A named network namespace playing a remote host, joined to the creating
+/// thread's namespace by a veth pair with IPv4 and IPv6 addresses on both
+/// ends. Deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+    /// The address of this host, as the test sees it.
+    pub ipv4: Ipv4Addr,
+    pub ipv6: Ipv6Addr,
+    /// The test side's own address on the link.
+    pub peer_ipv4: Ipv4Addr,
+    pub peer_ipv6: Ipv6Addr,
+    /// The veth end in the test's namespace.
+    pub host_if: String,
+}
+
+impl Netns {
+    /// Creates `apx-<pid>-<n>` with `lo` up and a veth to the calling
+    /// thread's namespace: test side 10.77.n.1 / fd77:0:0:n::1, namespace side
+    /// 10.77.n.2 / fd77:0:0:n::2 (n from 1 to 250 per process).
+    ///
+    /// Call [`isolate`] (or `kernel::enter`) first so that the test side lives
+    /// in a private namespace: the addresses then cannot clash with anything.
+    pub fn new() -> Netns {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n <= 250, "testkit: more than 250 namespaces in one test process");
+        let pid = std::process::id();
+        let name = format!("apx-{pid}-{n}");
+        let host_if = format!("vh{}x{n}", pid % 100_000);
+        let ns_if = format!("vn{}x{n}", pid % 100_000);
+        let ipv4 = Ipv4Addr::new(10, 77, n as u8, 2);
+        let peer_ipv4 = Ipv4Addr::new(10, 77, n as u8, 1);
+        let ipv6: Ipv6Addr = format!("fd77:0:0:{n:x}::2").parse().expect("ipv6");
+        let peer_ipv6: Ipv6Addr = format!("fd77:0:0:{n:x}::1").parse().expect("ipv6");
+
+        run("ip", &["netns", "add", &name]);
+        let ns = Netns {
+            name,
+            ipv4,
+            ipv6,
+            peer_ipv4,
+            peer_ipv6,
+            host_if,
+        };
+        ns.exec_ok("ip", &["link", "set", "lo", "up"]);
+        run(
+            "ip",
+            &[
+                "link", "add", &ns.host_if, "type", "veth", "peer", "name", &ns_if, "netns",
+                &ns.name,
+            ],
+        );
+        run("ip", &["addr", "add", &format!("{peer_ipv4}/24"), "dev", &ns.host_if]);
+        run(
+            "ip",
+            &["addr", "add", &format!("{peer_ipv6}/64"), "dev", &ns.host_if, "nodad"],
+        );
+        run("ip", &["link", "set", &ns.host_if, "up"]);
+        ns.exec_ok("ip", &["addr", "add", &format!("{ipv4}/24"), "dev", &ns_if]);
+        ns.exec_ok(
+            "ip",
+            &["addr", "add", &format!("{ipv6}/64"), "dev", &ns_if, "nodad"],
+        );
+        ns.exec_ok("ip", &["link", "set", &ns_if, "up"]);
+        // Replies to addresses beyond the link (a VIP, another namespace)
+        // go back through the test side.
+        ns.exec_ok("ip", &["route", "add", "default", "via", &peer_ipv4.to_string()]);
+        ns.exec_ok(
+            "ip",
+            &["-6", "route", "add", "default", "via", &peer_ipv6.to_string()],
+        );
+        ns
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// This host's address of the given family.
+    pub fn ip(&self, v6: bool) -> IpAddr {
+        if v6 {
+            IpAddr::V6(self.ipv6)
+        } else {
+            IpAddr::V4(self.ipv4)
+        }
+    }
+
+    /// Runs a command inside the namespace and returns its output.
+    pub fn exec(&self, program: &str, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, program])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run ip netns exec: {e}"))
+    }
+
+    /// Runs a command inside the namespace, panicking when it fails.
+    pub fn exec_ok(&self, program: &str, args: &[&str]) -> String {
+        let mut full = vec!["netns", "exec", &self.name, program];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
+    /// Drops every packet arriving in the namespace: the host is black-holed
+    /// (no reset, no ICMP), as a powered-off or partitioned machine looks.
+    pub fn black_hole(&self) {
+        self.exec_ok(
+            "nft",
+            &[
+                "add table inet apxhole; add chain inet apxhole in { type filter hook input priority -100; policy drop; }",
+            ],
+        );
+    }
+
+    /// Undoes [`Netns::black_hole`].
+    pub fn restore(&self) {
+        self.exec_ok("nft", &["delete table inet apxhole"]);
+    }
+
+    /// Runs `f` on a new thread that lives inside this namespace: sockets it
+    /// binds are the remote host's. Threads `f` spawns inherit the namespace.
+    pub fn spawn<F, T>(&self, f: F) -> JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let path = format!("/run/netns/{}", self.name);
+        let file =
+            std::fs::File::open(&path).unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
+        std::thread::spawn(move || {
+            setns(file.as_fd(), CloneFlags::CLONE_NEWNET)
+                .unwrap_or_else(|e| panic!("setns into {path}: {e}"));
+            drop(file);
+            f()
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace also deletes its veth end, and so the pair.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs on the host as root: namespaces and veth work there.
+    #[test]
+    fn a_namespace_is_reachable_over_its_veth_and_can_be_black_holed() {
+        std::thread::spawn(|| {
+            isolate();
+            let ns = Netns::new();
+            let listener = ns
+                .spawn(|| std::net::TcpListener::bind(("0.0.0.0", 7001)).expect("bind"))
+                .join()
+                .expect("join");
+            let v4 = std::net::TcpStream::connect((ns.ipv4, 7001));
+            assert!(v4.is_ok(), "{v4:?}");
+            drop(listener);
+            let refused = std::net::TcpStream::connect((ns.ipv4, 7001));
+            assert!(refused.is_err());
+            ns.black_hole();
+            let silent = std::net::TcpStream::connect_timeout(
+                &std::net::SocketAddr::new(ns.ip(false), 7001),
+                std::time::Duration::from_millis(300),
+            )
+            .expect_err("black-holed");
+            assert_eq!(silent.kind(), std::io::ErrorKind::TimedOut, "{silent}");
+            ns.restore();
+        })
+        .join()
+        .expect("test thread");
+    }
+}

@@ -1,0 +1,320 @@
+//! `cargo xtask test`: the one test command.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use crate::vm;
+
+/// The `#[ignore]` reason that marks a real-kernel test. Nothing else may be
+/// ignored, so a skipped test can never hide.
+pub const REAL_KERNEL_REASON: &str = "real-kernel";
+
+/// Totals of libtest's `test result:` lines.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counts {
+    pub passed: u64,
+    pub failed: u64,
+    pub ignored: u64,
+    pub binaries: u64,
+}
+
+impl Counts {
+    /// Adds one `test result: ok. 3 passed; 0 failed; 1 ignored; ...` line.
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        self.binaries += 1;
+        for part in rest.split(';') {
+            let words: Vec<&str> = part.split_whitespace().collect();
+            let n = words
+                .iter()
+                .rev()
+                .nth(1)
+                .and_then(|w| w.parse::<u64>().ok())
+                .unwrap_or(0);
+            match words.last() {
+                Some(&"passed") => self.passed += n,
+                Some(&"failed") => self.failed += n,
+                Some(&"ignored") => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+
+    fn from_output(text: &str) -> Counts {
+        let mut c = Counts::default();
+        for line in text.lines() {
+            c.add_line(line);
+        }
+        c
+    }
+}
+
+pub fn run_all(host_only: bool) -> Result<i32> {
+    let started = Instant::now();
+    let root = crate::workspace_root();
+    check_ignore_reasons(&root)?;
+
+    step("cargo fmt --all -- --check");
+    let fmt_ok = cargo(&root, &["fmt", "--all", "--", "--check"])?;
+    step("cargo clippy --workspace --all-targets -- -D warnings");
+    let clippy_ok = cargo(
+        &root,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+
+    step("host tests: cargo test --workspace --no-fail-fast");
+    let (host_ok, host) = host_tests(&root)?;
+
+    let vm = if host_only {
+        eprintln!();
+        eprintln!("##################################################################");
+        eprintln!("## WARNING: --host-only: the VM was skipped. NO real-kernel test  ##");
+        eprintln!("## ran: IPVS, the VIP and the traffic tests are UNTESTED.          ##");
+        eprintln!("##################################################################");
+        None
+    } else {
+        step("real-kernel tests: one VM boot");
+        Some(vm_tests(&root, None)?)
+    };
+
+    println!();
+    println!(
+        "xtask: fmt {}, clippy {}, finished in {:.0} s",
+        if fmt_ok { "ok" } else { "FAILED" },
+        if clippy_ok { "ok" } else { "FAILED" },
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "host tests: {} passed, {} failed, {} ignored (the real-kernel tests, run in the VM)",
+        host.passed, host.failed, host.ignored
+    );
+    let mut total = host;
+    let mut vm_ok = true;
+    match vm {
+        Some((ok, c)) => {
+            println!("vm tests: {} passed, {} failed", c.passed, c.failed);
+            total.passed += c.passed;
+            total.failed += c.failed;
+            vm_ok = ok;
+        }
+        None => println!("vm tests: SKIPPED (--host-only)"),
+    }
+    println!("total: {} passed, {} failed", total.passed, total.failed);
+    let all_ok = fmt_ok && clippy_ok && host_ok && vm_ok && total.failed == 0;
+    Ok(if all_ok { 0 } else { 1 })
+}
+
+pub fn run_vm_only(filter: Option<&str>) -> Result<i32> {
+    let root = crate::workspace_root();
+    let (ok, c) = vm_tests(&root, filter)?;
+    println!("vm tests: {} passed, {} failed", c.passed, c.failed);
+    Ok(if ok && c.failed == 0 { 0 } else { 1 })
+}
+
+fn step(what: &str) {
+    println!("\n==> {what}");
+}
+
+fn cargo(root: &Path, args: &[&str]) -> Result<bool> {
+    let status = Command::new(env!("CARGO"))
+        .args(args)
+        .current_dir(root)
+        .status()
+        .with_context(|| format!("cannot run cargo {}", args.join(" ")))?;
+    Ok(status.success())
+}
+
+/// Runs the host tests, passing their output through and counting results.
+fn host_tests(root: &Path) -> Result<(bool, Counts)> {
+    let mut child = Command::new(env!("CARGO"))
+        .args(["test", "--workspace", "--no-fail-fast"])
+        .current_dir(root)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot run cargo test")?;
+    let mut counts = Counts::default();
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        counts.add_line(&line);
+    }
+    let status = child.wait()?;
+    Ok((status.success(), counts))
+}
+
+/// A test executable cargo built, and the package directory it runs in.
+#[derive(Debug)]
+struct TestBinary {
+    exe: PathBuf,
+    package_dir: PathBuf,
+}
+
+/// Builds every test target (the same build the host tests used) and lists
+/// the executables.
+fn test_binaries(root: &Path) -> Result<Vec<TestBinary>> {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "test",
+            "--workspace",
+            "--no-run",
+            "--message-format=json-render-diagnostics",
+        ])
+        .current_dir(root)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run cargo test --no-run")?;
+    if !out.status.success() {
+        bail!("building the test binaries failed");
+    }
+    let mut bins = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if msg["reason"] != "compiler-artifact" || msg["profile"]["test"] != true {
+            continue;
+        }
+        let (Some(exe), Some(manifest)) =
+            (msg["executable"].as_str(), msg["manifest_path"].as_str())
+        else {
+            continue;
+        };
+        let package_dir = Path::new(manifest)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| root.to_path_buf());
+        bins.push(TestBinary {
+            exe: PathBuf::from(exe),
+            package_dir,
+        });
+    }
+    Ok(bins)
+}
+
+/// The real-kernel tests a binary holds (its ignored tests), by name.
+fn kernel_tests(bin: &TestBinary) -> Result<Vec<String>> {
+    let out = Command::new(&bin.exe)
+        .args(["--list", "--ignored", "--format", "terse"])
+        .current_dir(&bin.package_dir)
+        .output()
+        .with_context(|| format!("cannot list tests of {}", bin.exe.display()))?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_suffix(": test"))
+        .map(str::to_string)
+        .collect())
+}
+
+fn vm_tests(root: &Path, filter: Option<&str>) -> Result<(bool, Counts)> {
+    let bins = test_binaries(root)?;
+    let mut job = String::from(
+        "# Written by `cargo xtask`: runs every real-kernel test binary with --ignored.\n\
+         failed=0\n",
+    );
+    let mut selected = 0usize;
+    for bin in &bins {
+        let tests = kernel_tests(bin)?;
+        let matching = tests
+            .iter()
+            .filter(|t| filter.is_none_or(|f| t.contains(f)))
+            .count();
+        if matching == 0 {
+            continue;
+        }
+        selected += matching;
+        let dir = vm::shell_quote(&bin.package_dir.to_string_lossy());
+        let exe = vm::shell_quote(&bin.exe.to_string_lossy());
+        let filter_arg = filter.map(vm::shell_quote).unwrap_or_default();
+        job.push_str(&format!(
+            "cd {dir} && export CARGO_MANIFEST_DIR={dir}\n\
+             echo '     Running [vm] {name}'\n\
+             {exe} --ignored {filter_arg} || failed=1\n",
+            name = bin
+                .exe
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        ));
+    }
+    if selected == 0 {
+        bail!(
+            "no real-kernel test matches{}: they are the tests marked #[ignore = \"{REAL_KERNEL_REASON}: ...\"]",
+            filter.map(|f| format!(" {f:?}")).unwrap_or_default()
+        );
+    }
+    job.push_str("exit $failed\n");
+    println!("xtask: {selected} real-kernel tests selected");
+    let outcome = vm::run_job(&job)?;
+    let counts = Counts::from_output(&outcome.output);
+    Ok((outcome.exit_code == 0, counts))
+}
+
+/// `#[ignore]` is reserved for real-kernel tests: any other reason (or none)
+/// is an error, so that no test is skipped silently.
+fn check_ignore_reasons(root: &Path) -> Result<()> {
+    let mut bad = Vec::new();
+    for dir in ["crates", "bins", "xtask"] {
+        scan(&root.join(dir), &mut bad)?;
+    }
+    if !bad.is_empty() {
+        bail!(
+            "#[ignore] is reserved for real-kernel tests and must read \
+             #[ignore = \"{REAL_KERNEL_REASON}: ...\"]. Found:\n  {}",
+            bad.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+fn scan(dir: &Path, bad: &mut Vec<String>) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if path.is_dir() {
+            scan(&path, bad)?;
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path)?;
+            for (i, line) in text.lines().enumerate() {
+                let t = line.trim_start();
+                let marker = "#[ignore";
+                if t.starts_with(marker)
+                    && !t.starts_with(&format!("#[ignore = \"{REAL_KERNEL_REASON}"))
+                {
+                    bad.push(format!("{}:{}: {}", path.display(), i + 1, t));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_libtest_summaries() {
+        let text = "running 3 tests\n\
+            test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s\n\
+            test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.00s\n\
+            not a result line: 9 passed\n";
+        let c = Counts::from_output(text);
+        assert_eq!((c.passed, c.failed, c.ignored, c.binaries), (4, 2, 1, 2));
+    }
+}
