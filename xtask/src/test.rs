@@ -267,7 +267,7 @@ fn vm_tests(root: &Path, filter: Option<&str>) -> Result<(bool, Counts)> {
 /// is an error, so that no test is skipped silently.
 fn check_ignore_reasons(root: &Path) -> Result<()> {
     let mut bad = Vec::new();
-    for dir in ["crates", "bins", "xtask"] {
+    for dir in ["crates", "bins"] {
         scan(&root.join(dir), &mut bad)?;
     }
     if !bad.is_empty() {
@@ -293,7 +293,9 @@ fn scan(dir: &Path, bad: &mut Vec<String>) -> Result<()> {
             for (i, line) in text.lines().enumerate() {
                 let t = line.trim_start();
                 let marker = "#[ignore";
+                // An attribute line, not a string that mentions one.
                 if t.starts_with(marker)
+                    && t.trim_end().ends_with(']')
                     && !t.starts_with(&format!("#[ignore = \"{REAL_KERNEL_REASON}"))
                 {
                     bad.push(format!("{}:{}: {}", path.display(), i + 1, t));
