@@ -18,7 +18,10 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "cargo xtask", about = "Build, test and package bcs-apiserver-proxy")]
+#[command(
+    name = "cargo xtask",
+    about = "Build, test and package bcs-apiserver-proxy"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -52,10 +55,7 @@ enum Cmd {
 /// The workspace root: xtask lives one level below it.
 pub fn workspace_root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or(manifest)
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
 
 fn main() {

@@ -53,7 +53,10 @@ pub fn run_job(job: &str) -> Result<Outcome> {
     );
     for p in [&stage2, &results, &kernel.modules] {
         if p.to_string_lossy().contains(char::is_whitespace) {
-            bail!("the VM harness cannot pass paths with spaces: {}", p.display());
+            bail!(
+                "the VM harness cannot pass paths with spaces: {}",
+                p.display()
+            );
         }
     }
     let memory = std::env::var("APISERVER_PROXY_VM_MEMORY").unwrap_or_else(|_| "2G".into());

@@ -11,7 +11,9 @@ pub enum Error {
     )]
     IpvsUnavailable,
 
-    #[error("{op}: permission denied: bcs-apiserver-proxy needs CAP_NET_ADMIN (run as root, or grant the capability)")]
+    #[error(
+        "{op}: permission denied: bcs-apiserver-proxy needs CAP_NET_ADMIN (run as root, or grant the capability)"
+    )]
     PermissionDenied { op: &'static str },
 
     #[error("{op}: netlink socket error: {source}")]

@@ -26,10 +26,12 @@ impl Ipvs {
     /// Opens a generic netlink socket and resolves the `IPVS` family.
     pub fn connect() -> Result<Ipvs> {
         let op = "resolve the IPVS netlink family";
-        let (router, _) = NlRouter::connect(NlFamily::Generic, None, Groups::empty())
-            .map_err(|e| Error::Netlink {
-                op,
-                detail: e.to_string(),
+        let (router, _) =
+            NlRouter::connect(NlFamily::Generic, None, Groups::empty()).map_err(|e| {
+                Error::Netlink {
+                    op,
+                    detail: e.to_string(),
+                }
             })?;
         let family_id = router
             .resolve_genl_family(IPVS_GENL_NAME)

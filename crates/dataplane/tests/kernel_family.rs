@@ -22,5 +22,8 @@ fn a_kernel_without_ipvs_gets_an_actionable_error() {
     let err = Ipvs::connect().expect_err("the host kernel has no IPVS");
     assert!(matches!(err, Error::IpvsUnavailable), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("modprobe ip_vs") && msg.contains("CONFIG_IP_VS"), "{msg}");
+    assert!(
+        msg.contains("modprobe ip_vs") && msg.contains("CONFIG_IP_VS"),
+        "{msg}"
+    );
 }

@@ -55,9 +55,16 @@ impl Netns {
     ///
     /// Call [`isolate`] (or `kernel::enter`) first so that the test side lives
     /// in a private namespace: the addresses then cannot clash with anything.
+    #[allow(
+        clippy::new_without_default,
+        reason = "creating a namespace is a side effect, not a default value"
+    )]
     pub fn new() -> Netns {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        assert!(n <= 250, "testkit: more than 250 namespaces in one test process");
+        assert!(
+            n <= 250,
+            "testkit: more than 250 namespaces in one test process"
+        );
         let pid = std::process::id();
         let name = format!("apx-{pid}-{n}");
         let host_if = format!("vh{}x{n}", pid % 100_000);
@@ -80,14 +87,38 @@ impl Netns {
         run(
             "ip",
             &[
-                "link", "add", &ns.host_if, "type", "veth", "peer", "name", &ns_if, "netns",
+                "link",
+                "add",
+                &ns.host_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &ns_if,
+                "netns",
                 &ns.name,
             ],
         );
-        run("ip", &["addr", "add", &format!("{peer_ipv4}/24"), "dev", &ns.host_if]);
         run(
             "ip",
-            &["addr", "add", &format!("{peer_ipv6}/64"), "dev", &ns.host_if, "nodad"],
+            &[
+                "addr",
+                "add",
+                &format!("{peer_ipv4}/24"),
+                "dev",
+                &ns.host_if,
+            ],
+        );
+        run(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("{peer_ipv6}/64"),
+                "dev",
+                &ns.host_if,
+                "nodad",
+            ],
         );
         run("ip", &["link", "set", &ns.host_if, "up"]);
         ns.exec_ok("ip", &["addr", "add", &format!("{ipv4}/24"), "dev", &ns_if]);
@@ -98,10 +129,20 @@ impl Netns {
         ns.exec_ok("ip", &["link", "set", &ns_if, "up"]);
         // Replies to addresses beyond the link (a VIP, another namespace)
         // go back through the test side.
-        ns.exec_ok("ip", &["route", "add", "default", "via", &peer_ipv4.to_string()]);
         ns.exec_ok(
             "ip",
-            &["-6", "route", "add", "default", "via", &peer_ipv6.to_string()],
+            &["route", "add", "default", "via", &peer_ipv4.to_string()],
+        );
+        ns.exec_ok(
+            "ip",
+            &[
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &peer_ipv6.to_string(),
+            ],
         );
         ns
     }
@@ -159,8 +200,7 @@ impl Netns {
         T: Send + 'static,
     {
         let path = format!("/run/netns/{}", self.name);
-        let file =
-            std::fs::File::open(&path).unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
         std::thread::spawn(move || {
             setns(file.as_fd(), CloneFlags::CLONE_NEWNET)
                 .unwrap_or_else(|e| panic!("setns into {path}: {e}"));

@@ -48,7 +48,9 @@ impl Ca {
         let key_der = key.serialize_der();
         let key_pem = key.serialize_pem();
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
@@ -68,9 +70,10 @@ impl Ca {
     /// A serving certificate for the given DNS names and IPs.
     pub fn server_cert(&self, dns_names: &[&str], ips: &[IpAddr]) -> CertKey {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("server params");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, dns_names.first().copied().unwrap_or("server"));
+        params.distinguished_name.push(
+            DnType::CommonName,
+            dns_names.first().copied().unwrap_or("server"),
+        );
         for name in dns_names {
             params
                 .subject_alt_names
@@ -100,7 +103,9 @@ impl Ca {
     /// A client certificate, as a kubelet's (`system:node:NAME`).
     pub fn client_cert(&self, common_name: &str, organization: &str) -> CertKey {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("client params");
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params
             .distinguished_name
             .push(DnType::OrganizationName, organization);

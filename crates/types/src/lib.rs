@@ -195,7 +195,10 @@ mod tests {
         ];
         for (input, want) in cases {
             let err = input.parse::<Endpoint>().expect_err(input).to_string();
-            assert!(err.contains(want), "{input:?}: {err:?} should contain {want:?}");
+            assert!(
+                err.contains(want),
+                "{input:?}: {err:?} should contain {want:?}"
+            );
         }
     }
 
