@@ -1,0 +1,134 @@
+use std::time::Duration;
+
+use apiserver_proxy_manager::config::{
+    self, ConfigError, FileFormat, HealthMode, VipMode, default_yaml, parse_str,
+};
+
+fn problems(text: &str) -> Vec<String> {
+    match parse_str(text, "test.yaml") {
+        Err(ConfigError::Invalid { problems, .. }) => {
+            problems.iter().map(|p| p.to_string()).collect()
+        }
+        other => panic!("expected problems, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_annotated_default_parses_and_validates() {
+    let loaded = parse_str(default_yaml(), "default").expect("default config parses");
+    assert_eq!(loaded.format, FileFormat::Yaml);
+    let c = loaded.config;
+    config::validate(&c).expect("default config validates");
+    assert_eq!(c.virtual_servers.len(), 1);
+    assert_eq!(c.virtual_servers[0].vip.to_string(), "10.103.97.2:6443");
+    assert_eq!(c.virtual_servers[0].seeds.len(), 3);
+    assert_eq!(c.interface, "apiproxy0");
+    assert_eq!(c.vip_mode, VipMode::Address);
+    assert_eq!(c.health.interval, Duration::from_secs(5));
+    assert_eq!(c.health.server_name, "kubernetes");
+    assert!(!c.health.insecure_skip_verify);
+    assert_eq!(c.discovery.stale_watch_timeout, Duration::from_secs(300));
+    // Empty strings mean "not set".
+    assert_eq!(c.kubeconfig, None);
+    assert_eq!(c.health.ca_file, None);
+}
+
+#[test]
+fn every_problem_is_named_with_its_path() {
+    let text = r#"
+virtualServers:
+  - vip: 10.0.0.1
+    scheduler: fastest
+    seeds: [192.168.1.10:6443, "master-2:6443"]
+  - vip: "[fd00::1]:6443"
+    sedes: []
+interface: this-name-is-far-too-long
+logFormat: xml
+health:
+  interval: soon
+  rise: 0
+  successStatuses: [200, 99]
+bogus: 1
+"#;
+    let p = problems(text);
+    let want = [
+        "virtualServers[0].vip: \"10.0.0.1\" has no port",
+        "virtualServers[0].scheduler: unknown IPVS scheduler \"fastest\"",
+        "virtualServers[0].seeds[1]: \"master-2:6443\": \"master-2\" is not an IP address",
+        "virtualServers[1].sedes: unknown key",
+        "interface: \"this-name-is-far-too-long\" is not a valid interface name",
+        "logFormat: \"xml\" is not a log format",
+        "health.interval: expected a duration",
+        "health.rise: expected a whole number from 1 to 100",
+        "health.successStatuses[1]: expected a whole number from 100 to 599",
+        "bogus: unknown key",
+    ];
+    for w in want {
+        assert!(
+            p.iter().any(|got| got.starts_with(w)),
+            "missing {w:?} in {p:#?}"
+        );
+    }
+    assert_eq!(p.len(), want.len(), "{p:#?}");
+}
+
+#[test]
+fn syntax_errors_say_where() {
+    match parse_str("virtualServers: [\n", "broken.yaml") {
+        Err(e @ ConfigError::Syntax { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with("broken.yaml: not valid YAML or JSON"),
+                "{msg}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn whole_config_checks_family_duplicates_and_emptiness() {
+    let c = parse_str(
+        "virtualServers:\n  - vip: 10.0.0.1:6443\n    seeds: ['[fd00::10]:6443']\n  - vip: 10.0.0.1:6443\n",
+        "x",
+    )
+    .expect("parses")
+    .config;
+    let msg = config::validate(&c).expect_err("invalid").to_string();
+    assert!(msg.contains("virtualServers[0].seeds[0]: [fd00::10]:6443 is IPv6 but the virtual server 10.0.0.1:6443 is IPv4"), "{msg}");
+    assert!(
+        msg.contains("virtualServers[1].vip: 10.0.0.1:6443 is configured twice"),
+        "{msg}"
+    );
+    let empty = parse_str("", "x").expect("empty file is fine").config;
+    let msg = config::validate(&empty).expect_err("no VS").to_string();
+    assert!(msg.contains("--vs VIP:PORT"), "{msg}");
+}
+
+#[test]
+fn the_go_versions_json_config_is_read_with_its_keys_mapped() {
+    let go = r#"{
+      "address": "0.0.0.0",
+      "port": 8004,
+      "proxyLvs": {"virtualAddress": "10.103.97.2:6443", "lvsScheduler": "sh"},
+      "healthCheck": {"healthScheme": "http", "healthPath": "/healthz"},
+      "k8sConfig": {"kubeConfig": "/root/.kube/config", "master": "x"},
+      "persistConfig": {"ipvsPersistDir": "/root/.bcs"},
+      "systemInterval": {"managerInterval": 10}
+    }"#;
+    let loaded = parse_str(go, "go.json").expect("Go config parses");
+    assert_eq!(loaded.format, FileFormat::GoJson);
+    let c = loaded.config;
+    assert_eq!(c.virtual_servers[0].vip.to_string(), "10.103.97.2:6443");
+    assert_eq!(c.virtual_servers[0].scheduler, "sh");
+    assert_eq!(c.health.mode, HealthMode::Http);
+    assert_eq!(c.health.path, "/healthz");
+    assert_eq!(
+        c.kubeconfig.as_deref(),
+        Some(std::path::Path::new("/root/.kube/config"))
+    );
+    assert_eq!(c.state_dir, std::path::PathBuf::from("/root/.bcs"));
+    assert_eq!(c.resync_interval, Duration::from_secs(10));
+    let warned: Vec<String> = loaded.warnings.iter().map(|w| w.path.clone()).collect();
+    assert_eq!(warned, ["address", "k8sConfig.master", "port"]);
+}
