@@ -5,3 +5,4 @@
 //! ([`config`]); the reconcile loop arrives with its issue.
 
 pub mod config;
+pub mod plan;

@@ -1,0 +1,641 @@
+//! The pure heart of the manager: from what we want and what the kernel
+//! holds, the smallest list of IPVS operations. No sockets, no clocks read
+//! here (the caller passes `now`), so every rule below is unit tested.
+//!
+//! Rules, per virtual server we own:
+//! - a backend that is alive (ready, or readiness unknown because the
+//!   apiserver refused our anonymous probe) or not yet probed: weight 1;
+//! - not ready (`/readyz` failing): weight 0 at once, so established
+//!   connections finish; deleted once it has no active connection, or when
+//!   the drain deadline passes;
+//! - dead (refused, reset, silent): deleted at once;
+//! - no longer in the desired set: drained like a not-ready one;
+//! - fail-open: when that would leave no backend with weight > 0, every
+//!   desired backend that is not known dead stays at weight 1, and if all are
+//!   dead, all of them stay. An empty virtual server helps nobody; a maybe
+//!   helps some.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use apiserver_proxy_types::Endpoint;
+
+/// What the manager knows of one backend's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    /// No probe result yet (just discovered, or the daemon just started).
+    Unprobed,
+    /// Alive and `/readyz` succeeds.
+    Ready,
+    /// Alive, but readiness cannot be known (401/403 to anonymous probes).
+    AliveUnknown,
+    /// Alive, `/readyz` fails: drain.
+    NotReady,
+    /// Refused, reset or silent: remove.
+    Dead,
+}
+
+/// One virtual server as we want it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredVs {
+    pub vip: Endpoint,
+    pub scheduler: String,
+    pub backends: BTreeMap<Endpoint, Condition>,
+}
+
+/// One destination as the kernel holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActualDest {
+    pub weight: u32,
+    pub active_conns: u32,
+}
+
+/// One of our virtual servers as the kernel holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActualVs {
+    pub vip: Endpoint,
+    pub scheduler: String,
+    pub dests: BTreeMap<Endpoint, ActualDest>,
+}
+
+/// One change to the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    CreateService {
+        vip: Endpoint,
+        scheduler: String,
+    },
+    SetScheduler {
+        vip: Endpoint,
+        scheduler: String,
+    },
+    AddDest {
+        vip: Endpoint,
+        backend: Endpoint,
+        weight: u32,
+    },
+    SetWeight {
+        vip: Endpoint,
+        backend: Endpoint,
+        weight: u32,
+    },
+    DelDest {
+        vip: Endpoint,
+        backend: Endpoint,
+        why: DeleteReason,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteReason {
+    /// The backend is dead: delete at once (and cut the node's own sockets).
+    Dead,
+    /// Drained: weight 0 and no active connection left.
+    Drained,
+    /// Weight 0 for longer than the drain timeout.
+    DrainTimeout,
+}
+
+/// Per virtual server: what the plan decided beyond the operations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VsVerdict {
+    /// Every desired backend failed its checks; they were kept in rotation.
+    pub fail_open: bool,
+}
+
+/// Drain bookkeeping the manager keeps between passes: when each backend's
+/// weight went to 0.
+#[derive(Debug, Default, Clone)]
+pub struct Drains {
+    since: BTreeMap<(Endpoint, Endpoint), Instant>,
+}
+
+impl Drains {
+    pub fn is_draining(&self, vip: Endpoint, backend: Endpoint) -> bool {
+        self.since.contains_key(&(vip, backend))
+    }
+}
+
+/// The plan of one pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub ops: Vec<Op>,
+    pub verdicts: BTreeMap<Endpoint, VsVerdict>,
+}
+
+/// Where each backend should be: in rotation, draining, or gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Weight(u32),
+    Drain,
+    Gone(DeleteReason),
+}
+
+fn wants(vs: &DesiredVs) -> (BTreeMap<Endpoint, Want>, bool) {
+    let mut out: BTreeMap<Endpoint, Want> = vs
+        .backends
+        .iter()
+        .map(|(b, c)| {
+            let w = match c {
+                Condition::Unprobed | Condition::Ready | Condition::AliveUnknown => Want::Weight(1),
+                Condition::NotReady => Want::Drain,
+                Condition::Dead => Want::Gone(DeleteReason::Dead),
+            };
+            (*b, w)
+        })
+        .collect();
+    let serving = out.values().any(|w| matches!(w, Want::Weight(n) if *n > 0));
+    if serving || out.is_empty() {
+        return (out, false);
+    }
+    // Fail-open: prefer the not-ready ones (alive); if every one is dead,
+    // keep them all: our checks may be what is broken.
+    let alive: Vec<Endpoint> = out
+        .iter()
+        .filter(|(_, w)| matches!(w, Want::Drain))
+        .map(|(b, _)| *b)
+        .collect();
+    if alive.is_empty() {
+        for w in out.values_mut() {
+            *w = Want::Weight(1);
+        }
+    } else {
+        for b in alive {
+            out.insert(b, Want::Weight(1));
+        }
+    }
+    (out, true)
+}
+
+/// Computes the operations that bring `actual` to `desired`.
+///
+/// `actual` holds only services we own (the caller filters the kernel's dump
+/// by the configured VIPs); anything else is never looked at, so never
+/// touched. `drains` is updated: entries start when a backend is first set
+/// to weight 0 and end when it is deleted or back in rotation.
+pub fn plan(
+    desired: &[DesiredVs],
+    actual: &[ActualVs],
+    drains: &mut Drains,
+    now: Instant,
+    drain_timeout: Duration,
+) -> Plan {
+    let mut plan = Plan::default();
+    let actual_by_vip: BTreeMap<Endpoint, &ActualVs> = actual.iter().map(|a| (a.vip, a)).collect();
+    let mut still_draining = BTreeSet::new();
+
+    for vs in desired {
+        let (wants, fail_open) = wants(vs);
+        plan.verdicts.insert(vs.vip, VsVerdict { fail_open });
+        let empty = BTreeMap::new();
+        let current = match actual_by_vip.get(&vs.vip) {
+            Some(a) => {
+                if a.scheduler != vs.scheduler {
+                    plan.ops.push(Op::SetScheduler {
+                        vip: vs.vip,
+                        scheduler: vs.scheduler.clone(),
+                    });
+                }
+                &a.dests
+            }
+            None => {
+                plan.ops.push(Op::CreateService {
+                    vip: vs.vip,
+                    scheduler: vs.scheduler.clone(),
+                });
+                &empty
+            }
+        };
+
+        for (backend, want) in &wants {
+            let have = current.get(backend);
+            match (want, have) {
+                (Want::Weight(w), None) => plan.ops.push(Op::AddDest {
+                    vip: vs.vip,
+                    backend: *backend,
+                    weight: *w,
+                }),
+                (Want::Weight(w), Some(d)) if d.weight != *w => plan.ops.push(Op::SetWeight {
+                    vip: vs.vip,
+                    backend: *backend,
+                    weight: *w,
+                }),
+                (Want::Weight(_), Some(_)) => {}
+                // Not in the kernel and not ready: nothing to drain.
+                (Want::Drain, None) | (Want::Gone(_), None) => {}
+                (Want::Drain, Some(d)) => drain_step(
+                    &mut plan,
+                    drains,
+                    &mut still_draining,
+                    vs.vip,
+                    *backend,
+                    d,
+                    now,
+                    drain_timeout,
+                ),
+                (Want::Gone(why), Some(_)) => plan.ops.push(Op::DelDest {
+                    vip: vs.vip,
+                    backend: *backend,
+                    why: *why,
+                }),
+            }
+        }
+        // In the kernel but no longer wanted at all: drain, then delete.
+        for (backend, d) in current {
+            if !wants.contains_key(backend) {
+                drain_step(
+                    &mut plan,
+                    drains,
+                    &mut still_draining,
+                    vs.vip,
+                    *backend,
+                    d,
+                    now,
+                    drain_timeout,
+                );
+            }
+        }
+    }
+    drains.since.retain(|k, _| still_draining.contains(k));
+    plan
+}
+
+#[allow(clippy::too_many_arguments, reason = "one private step of plan()")]
+fn drain_step(
+    plan: &mut Plan,
+    drains: &mut Drains,
+    still_draining: &mut BTreeSet<(Endpoint, Endpoint)>,
+    vip: Endpoint,
+    backend: Endpoint,
+    have: &ActualDest,
+    now: Instant,
+    drain_timeout: Duration,
+) {
+    let key = (vip, backend);
+    if have.weight != 0 {
+        plan.ops.push(Op::SetWeight {
+            vip,
+            backend,
+            weight: 0,
+        });
+        drains.since.insert(key, now);
+        still_draining.insert(key);
+        return;
+    }
+    let since = *drains.since.entry(key).or_insert(now);
+    if have.active_conns == 0 {
+        plan.ops.push(Op::DelDest {
+            vip,
+            backend,
+            why: DeleteReason::Drained,
+        });
+    } else if now.saturating_duration_since(since) >= drain_timeout {
+        plan.ops.push(Op::DelDest {
+            vip,
+            backend,
+            why: DeleteReason::DrainTimeout,
+        });
+    } else {
+        still_draining.insert(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(s: &str) -> Endpoint {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    const VIP: &str = "10.103.97.2:6443";
+    const A: &str = "192.168.1.10:6443";
+    const B: &str = "192.168.1.11:6443";
+    const C: &str = "192.168.1.12:6443";
+
+    fn desired(backends: &[(&str, Condition)]) -> DesiredVs {
+        DesiredVs {
+            vip: ep(VIP),
+            scheduler: "rr".into(),
+            backends: backends.iter().map(|(b, c)| (ep(b), *c)).collect(),
+        }
+    }
+
+    fn actual(dests: &[(&str, u32, u32)]) -> ActualVs {
+        ActualVs {
+            vip: ep(VIP),
+            scheduler: "rr".into(),
+            dests: dests
+                .iter()
+                .map(|(b, w, a)| {
+                    (
+                        ep(b),
+                        ActualDest {
+                            weight: *w,
+                            active_conns: *a,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn run(d: &[DesiredVs], a: &[ActualVs], drains: &mut Drains, now: Instant) -> Plan {
+        plan(d, a, drains, now, Duration::from_secs(30))
+    }
+
+    use Condition::*;
+
+    #[test]
+    fn an_empty_kernel_gets_the_service_and_every_live_backend() {
+        let p = run(
+            &[desired(&[(A, Ready), (B, Unprobed), (C, AliveUnknown)])],
+            &[],
+            &mut Drains::default(),
+            Instant::now(),
+        );
+        assert_eq!(
+            p.ops,
+            vec![
+                Op::CreateService {
+                    vip: ep(VIP),
+                    scheduler: "rr".into()
+                },
+                Op::AddDest {
+                    vip: ep(VIP),
+                    backend: ep(A),
+                    weight: 1
+                },
+                Op::AddDest {
+                    vip: ep(VIP),
+                    backend: ep(B),
+                    weight: 1
+                },
+                Op::AddDest {
+                    vip: ep(VIP),
+                    backend: ep(C),
+                    weight: 1
+                },
+            ]
+        );
+        assert!(!p.verdicts[&ep(VIP)].fail_open);
+    }
+
+    #[test]
+    fn a_kernel_that_matches_needs_nothing() {
+        let p = run(
+            &[desired(&[(A, Ready), (B, Ready)])],
+            &[actual(&[(A, 1, 5), (B, 1, 0)])],
+            &mut Drains::default(),
+            Instant::now(),
+        );
+        assert!(p.ops.is_empty(), "{:?}", p.ops);
+    }
+
+    #[test]
+    fn a_dead_backend_is_deleted_at_once_even_with_connections() {
+        let p = run(
+            &[desired(&[(A, Ready), (B, Dead)])],
+            &[actual(&[(A, 1, 0), (B, 1, 7)])],
+            &mut Drains::default(),
+            Instant::now(),
+        );
+        assert_eq!(
+            p.ops,
+            vec![Op::DelDest {
+                vip: ep(VIP),
+                backend: ep(B),
+                why: DeleteReason::Dead
+            }]
+        );
+    }
+
+    #[test]
+    fn a_not_ready_backend_drains_then_goes_when_idle() {
+        let mut drains = Drains::default();
+        let t0 = Instant::now();
+        let d = [desired(&[(A, Ready), (B, NotReady)])];
+        // Pass 1: weight 0 at once.
+        let p = run(&d, &[actual(&[(A, 1, 0), (B, 1, 3)])], &mut drains, t0);
+        assert_eq!(
+            p.ops,
+            vec![Op::SetWeight {
+                vip: ep(VIP),
+                backend: ep(B),
+                weight: 0
+            }]
+        );
+        assert!(drains.is_draining(ep(VIP), ep(B)));
+        // Pass 2: still has connections, within the deadline: wait.
+        let p = run(
+            &d,
+            &[actual(&[(A, 1, 0), (B, 0, 3)])],
+            &mut drains,
+            t0 + Duration::from_secs(5),
+        );
+        assert!(p.ops.is_empty(), "{:?}", p.ops);
+        // Pass 3: idle: delete.
+        let p = run(
+            &d,
+            &[actual(&[(A, 1, 0), (B, 0, 0)])],
+            &mut drains,
+            t0 + Duration::from_secs(6),
+        );
+        assert_eq!(
+            p.ops,
+            vec![Op::DelDest {
+                vip: ep(VIP),
+                backend: ep(B),
+                why: DeleteReason::Drained
+            }]
+        );
+        // Pass 4: gone from the kernel: nothing to do, bookkeeping cleared.
+        let p = run(
+            &d,
+            &[actual(&[(A, 1, 0)])],
+            &mut drains,
+            t0 + Duration::from_secs(7),
+        );
+        assert!(p.ops.is_empty());
+        assert!(!drains.is_draining(ep(VIP), ep(B)));
+    }
+
+    #[test]
+    fn a_drain_ends_at_the_deadline_even_with_connections() {
+        let mut drains = Drains::default();
+        let t0 = Instant::now();
+        let d = [desired(&[(A, Ready), (B, NotReady)])];
+        run(&d, &[actual(&[(A, 1, 0), (B, 1, 3)])], &mut drains, t0);
+        let p = run(
+            &d,
+            &[actual(&[(A, 1, 0), (B, 0, 3)])],
+            &mut drains,
+            t0 + Duration::from_secs(31),
+        );
+        assert_eq!(
+            p.ops,
+            vec![Op::DelDest {
+                vip: ep(VIP),
+                backend: ep(B),
+                why: DeleteReason::DrainTimeout
+            }]
+        );
+    }
+
+    #[test]
+    fn a_backend_that_recovers_mid_drain_goes_back_to_weight_1() {
+        let mut drains = Drains::default();
+        let t0 = Instant::now();
+        run(
+            &[desired(&[(A, Ready), (B, NotReady)])],
+            &[actual(&[(A, 1, 0), (B, 1, 3)])],
+            &mut drains,
+            t0,
+        );
+        let p = run(
+            &[desired(&[(A, Ready), (B, Ready)])],
+            &[actual(&[(A, 1, 0), (B, 0, 3)])],
+            &mut drains,
+            t0 + Duration::from_secs(1),
+        );
+        assert_eq!(
+            p.ops,
+            vec![Op::SetWeight {
+                vip: ep(VIP),
+                backend: ep(B),
+                weight: 1
+            }]
+        );
+        assert!(!drains.is_draining(ep(VIP), ep(B)));
+    }
+
+    #[test]
+    fn a_backend_removed_by_discovery_is_drained_not_cut() {
+        let mut drains = Drains::default();
+        let t0 = Instant::now();
+        let d = [desired(&[(A, Ready)])];
+        let p = run(&d, &[actual(&[(A, 1, 0), (C, 1, 2)])], &mut drains, t0);
+        assert_eq!(
+            p.ops,
+            vec![Op::SetWeight {
+                vip: ep(VIP),
+                backend: ep(C),
+                weight: 0
+            }]
+        );
+        let p = run(
+            &d,
+            &[actual(&[(A, 1, 0), (C, 0, 0)])],
+            &mut drains,
+            t0 + Duration::from_secs(1),
+        );
+        assert_eq!(
+            p.ops,
+            vec![Op::DelDest {
+                vip: ep(VIP),
+                backend: ep(C),
+                why: DeleteReason::Drained
+            }]
+        );
+    }
+
+    #[test]
+    fn tampering_is_repaired_with_the_smallest_change() {
+        // Someone deleted B and changed A's weight; the scheduler was changed.
+        let mut a = actual(&[(A, 5, 0)]);
+        a.scheduler = "wlc".into();
+        let p = run(
+            &[desired(&[(A, Ready), (B, Ready)])],
+            &[a],
+            &mut Drains::default(),
+            Instant::now(),
+        );
+        assert_eq!(
+            p.ops,
+            vec![
+                Op::SetScheduler {
+                    vip: ep(VIP),
+                    scheduler: "rr".into()
+                },
+                Op::SetWeight {
+                    vip: ep(VIP),
+                    backend: ep(A),
+                    weight: 1
+                },
+                Op::AddDest {
+                    vip: ep(VIP),
+                    backend: ep(B),
+                    weight: 1
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn fail_open_keeps_alive_backends_when_none_is_ready() {
+        let p = run(
+            &[desired(&[(A, NotReady), (B, Dead), (C, NotReady)])],
+            &[actual(&[(A, 1, 0), (B, 1, 0), (C, 1, 0)])],
+            &mut Drains::default(),
+            Instant::now(),
+        );
+        assert!(p.verdicts[&ep(VIP)].fail_open);
+        assert_eq!(
+            p.ops,
+            vec![Op::DelDest {
+                vip: ep(VIP),
+                backend: ep(B),
+                why: DeleteReason::Dead
+            }]
+        );
+    }
+
+    #[test]
+    fn fail_open_keeps_everything_when_all_look_dead() {
+        let p = run(
+            &[desired(&[(A, Dead), (B, Dead)])],
+            &[actual(&[(A, 1, 0), (B, 0, 0)])],
+            &mut Drains::default(),
+            Instant::now(),
+        );
+        assert!(p.verdicts[&ep(VIP)].fail_open);
+        assert_eq!(
+            p.ops,
+            vec![Op::SetWeight {
+                vip: ep(VIP),
+                backend: ep(B),
+                weight: 1
+            }]
+        );
+    }
+
+    #[test]
+    fn services_we_do_not_own_are_never_in_the_plan() {
+        // The caller passes only our services; a second desired VS is
+        // planned independently and no op names any other VIP.
+        let other = DesiredVs {
+            vip: ep("[fd00::2]:6443"),
+            scheduler: "rr".into(),
+            backends: [(ep("[fd00::10]:6443"), Ready)].into_iter().collect(),
+        };
+        let p = run(
+            &[desired(&[(A, Ready)]), other],
+            &[actual(&[(A, 1, 0)])],
+            &mut Drains::default(),
+            Instant::now(),
+        );
+        let vips: BTreeSet<Endpoint> = p
+            .ops
+            .iter()
+            .map(|op| match op {
+                Op::CreateService { vip, .. }
+                | Op::SetScheduler { vip, .. }
+                | Op::AddDest { vip, .. }
+                | Op::SetWeight { vip, .. }
+                | Op::DelDest { vip, .. } => *vip,
+            })
+            .collect();
+        assert_eq!(vips, BTreeSet::from([ep("[fd00::2]:6443")]));
+        assert_eq!(p.ops.len(), 2);
+    }
+}
