@@ -1,13 +1,78 @@
 //! bcs-apiserver-proxy: the node-local apiserver load balancer daemon.
 //!
-//! Not implemented yet: the daemon arrives with the manager issue. Until then
-//! this binary says so and exits non-zero, so nothing can mistake it for a
-//! working daemon.
+//! A thin binary: it turns flags, environment and the config file into a
+//! [`apiserver_proxy_manager::config::Config`] and hands it to the manager.
 
-fn main() {
-    eprintln!(
-        "bcs-apiserver-proxy {}: the daemon is not implemented yet",
-        env!("CARGO_PKG_VERSION")
+mod cli;
+
+use std::process::ExitCode;
+
+use apiserver_proxy_manager::config::{self, FileFormat};
+use clap::Parser;
+
+use cli::{Cli, Command, ConfigCommand};
+
+fn main() -> ExitCode {
+    let args = cli::normalize_legacy_args(std::env::args());
+    let cli = Cli::parse_from(args);
+    match cli.command {
+        Some(Command::Config(ConfigCommand::Default)) => {
+            print!("{}", config::default_yaml());
+            ExitCode::SUCCESS
+        }
+        Some(Command::Config(ConfigCommand::Check { file })) => check(&file),
+        Some(Command::Config(ConfigCommand::Show { run })) => match cli::effective_config(&run) {
+            Ok((c, warnings)) => {
+                for w in warnings {
+                    eprintln!("warning: {w}");
+                }
+                println!("{c:#?}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        None => match cli::effective_config(&cli.run) {
+            Ok(_) => {
+                eprintln!(
+                    "bcs-apiserver-proxy {}: the configuration is valid, but the daemon's \
+                     reconcile loop is not implemented yet",
+                    env!("CARGO_PKG_VERSION")
+                );
+                ExitCode::from(2)
+            }
+            Err(e) => fail(&e),
+        },
+    }
+}
+
+fn check(file: &std::path::Path) -> ExitCode {
+    let loaded = match config::load_file(file) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for w in &loaded.warnings {
+        eprintln!("warning: {}: {w}", file.display());
+    }
+    if let Err(e) = config::validate(&loaded.config) {
+        eprintln!("{}: {e}", file.display());
+        return ExitCode::FAILURE;
+    }
+    let format = match loaded.format {
+        FileFormat::Yaml => "YAML",
+        FileFormat::GoJson => "the Go version's JSON",
+    };
+    println!(
+        "{}: ok ({format}, {} virtual server(s))",
+        file.display(),
+        loaded.config.virtual_servers.len()
     );
-    std::process::exit(2);
+    ExitCode::SUCCESS
+}
+
+fn fail(e: &anyhow::Error) -> ExitCode {
+    eprintln!("bcs-apiserver-proxy: {e:#}");
+    ExitCode::FAILURE
 }

@@ -1,0 +1,196 @@
+//! The daemon's command line, run as a real process (environment variables
+//! included).
+
+use std::process::{Command, Output};
+
+fn daemon(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bcs-apiserver-proxy"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.env_remove("KUBECONFIG");
+    cmd.output().expect("run bcs-apiserver-proxy")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn config_default_prints_a_file_that_config_check_accepts() {
+    let out = daemon(&["config", "default"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, &out.stdout).expect("write");
+    let check = daemon(&["config", "check", path.to_str().expect("utf8")], &[]);
+    assert!(check.status.success(), "{}", text(&check));
+    assert!(
+        text(&check).contains("ok (YAML, 1 virtual server(s))"),
+        "{}",
+        text(&check)
+    );
+}
+
+#[test]
+fn config_check_names_every_problem_and_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "virtualServers:\n  - vip: 10.0.0.1\n    scheduler: nope\nlogFormat: xml\n",
+    )
+    .expect("write");
+    let out = daemon(&["config", "check", path.to_str().expect("utf8")], &[]);
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(t.contains("has 3 problem(s)"), "{t}");
+    assert!(t.contains("virtualServers[0].vip"), "{t}");
+    assert!(t.contains("virtualServers[0].scheduler"), "{t}");
+    assert!(t.contains("logFormat"), "{t}");
+}
+
+#[test]
+fn flags_override_environment_which_overrides_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.yaml");
+    std::fs::write(
+        &path,
+        "virtualServers:\n  - vip: 10.103.97.2:6443\n    seeds: [192.168.1.10:6443]\ninterface: fromfile0\nresyncInterval: 3s\n",
+    )
+    .expect("write");
+    let file = path.to_str().expect("utf8");
+    let out = daemon(
+        &[
+            "config",
+            "show",
+            "--config",
+            file,
+            "--interface",
+            "fromflag0",
+        ],
+        &[
+            ("APISERVER_PROXY_INTERFACE", "fromenv0"),
+            ("APISERVER_PROXY_SCHEDULER", "wrr"),
+        ],
+    );
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("interface: \"fromflag0\""), "{t}");
+    assert!(t.contains("scheduler: \"wrr\""), "env beats the file: {t}");
+    assert!(
+        t.contains("resync_interval: 3s"),
+        "the file beats defaults: {t}"
+    );
+}
+
+#[test]
+fn the_go_versions_flags_work_with_one_or_two_dashes() {
+    let out = daemon(
+        &[
+            "config",
+            "show",
+            "-virtualAddress",
+            "10.103.97.2:6443",
+            "--lvsScheduler",
+            "sh",
+            "-managerInterval",
+            "10",
+            "--ipvsPersistDir",
+            "/root/.bcs",
+        ],
+        &[],
+    );
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("10.103.97.2:6443"), "{t}");
+    assert!(t.contains("scheduler: \"sh\""), "{t}");
+    assert!(t.contains("resync_interval: 10s"), "{t}");
+    assert!(t.contains("\"/root/.bcs\""), "{t}");
+}
+
+#[test]
+fn the_go_versions_json_config_file_is_read_with_dash_f() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("go.json");
+    std::fs::write(
+        &path,
+        r#"{"proxyLvs":{"virtualAddress":"10.103.97.2:6443","lvsScheduler":"rr"},"debug":true}"#,
+    )
+    .expect("write");
+    let out = daemon(&["config", "show", "-f", path.to_str().expect("utf8")], &[]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("warning:") && t.contains("debug"),
+        "ignored Go keys are named: {t}"
+    );
+}
+
+#[test]
+fn bad_flags_get_one_clear_line_and_a_nonzero_exit() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["config", "show", "--vs", "10.0.0.1"], "has no port"),
+        (
+            &[
+                "config",
+                "show",
+                "--vs",
+                "10.0.0.1:6443",
+                "--rs",
+                "fd00::1:6443",
+            ],
+            "without brackets",
+        ),
+        (
+            &[
+                "config",
+                "show",
+                "--vs",
+                "10.0.0.1:6443",
+                "--rs",
+                "[fd00::1]:6443",
+            ],
+            "IPv6 but the virtual server",
+        ),
+        (
+            &[
+                "config",
+                "show",
+                "--vs",
+                "10.0.0.1:6443",
+                "--scheduler",
+                "fastest",
+            ],
+            "unknown IPVS scheduler",
+        ),
+        (
+            &["config", "show", "--rs", "10.0.0.2:6443"],
+            "--rs needs a virtual server",
+        ),
+        (
+            &[
+                "config",
+                "show",
+                "--vs",
+                "10.0.0.1:6443",
+                "--health-interval",
+                "soon",
+            ],
+            "is not a duration",
+        ),
+        (&["config", "show"], "no virtual server"),
+    ];
+    for (args, want) in cases {
+        let out = daemon(args, &[]);
+        let t = text(&out);
+        assert!(!out.status.success(), "{args:?} should fail: {t}");
+        assert!(t.contains(want), "{args:?}: {t:?} should say {want:?}");
+        assert!(!t.contains("panicked"), "{t}");
+    }
+}
