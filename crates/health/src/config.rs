@@ -1,0 +1,234 @@
+//! What the checker is told: [`HealthConfig`] and its parts, all with
+//! defaults that are safe to run with (TLS verified, nothing insecure).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// Where a pod finds its cluster's CA. The default trust anchor.
+pub const SERVICE_ACCOUNT_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
+
+/// The name every kube-apiserver serving certificate carries.
+pub const DEFAULT_SERVER_NAME: &str = "kubernetes";
+
+/// How a backend is probed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Mode {
+    /// Persistent TLS connection; readiness by `GET path` over it.
+    #[default]
+    Https,
+    /// Persistent plain TCP connection; readiness by `GET path` over it.
+    Http,
+    /// Persistent plain TCP connection only: liveness, no readiness.
+    Tcp,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Https => "https",
+            Mode::Http => "http",
+            Mode::Tcp => "tcp",
+        })
+    }
+}
+
+impl FromStr for Mode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "https" => Ok(Mode::Https),
+            "http" => Ok(Mode::Http),
+            "tcp" => Ok(Mode::Tcp),
+            _ => Err(Error::InvalidMode(s.to_string())),
+        }
+    }
+}
+
+/// A client certificate and its key, both PEM files (for example the node's
+/// kubelet client certificate, `/var/lib/kubelet/pki/kubelet-client-current.pem`,
+/// which holds both).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// TLS settings for [`Mode::Https`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The CA that signs the apiservers' certificates. `None` means the
+    /// in-cluster service-account CA, [`SERVICE_ACCOUNT_CA`].
+    pub ca_file: Option<PathBuf>,
+    /// The name the serving certificate must carry. Defaults to
+    /// [`DEFAULT_SERVER_NAME`]; an IP literal is accepted too.
+    pub server_name: String,
+    /// Presented to the apiserver so that `/readyz` answers even where
+    /// anonymous requests are refused (401/403).
+    pub client_cert: Option<ClientCert>,
+    /// Accept any certificate. Never the default; for debugging only.
+    pub insecure_skip_verify: bool,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            ca_file: None,
+            server_name: DEFAULT_SERVER_NAME.to_string(),
+            client_cert: None,
+            insecure_skip_verify: false,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// The CA file that will be read: the configured one or the in-cluster one.
+    pub fn ca_path(&self) -> PathBuf {
+        self.ca_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(SERVICE_ACCOUNT_CA))
+    }
+}
+
+/// Kernel settings of the persistent connection, which find a black-holed
+/// backend without sending a single request.
+///
+/// With the defaults an idle connection whose peer goes silent is dropped by
+/// the kernel 2–3 s after the last packet it received: keepalive probes go
+/// out after `idle` of silence and every `interval` after that, and
+/// `TCP_USER_TIMEOUT` aborts once `user_timeout` has passed without an
+/// answer (on Linux it also bounds keepalive, overriding `count`). The same
+/// `user_timeout` bounds unacknowledged data, such as a probe sent into the
+/// void.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepaliveConfig {
+    /// `TCP_KEEPIDLE`.
+    pub idle: Duration,
+    /// `TCP_KEEPINTVL`.
+    pub interval: Duration,
+    /// `TCP_KEEPCNT` (used where `user_timeout` is zero).
+    pub count: u32,
+    /// `TCP_USER_TIMEOUT`; zero leaves the kernel default.
+    pub user_timeout: Duration,
+    /// Read the connection's line in `/proc/thread-self/net/tcp{,6}` to tell
+    /// a silent host from a slow apiserver around readiness requests (once
+    /// before each request, every 200 ms while one is slow). Each read costs
+    /// time proportional to the node's TCP sockets; turn it off on hosts with
+    /// very many, and black holes under a request are then found by the
+    /// request timeout and a reconnect (≈ 3 s after the send).
+    pub inspect_socket: bool,
+}
+
+impl Default for KeepaliveConfig {
+    fn default() -> Self {
+        KeepaliveConfig {
+            idle: Duration::from_secs(1),
+            interval: Duration::from_secs(1),
+            count: 2,
+            user_timeout: Duration::from_secs(3),
+            inspect_socket: true,
+        }
+    }
+}
+
+/// Everything the checker needs. `HealthConfig::default()` is the
+/// recommended setting; see the crate documentation for what each failure
+/// does with these numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    pub mode: Mode,
+    /// The readiness path, origin form (`/readyz`, `/readyz?exclude=etcd`).
+    pub path: String,
+    /// Mean time between readiness probes on one backend.
+    pub interval: Duration,
+    /// Each wait is drawn uniformly from `interval ± jitter`, so nodes drift
+    /// apart instead of probing in lock-step. Must be below `interval`.
+    pub jitter: Duration,
+    /// Bound on one readiness request (sending it and reading the answer) and
+    /// on the TLS handshake.
+    pub timeout: Duration,
+    /// Bound on the TCP handshake. A live host answers a SYN within one
+    /// round trip, so this is short; it is also how long a reconnect that
+    /// confirms a lost connection may take.
+    pub connect_timeout: Duration,
+    /// Consecutive good probes that bring a backend that is not in service
+    /// (`NotReady`, `Dead`) back to `Ready`/`Unknown`.
+    pub rise: u32,
+    /// Consecutive readiness failures that take a `Ready`/`Unknown` backend
+    /// to `NotReady`. Liveness failures do not wait for it.
+    pub fall: u32,
+    /// Statuses of `GET path` that mean ready.
+    pub success_statuses: Vec<u16>,
+    /// Statuses that mean "alive, readiness unknown" (anonymous auth
+    /// disabled): the backend stays in service.
+    pub unknown_statuses: Vec<u16>,
+    pub tls: TlsConfig,
+    pub keepalive: KeepaliveConfig,
+    /// Longest wait between reconnect attempts to a dead backend (attempts
+    /// start 1 s apart and double, with the same relative jitter).
+    pub max_backoff: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            mode: Mode::Https,
+            path: "/readyz".to_string(),
+            interval: Duration::from_secs(5),
+            jitter: Duration::from_millis(500),
+            timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 1,
+            success_statuses: vec![200],
+            unknown_statuses: vec![401, 403],
+            tls: TlsConfig::default(),
+            keepalive: KeepaliveConfig::default(),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+impl HealthConfig {
+    /// Checks the numbers and the path; [`crate::Checker::new`] calls it.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |what: &str| Err(Error::InvalidConfig(what.to_string()));
+        if self.interval.is_zero() {
+            return bad("interval must be above zero");
+        }
+        if self.jitter >= self.interval {
+            return bad("jitter must be below interval");
+        }
+        if self.timeout.is_zero() || self.connect_timeout.is_zero() {
+            return bad("timeout and connect_timeout must be above zero");
+        }
+        if self.rise == 0 || self.fall == 0 {
+            return bad("rise and fall must be at least 1");
+        }
+        if self.max_backoff.is_zero() {
+            return bad("max_backoff must be above zero");
+        }
+        if self.mode != Mode::Tcp {
+            if self.success_statuses.is_empty() {
+                return bad("success_statuses must not be empty");
+            }
+            if let Some(s) = self
+                .success_statuses
+                .iter()
+                .find(|s| self.unknown_statuses.contains(s))
+            {
+                return Err(Error::InvalidConfig(format!(
+                    "status {s} is both in success_statuses and unknown_statuses"
+                )));
+            }
+            if !self.path.starts_with('/') || self.path.parse::<http::uri::PathAndQuery>().is_err()
+            {
+                return Err(Error::InvalidPath(self.path.clone()));
+            }
+        }
+        Ok(())
+    }
+}

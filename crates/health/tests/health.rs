@@ -1,0 +1,541 @@
+//! Health checking against real servers over real sockets: in-process
+//! TLS servers inside network namespaces that can be killed, black-holed,
+//! slowed or switched to not-ready. Runs on the host as root.
+//!
+//! Every test asserts the order and kind of state changes; waits are
+//! generous upper bounds, never timing budgets.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use apiserver_proxy_health::{
+    Checker, ClientCert, Error, FailureKind, HealthConfig, Mode, Outcome, Phase, ProbeKind, Reason,
+    State, TlsProblem, probe_once,
+};
+use apiserver_proxy_testkit::netns::Netns;
+use apiserver_proxy_types::Endpoint;
+use support::{Pki, Speak, expect_state, in_netns, next_event, start_in};
+
+const PORT: u16 = 6443;
+
+fn ep(ip: IpAddr, port: u16) -> Endpoint {
+    Endpoint::new(ip, port)
+}
+
+#[test]
+fn killed_server_is_dead_at_once_and_comes_back_after_rise() {
+    in_netns(|| async {
+        let ns = Netns::new();
+        let pki = Pki::new(&[ns.ip(false)]);
+        let backend = ep(ns.ip(false), PORT);
+        let server = start_in(&ns, backend.0, pki.server());
+        let checker = Checker::new(pki.config()).expect("checker");
+        let mut rx = checker.subscribe();
+        checker.watch(backend);
+        let ev = expect_state(&mut rx, State::Ready).await;
+        assert_eq!(ev.previous, None);
+        assert_eq!(ev.reason, Reason::Status(200));
+
+        server.kill();
+        let dead = expect_state(&mut rx, State::Dead).await;
+        // The reset is seen on the idle connection and confirmed by a
+        // refused reconnect.
+        match &dead.reason {
+            Reason::Lost { cause, confirm } => {
+                assert!(
+                    matches!(**cause, Reason::Reset | Reason::Closed),
+                    "{dead:?}"
+                );
+                assert_eq!(**confirm, Reason::Refused, "{dead:?}");
+            }
+            other => panic!("expected a lost connection, got {other}"),
+        }
+        assert_eq!(dead.previous, Some(State::Ready));
+
+        let probes_before = checker.stats()[&backend].probes;
+        let server = start_in(&ns, backend.0, pki.server());
+        let ev = expect_state(&mut rx, State::Ready).await;
+        assert_eq!(ev.previous, Some(State::Dead));
+        // rise = 2: two good answers on the new connection before Ready.
+        let probes_after = checker.stats()[&backend].probes;
+        assert!(
+            probes_after - probes_before >= 2,
+            "Ready after {} probes, rise is 2",
+            probes_after - probes_before
+        );
+        let stats = &checker.stats()[&backend];
+        assert!(stats.connections_lost >= 1, "{stats:?}");
+        assert!(
+            stats.failures.contains_key(&FailureKind::Refused),
+            "{stats:?}"
+        );
+        drop(server);
+    });
+}
+
+#[test]
+fn black_holed_server_is_dead_through_keepalive_and_recovers() {
+    in_netns(|| async {
+        let ns = Netns::new();
+        let pki = Pki::new(&[ns.ip(false)]);
+        let backend = ep(ns.ip(false), PORT);
+        let _server = start_in(&ns, backend.0, pki.server());
+        // Probes far apart: only the kernel's keepalive can notice. rise = 1
+        // because with probes a minute apart a second one would take long.
+        let config = HealthConfig {
+            interval: Duration::from_secs(60),
+            jitter: Duration::from_secs(1),
+            rise: 1,
+            ..pki.config()
+        };
+        let checker = Checker::new(config).expect("checker");
+        let mut rx = checker.subscribe();
+        checker.watch(backend);
+        expect_state(&mut rx, State::Ready).await;
+
+        ns.black_hole();
+        let dead = expect_state(&mut rx, State::Dead).await;
+        assert_eq!(dead.reason, Reason::KeepaliveTimeout, "{dead:?}");
+
+        ns.restore();
+        let back = expect_state(&mut rx, State::Ready).await;
+        assert_eq!(back.previous, Some(State::Dead));
+    });
+}
+
+#[test]
+fn black_hole_under_an_outstanding_request_is_dead_from_retransmits() {
+    in_netns(|| async {
+        let ns = Netns::new();
+        let pki = Pki::new(&[ns.ip(false)]);
+        let backend = ep(ns.ip(false), PORT);
+        let server = start_in(&ns, backend.0, pki.server());
+        // A long request timeout and user timeout, so that only the
+        // retransmission check can be first.
+        let mut config = HealthConfig {
+            timeout: Duration::from_secs(15),
+            ..pki.config()
+        };
+        config.keepalive.user_timeout = Duration::from_secs(15);
+        let checker = Checker::new(config).expect("checker");
+        let mut rx = checker.subscribe();
+        checker.watch(backend);
+        expect_state(&mut rx, State::Ready).await;
+        // The next probe (300 ms interval) goes out into the black hole,
+        // long before keepalive (1 s idle) could notice.
+        ns.black_hole();
+        let dead = expect_state(&mut rx, State::Dead).await;
+        assert_eq!(dead.reason, Reason::Unacknowledged, "{dead:?}");
+        ns.restore();
+        expect_state(&mut rx, State::Ready).await;
+        drop(server);
+    });
+}
+
+#[test]
+fn without_socket_inspection_a_black_hole_under_a_request_is_confirmed_by_reconnect() {
+    in_netns(|| async {
+        let ns = Netns::new();
+        let pki = Pki::new(&[ns.ip(false)]);
+        let backend = ep(ns.ip(false), PORT);
+        let _server = start_in(&ns, backend.0, pki.server());
+        let mut config = HealthConfig {
+            timeout: Duration::from_secs(1),
+            ..pki.config()
+        };
+        config.keepalive.inspect_socket = false;
+        let checker = Checker::new(config).expect("checker");
+        let mut rx = checker.subscribe();
+        checker.watch(backend);
+        expect_state(&mut rx, State::Ready).await;
+        ns.black_hole();
+        let dead = expect_state(&mut rx, State::Dead).await;
+        assert_eq!(
+            dead.reason,
+            Reason::Lost {
+                cause: Box::new(Reason::Timeout(Phase::Request)),
+                confirm: Box::new(Reason::Timeout(Phase::Connect)),
+            },
+            "{dead:?}"
+        );
+        ns.restore();
+    });
+}
+
+#[test]
+fn slow_readyz_times_out_as_not_ready_and_recovers() {
+    in_netns(|| async {
+        let ns = Netns::new();
+        let pki = Pki::new(&[ns.ip(false)]);
+        let backend = ep(ns.ip(false), PORT);
+        let server = start_in(&ns, backend.0, pki.server());
+        let config = HealthConfig {
+            timeout: Duration::from_millis(500),
+            ..pki.config()
+        };
+        let checker = Checker::new(config).expect("checker");
+        let mut rx = checker.subscribe();
+        checker.watch(backend);
+        expect_state(&mut rx, State::Ready).await;
+
+        server.set_hang(true);
+        let slow = expect_state(&mut rx, State::NotReady).await;
+        // Alive (the confirming reconnect worked) but not answering.
+        assert_eq!(slow.reason, Reason::Timeout(Phase::Request), "{slow:?}");
+
+        server.set_hang(false);
+        let back = expect_state(&mut rx, State::Ready).await;
+        assert_eq!(back.previous, Some(State::NotReady));
+        assert!(checker.stats()[&backend].failures[&FailureKind::Timeout] >= 1);
+    });
+}
+
+#[test]
+fn readyz_flipping_200_500_200_drains_and_restores() {
+    in_netns(|| async {
+        let ns = Netns::new();
+        let pki = Pki::new(&[ns.ip(false)]);
+        let backend = ep(ns.ip(false), PORT);
+        let server = start_in(&ns, backend.0, pki.server());
+        let checker = Checker::new(pki.config()).expect("checker");
+        let mut rx = checker.subscribe();
+        checker.watch(backend);
+        expect_state(&mut rx, State::Ready).await;
+        let connects = checker.stats()[&backend].connects;
+
+        server.set_readyz(500);
+        let drained = expect_state(&mut rx, State::NotReady).await;
+        assert_eq!(drained.reason, Reason::Status(500));
+        server.set_readyz(200);
+        let back = expect_state(&mut rx, State::Ready).await;
+        assert_eq!(back.reason, Reason::Status(200));
+        // All over the one persistent connection.
+        assert_eq!(checker.stats()[&backend].connects, connects);
+        assert!(server.readyz_requests() >= 4);
+    });
+}
+
+#[test]
+fn wrong_ca_and_wrong_name_are_reported_as_tls_problems() {
+    in_netns(|| async {
+        let ns = Netns::new();
+        let pki = Pki::new(&[ns.ip(false)]);
+        // Signed by a CA the checker does not trust.
+        let stranger = apiserver_proxy_testkit::tls::Ca::new("kubernetes");
+        let foreign = stranger.apiserver_cert(&[ns.ip(false)]);
+        let a = ep(ns.ip(false), 6443);
+        let _sa = start_in(
+            &ns,
+            a.0,
+            Speak::Tls(apiserver_proxy_testkit::tls::server_config(&foreign, None)),
+        );
+        // Signed by the right CA, without the name `kubernetes`.
+        let unnamed = pki.ca.server_cert(&["etcd.example"], &[ns.ip(false)]);
+        let b = ep(ns.ip(false), 6444);
+        let _sb = start_in(
+            &ns,
+            b.0,
+            Speak::Tls(apiserver_proxy_testkit::tls::server_config(&unnamed, None)),
+        );
+
+        let checker = Checker::new(pki.config()).expect("checker");
+        let mut rx = checker.subscribe();
+        checker.set_backends(&BTreeSet::from([a, b]));
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let ev = next_event(&mut rx, "two TLS failures").await;
+            assert_eq!(ev.state, State::Dead, "{ev:?}");
+            seen.push(ev);
+        }
+        seen.sort_by_key(|e| e.backend);
+        match &seen[0].reason {
+            Reason::Tls(TlsProblem::UnknownCa { ca, .. }) => {
+                assert!(ca.ends_with("ca.crt"), "{ca}")
+            }
+            other => panic!("wrong CA: expected UnknownCa, got {other:?}"),
+        }
+        match &seen[1].reason {
+            Reason::Tls(TlsProblem::NameMismatch { expected, .. }) => {
+                assert_eq!(expected, "kubernetes")
+            }
+            other => panic!("wrong name: expected NameMismatch, got {other:?}"),
+        }
+        assert!(seen[1].reason.to_string().contains("\"kubernetes\""));
+
+        // The same backend with the name it does carry is fine.
+        let mut renamed = pki.config();
+        renamed.tls.server_name = "etcd.example".to_string();
+        let r = probe_once(&renamed, b).await.expect("probe");
+        assert_eq!(r.state, State::Ready, "{r:?}");
+        // And insecure_skip_verify accepts the stranger.
+        let mut insecure = pki.config();
+        insecure.tls.insecure_skip_verify = true;
+        let r = probe_once(&insecure, a).await.expect("probe");
+        assert_eq!(r.state, State::Ready, "{r:?}");
+    });
+}
+
+#[test]
+fn anonymous_401_is_alive_unknown_and_a_client_cert_gives_real_readiness() {
+    in_netns(|| async {
+        let ns = Netns::new();
+        let pki = Pki::new(&[ns.ip(false)]);
+        let backend = ep(ns.ip(false), PORT);
+        let server = start_in(
+            &ns,
+            backend.0,
+            Speak::Tls(apiserver_proxy_testkit::tls::server_config(
+                &pki.leaf,
+                Some(&pki.ca),
+            )),
+        );
+        server.require_client_cert(true);
+
+        // Anonymous: 401, alive with readiness unknown, and in service.
+        let anonymous = Checker::new(pki.config()).expect("checker");
+        let mut rx = anonymous.subscribe();
+        anonymous.watch(backend);
+        let ev = expect_state(&mut rx, State::Unknown).await;
+        assert_eq!(ev.reason, Reason::Status(401));
+        assert!(ev.state.in_service());
+        // A failing readyz is invisible to it: still Unknown, no event.
+        server.set_readyz(500);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(rx.try_recv().is_err());
+        assert_eq!(anonymous.state(backend), Some(State::Unknown));
+        assert!(anonymous.stats()[&backend].probes_unknown >= 2);
+
+        // With the node's client certificate: the real answer.
+        let (cert_file, key_file) = pki.client_files();
+        let mut config = pki.config();
+        config.tls.client_cert = Some(ClientCert {
+            cert_file,
+            key_file,
+        });
+        let authed = Checker::new(config).expect("checker");
+        let mut rx = authed.subscribe();
+        authed.watch(backend);
+        expect_state(&mut rx, State::NotReady).await;
+        server.set_readyz(200);
+        let ev = expect_state(&mut rx, State::Ready).await;
+        assert_eq!(ev.reason, Reason::Status(200));
+    });
+}
+
+#[test]
+fn backend_that_never_completes_tls_is_dead_with_a_handshake_timeout() {
+    in_netns(|| async {
+        let ns = Netns::new();
+        let pki = Pki::new(&[ns.ip(false)]);
+        let backend = ep(ns.ip(false), PORT);
+        let _server = start_in(&ns, backend.0, Speak::Mute);
+        let config = HealthConfig {
+            timeout: Duration::from_millis(500),
+            ..pki.config()
+        };
+        let checker = Checker::new(config).expect("checker");
+        let mut rx = checker.subscribe();
+        checker.watch(backend);
+        let ev = expect_state(&mut rx, State::Dead).await;
+        assert_eq!(ev.reason, Reason::Timeout(Phase::TlsHandshake));
+    });
+}
+
+#[test]
+fn ipv6_backends_are_watched_like_ipv4_ones() {
+    in_netns(|| async {
+        let ns = Netns::new();
+        let pki = Pki::new(&[ns.ip(true)]);
+        let backend = ep(ns.ip(true), PORT);
+        assert_eq!(backend.to_string(), format!("[{}]:{PORT}", ns.ipv6));
+        let server = start_in(&ns, backend.0, pki.server());
+        let checker = Checker::new(pki.config()).expect("checker");
+        let mut rx = checker.subscribe();
+        checker.watch(backend);
+        let ev = expect_state(&mut rx, State::Ready).await;
+        assert_eq!(ev.backend, backend);
+        server.set_readyz(500);
+        expect_state(&mut rx, State::NotReady).await;
+        server.kill();
+        let dead = expect_state(&mut rx, State::Dead).await;
+        assert!(matches!(dead.reason, Reason::Lost { .. }), "{dead:?}");
+    });
+}
+
+#[test]
+fn tcp_and_http_modes() {
+    in_netns(|| async {
+        let ns = Netns::new();
+        let backend = ep(ns.ip(false), 8080);
+        let server = start_in(&ns, backend.0, Speak::Plain);
+        let base = HealthConfig {
+            interval: Duration::from_millis(300),
+            jitter: Duration::from_millis(50),
+            ..HealthConfig::default()
+        };
+        let http = Checker::new(HealthConfig {
+            mode: Mode::Http,
+            ..base.clone()
+        })
+        .expect("http checker");
+        let tcp = Checker::new(HealthConfig {
+            mode: Mode::Tcp,
+            ..base.clone()
+        })
+        .expect("tcp checker");
+        let mut hrx = http.subscribe();
+        let mut trx = tcp.subscribe();
+        http.watch(backend);
+        tcp.watch(backend);
+        assert_eq!(
+            expect_state(&mut hrx, State::Ready).await.reason,
+            Reason::Status(200)
+        );
+        assert_eq!(
+            expect_state(&mut trx, State::Ready).await.reason,
+            Reason::Connected
+        );
+        server.set_readyz(503);
+        assert_eq!(
+            expect_state(&mut hrx, State::NotReady).await.reason,
+            Reason::Status(503)
+        );
+        server.kill();
+        expect_state(&mut hrx, State::Dead).await;
+        let dead = expect_state(&mut trx, State::Dead).await;
+        assert!(matches!(dead.reason, Reason::Lost { .. }), "{dead:?}");
+        // No CA is needed outside https.
+        assert!(
+            probe_once(
+                &HealthConfig {
+                    mode: Mode::Tcp,
+                    ..base
+                },
+                backend
+            )
+            .await
+            .is_ok()
+        );
+    });
+}
+
+#[test]
+fn probe_once_reports_refused_ready_and_not_ready() {
+    in_netns(|| async {
+        let ns = Netns::new();
+        let pki = Pki::new(&[ns.ip(false)]);
+        let backend = ep(ns.ip(false), PORT);
+        let r = probe_once(&pki.config(), backend).await.expect("probe");
+        assert_eq!((r.state, r.reason), (State::Dead, Reason::Refused));
+        let server = start_in(&ns, backend.0, pki.server());
+        let r = probe_once(&pki.config(), backend).await.expect("probe");
+        assert_eq!((r.state, &r.reason), (State::Ready, &Reason::Status(200)));
+        assert!(r.probe_latency.is_some());
+        server.set_readyz(500);
+        let r = probe_once(&pki.config(), backend).await.expect("probe");
+        assert_eq!((r.state, r.reason), (State::NotReady, Reason::Status(500)));
+    });
+}
+
+#[test]
+fn set_backends_watches_and_unwatches_and_the_observer_sees_probes() {
+    in_netns(|| async {
+        let ns = Netns::new();
+        let pki = Pki::new(&[ns.ip(false)]);
+        let a = ep(ns.ip(false), 6443);
+        let b = ep(ns.ip(false), 6444);
+        let _sa = start_in(&ns, a.0, pki.server());
+        let _sb = start_in(&ns, b.0, pki.server());
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let sink = records.clone();
+        let checker = apiserver_proxy_health::Checker::with_observer(
+            pki.config(),
+            Arc::new(move |r| sink.lock().expect("records").push(r.clone())),
+        )
+        .expect("checker");
+        let mut rx = checker.subscribe();
+        checker.set_backends(&BTreeSet::from([a, b]));
+        let mut ready = BTreeSet::new();
+        while ready.len() < 2 {
+            let ev = expect_state(&mut rx, State::Ready).await;
+            ready.insert(ev.backend);
+        }
+        // A late subscriber gets the current states first.
+        let mut late = checker.subscribe();
+        let mut snapshot = BTreeSet::new();
+        for _ in 0..2 {
+            snapshot.insert(next_event(&mut late, "snapshot").await.backend);
+        }
+        assert_eq!(snapshot, BTreeSet::from([a, b]));
+
+        checker.set_backends(&BTreeSet::from([b]));
+        assert_eq!(checker.backends(), BTreeSet::from([b]));
+        assert!(!checker.stats().contains_key(&a));
+        assert!(!checker.watch(b), "already watched");
+        let recs = records.lock().expect("records").clone();
+        assert!(recs.iter().any(|r| r.backend == a
+            && r.kind == ProbeKind::Readiness
+            && r.outcome == Outcome::Ok
+            && r.status == Some(200)));
+        assert!(
+            recs.iter()
+                .any(|r| r.kind == ProbeKind::Connect && r.outcome == Outcome::Ok)
+        );
+    });
+}
+
+#[test]
+fn configuration_errors_name_the_problem() {
+    let missing = HealthConfig {
+        tls: apiserver_proxy_health::TlsConfig {
+            ca_file: Some("/nonexistent/ca.crt".into()),
+            ..Default::default()
+        },
+        ..HealthConfig::default()
+    };
+    match Checker::new(missing) {
+        Err(e @ Error::CaFile { .. }) => assert!(e.to_string().contains("/nonexistent/ca.crt")),
+        other => panic!("expected CaFile, got {other:?}"),
+    }
+    let bad_path = HealthConfig {
+        mode: Mode::Http,
+        path: "readyz".into(),
+        ..HealthConfig::default()
+    };
+    assert!(matches!(Checker::new(bad_path), Err(Error::InvalidPath(_))));
+    let bad_name = HealthConfig {
+        mode: Mode::Https,
+        tls: apiserver_proxy_health::TlsConfig {
+            server_name: "not a name!".into(),
+            insecure_skip_verify: true,
+            ..Default::default()
+        },
+        ..HealthConfig::default()
+    };
+    assert!(matches!(
+        Checker::new(bad_name),
+        Err(Error::InvalidServerName(_))
+    ));
+    assert!(matches!("udp".parse::<Mode>(), Err(Error::InvalidMode(_))));
+    assert_eq!("HTTPS".parse::<Mode>().ok(), Some(Mode::Https));
+    let d = HealthConfig::default();
+    assert_eq!(
+        (
+            d.mode,
+            d.path.as_str(),
+            d.interval,
+            d.success_statuses.clone()
+        ),
+        (Mode::Https, "/readyz", Duration::from_secs(5), vec![200])
+    );
+    assert!(!d.tls.insecure_skip_verify);
+    assert_eq!(d.tls.server_name, "kubernetes");
+    assert_eq!(
+        d.tls.ca_path(),
+        std::path::PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
+    );
+}
