@@ -1,10 +1,13 @@
 //! Test support for bcs-apiserver-proxy. Only ever a dev-dependency.
 //!
+//! - [`apiserver`]: a fake kube-apiserver (list/watch of EndpointSlices and
+//!   Endpoints, 410 Gone, dropped watches, readyz) for discovery and health tests.
 //! - [`kernel`]: the guard every real-kernel test starts with.
 //! - [`netns`]: named network namespaces joined to the host by veth pairs,
 //!   for test apiservers that can be killed, black-holed or slowed.
 //! - [`tls`]: a throw-away cluster CA and apiserver/client certificates.
 
+pub mod apiserver;
 pub mod kernel;
 pub mod netns;
 pub mod tls;
