@@ -32,6 +32,81 @@ pub enum Error {
 
     #[error("{op}: netlink error: {detail}")]
     Netlink { op: &'static str, detail: String },
+
+    #[error(
+        "invalid interface name {name:?}: {reason} (a Linux interface name is 1 to 15 bytes, \
+         not \".\" or \"..\", without '/', ':', NUL or whitespace)"
+    )]
+    InvalidInterfaceName { name: String, reason: &'static str },
+
+    #[error(
+        "interface {name:?} does not exist: create it first (ensure_dummy) or fix the configured name"
+    )]
+    InterfaceNotFound { name: String },
+
+    #[error(
+        "the kernel cannot create dummy interfaces: load the module with `modprobe dummy`, \
+         or use a kernel built with CONFIG_DUMMY"
+    )]
+    DummyUnavailable,
+
+    #[error("{op}: {detail}")]
+    InvalidArgument { op: &'static str, detail: String },
+
+    #[error(
+        "sysctl {name} does not exist ({path}): IPVS is not loaded; load it with \
+         `modprobe ip_vs`, or use a kernel built with CONFIG_IP_VS"
+    )]
+    IpvsSysctlMissing { name: &'static str, path: String },
+
+    #[error("sysctl {name} ({path}): {source}")]
+    Sysctl {
+        name: &'static str,
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("sysctl {name}: unexpected value {value:?} (expected an integer)")]
+    SysctlValue { name: &'static str, value: String },
+
+    #[error(
+        "{op}: the kernel has no IPVS scheduler {scheduler:?}: load it with `modprobe {module}`, \
+         or configure a scheduler the kernel has (rr, wrr, lc, wlc, sh, ...)"
+    )]
+    IpvsSchedulerUnavailable {
+        op: &'static str,
+        scheduler: String,
+        module: String,
+    },
+
+    /// The object to create is already there (`EEXIST`).
+    #[error("{op}: {what} already exists")]
+    Exists { op: &'static str, what: String },
+
+    /// The object to change or delete is not there (`ESRCH`, or `ENOENT` for
+    /// a destination).
+    #[error("{op}: {what} does not exist")]
+    NotFound { op: &'static str, what: String },
+
+    /// A netlink reply the codec could not make sense of (truncated,
+    /// malformed, or missing a required attribute).
+    #[error("{op}: malformed IPVS netlink reply: {detail}")]
+    Decode { op: &'static str, detail: String },
+
+    /// The kernel cannot destroy sockets on request (`EOPNOTSUPP` from
+    /// SOCK_DESTROY): built without CONFIG_INET_DIAG_DESTROY, or the
+    /// `inet_diag`/`tcp_diag` modules are missing.
+    #[error(
+        "cannot cut the node's connections to a dead apiserver: the kernel lacks \
+         CONFIG_INET_DIAG_DESTROY (or the tcp_diag module); clients will notice only \
+         through their own timeouts"
+    )]
+    SockDestroyUnsupported,
+
+    /// A line of /proc/net/ip_vs_conn we could not read.
+    #[error("cannot parse the IPVS connection table, line {line}: {detail}")]
+    ConnTable { line: usize, detail: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

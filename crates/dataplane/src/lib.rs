@@ -5,8 +5,19 @@
 //! generic-netlink protocol (`include/uapi/linux/ip_vs.h`) is implemented here
 //! on top of `neli`.
 
+pub mod conntable;
 mod error;
-mod ipvs;
+pub mod ipvs;
+pub mod link;
+pub mod sockdiag;
+pub mod sysctl;
 
 pub use error::{Error, Result};
-pub use ipvs::Ipvs;
+pub use ipvs::{
+    DestSpec, Destination, Forward, Info, Ipvs, Protocol, Service, ServiceKey, ServiceSpec, Stats,
+};
+pub use link::{
+    Change, DEFAULT_INTERFACE, EnsuredLink, IfAddress, LinkInfo, RouteInfo, Rtnl, VipMode,
+    validate_interface_name,
+};
+pub use sysctl::{IpvsSysctl, SysctlChange, Sysctls};

@@ -1,0 +1,1316 @@
+//! The host side of the VIP: the dummy interface, the VIP on it (as a local
+//! address, or as a route only), and the node address used as the source.
+//!
+//! Everything goes over rtnetlink. Requests are built with `neli`'s `rtnl`
+//! types; replies are parsed here with checked arithmetic only, so a
+//! malformed reply from the kernel becomes an [`Error::Netlink`], never a
+//! panic.
+//!
+//! Two ways to make the VIP routable ([`VipMode`]): a local `/32` (`/128`)
+//! address on the dummy, or (IPv4) only a route `VIP/32 dev lo src NODE_IP`.
+//! See [`VipMode::Route`] for why the route goes via `lo` and not via the
+//! dummy.
+
+use std::fmt;
+use std::io::Cursor;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+
+use neli::ToBytes;
+use neli::consts::nl::NlmF;
+use neli::consts::rtnl::{
+    Ifa, IfaF, Ifla, IflaInfo, RtAddrFamily, RtScope, RtTable, Rta, Rtm, Rtn, Rtprot,
+};
+use neli::consts::socket::{Msg, NlFamily};
+use neli::nl::{NlPayload, NlmsghdrBuilder};
+use neli::rtnl::{IfaddrmsgBuilder, IfinfomsgBuilder, Rtattr, RtattrBuilder, RtmsgBuilder};
+use neli::socket::NlSocket;
+use neli::types::{Buffer, RtBuffer};
+use neli::utils::Groups;
+
+use crate::error::{Error, Result};
+
+/// The dummy interface that holds the VIP unless configured otherwise.
+pub const DEFAULT_INTERFACE: &str = "apiproxy0";
+
+/// The loopback device, which route-only VIPs go through.
+pub const LOOPBACK: &str = "lo";
+
+/// The longest interface name Linux accepts (`IFNAMSIZ` - 1).
+pub const MAX_INTERFACE_NAME_LEN: usize = 15;
+
+/// The routing table our VIP routes live in (`RT_TABLE_MAIN`).
+const RT_TABLE_MAIN: u32 = 254;
+
+/// `rtm_protocol` of routes the kernel adds for addresses.
+const RTPROT_KERNEL: u8 = 2;
+
+// errno values (Linux, all architectures we run on).
+const EPERM: i32 = 1;
+const ESRCH: i32 = 3;
+const EACCES: i32 = 13;
+const EEXIST: i32 = 17;
+const EINVAL: i32 = 22;
+const ENODEV: i32 = 19;
+const EOPNOTSUPP: i32 = 95;
+const EADDRNOTAVAIL: i32 = 99;
+
+// Netlink message types and attribute numbers used while parsing
+// (include/uapi/linux/netlink.h, rtnetlink.h, if_link.h, if_addr.h).
+const NLMSG_NOOP: u16 = 1;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_OVERRUN: u16 = 4;
+const NLMSG_HDRLEN: usize = 16;
+const NLA_TYPE_MASK: u16 = 0x3fff;
+const RTM_NEWLINK: u16 = 16;
+const RTM_NEWADDR: u16 = 20;
+const RTM_NEWROUTE: u16 = 24;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+#[cfg(test)]
+const IFA_FLAGS: u16 = 8;
+const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
+const RTA_PREFSRC: u16 = 7;
+const RTA_TABLE: u16 = 15;
+const IFF_UP: u32 = 1;
+const IFA_F_NODAD: u32 = 0x02;
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+
+/// Checks `name` against the kernel's rules for interface names
+/// (`dev_valid_name`): 1 to 15 bytes, not `.` or `..`, no `/`, `:`, NUL or
+/// whitespace.
+pub fn validate_interface_name(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > MAX_INTERFACE_NAME_LEN {
+        Some("it is longer than 15 bytes")
+    } else if name == "." || name == ".." {
+        Some("\".\" and \"..\" are reserved")
+    } else if name.contains('/') {
+        Some("it contains '/'")
+    } else if name.contains(':') {
+        Some("it contains ':'")
+    } else if name.bytes().any(|b| b == 0 || b.is_ascii_whitespace()) {
+        Some("it contains whitespace or NUL")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(Error::InvalidInterfaceName {
+            name: name.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// What an idempotent operation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// It was missing and has been added.
+    Added,
+    /// It was there already, exactly as asked; nothing was done.
+    AlreadyPresent,
+    /// Something with the same key but other settings was replaced.
+    Replaced,
+    /// It was there and has been removed.
+    Removed,
+    /// It was not there; nothing was done.
+    AlreadyAbsent,
+}
+
+impl Change {
+    /// Whether the kernel's state was changed.
+    pub fn changed(self) -> bool {
+        matches!(self, Change::Added | Change::Replaced | Change::Removed)
+    }
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Change::Added => "added",
+            Change::AlreadyPresent => "already present",
+            Change::Replaced => "replaced",
+            Change::Removed => "removed",
+            Change::AlreadyAbsent => "already absent",
+        })
+    }
+}
+
+/// An interface as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkInfo {
+    pub index: u32,
+    pub name: String,
+    /// `IFF_UP` is set.
+    pub up: bool,
+    /// `IFLA_INFO_KIND` ("dummy", "veth", ...); `None` for physical devices.
+    pub kind: Option<String>,
+}
+
+/// What [`Rtnl::ensure_dummy`] found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnsuredLink {
+    pub link: LinkInfo,
+    /// The interface did not exist and has been created as a dummy. When
+    /// false, an existing interface (of whatever kind) was left as it was.
+    pub created: bool,
+    /// The interface was down and has been brought up.
+    pub brought_up: bool,
+}
+
+/// An address on an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IfAddress {
+    pub addr: IpAddr,
+    pub prefix_len: u8,
+}
+
+/// A route as the kernel reports it (only the fields we use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteInfo {
+    pub dst: Option<IpAddr>,
+    pub dst_len: u8,
+    pub table: u32,
+    /// `rtm_protocol`: who installed it (2 kernel, 3 boot, 4 static, ...).
+    pub protocol: u8,
+    pub oif: Option<u32>,
+    pub prefsrc: Option<IpAddr>,
+}
+
+/// How the VIP is made routable on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VipMode {
+    /// The VIP is a local address (`/32` or `/128`) on the interface. For
+    /// worker nodes, whose apiservers are all remote.
+    Address,
+    /// IPv4 only. The VIP is no local address, only a route
+    /// `VIP/32 dev lo src SRC` in the main table; `src` must be one of the
+    /// node's own addresses (see [`Rtnl::preferred_source`]).
+    ///
+    /// The route goes via `lo`, not via the dummy: measured on Debian's 6.1
+    /// kernel, when IPVS schedules a locally originated connection to a
+    /// real server on this node, it keeps the packet's original route; with
+    /// `dev DUMMY` every such connection vanishes into the dummy (all
+    /// connections to the local apiserver time out), with `dev lo` they
+    /// loop back and arrive. IPv6 turns routes via `lo` into reject routes,
+    /// so there is no IPv6 form: use [`VipMode::Address`] there.
+    Route { src: IpAddr },
+}
+
+fn full_prefix(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() { 32 } else { 128 }
+}
+
+fn family(ip: IpAddr) -> RtAddrFamily {
+    if ip.is_ipv4() {
+        RtAddrFamily::Inet
+    } else {
+        RtAddrFamily::Inet6
+    }
+}
+
+fn ip_bytes(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    }
+}
+
+/// Turns a kernel errno into the crate's error.
+fn kernel_error(op: &'static str, errno: i32) -> Error {
+    match errno {
+        EPERM | EACCES => Error::PermissionDenied { op },
+        _ => Error::Kernel {
+            op,
+            errno,
+            msg: std::io::Error::from_raw_os_error(errno).to_string(),
+        },
+    }
+}
+
+fn malformed(op: &'static str, detail: impl Into<String>) -> Error {
+    Error::Netlink {
+        op,
+        detail: format!("malformed reply: {}", detail.into()),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Message building (neli) and parsing (checked, by hand).
+// ---------------------------------------------------------------------------
+
+fn attr<T>(op: &'static str, ty: T, payload: Vec<u8>) -> Result<Rtattr<T, Buffer>>
+where
+    T: neli::consts::rtnl::RtaType,
+{
+    RtattrBuilder::default()
+        .rta_type(ty)
+        .rta_payload(payload)
+        .build()
+        .map_err(|e| Error::Netlink {
+            op,
+            detail: format!("cannot build attribute: {e}"),
+        })
+}
+
+fn nul_terminated(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+fn encode<P>(op: &'static str, ty: Rtm, flags: NlmF, seq: u32, payload: P) -> Result<Vec<u8>>
+where
+    P: neli::Size + ToBytes + fmt::Debug,
+{
+    let msg = NlmsghdrBuilder::default()
+        .nl_type(ty)
+        .nl_flags(flags | NlmF::REQUEST)
+        .nl_seq(seq)
+        .nl_pid(0)
+        .nl_payload(NlPayload::Payload(payload))
+        .build()
+        .map_err(|e| Error::Netlink {
+            op,
+            detail: format!("cannot build request: {e}"),
+        })?;
+    let mut cursor = Cursor::new(Vec::new());
+    msg.to_bytes(&mut cursor).map_err(|e| Error::Netlink {
+        op,
+        detail: format!("cannot serialize request: {e}"),
+    })?;
+    Ok(cursor.into_inner())
+}
+
+fn link_by_name_request(seq: u32, name: &str) -> Result<Vec<u8>> {
+    let op = "look up interface";
+    let mut attrs = RtBuffer::new();
+    attrs.push(attr(op, Ifla::Ifname, nul_terminated(name))?);
+    let msg = IfinfomsgBuilder::default()
+        .ifi_family(RtAddrFamily::Unspecified)
+        .rtattrs(attrs)
+        .build()
+        .map_err(|e| Error::Netlink {
+            op,
+            detail: e.to_string(),
+        })?;
+    encode(op, Rtm::Getlink, NlmF::ACK, seq, msg)
+}
+
+fn create_dummy_request(seq: u32, name: &str) -> Result<Vec<u8>> {
+    let op = "create dummy interface";
+    let kind = attr(op, IflaInfo::Kind, nul_terminated("dummy"))?;
+    let linkinfo = attr(op, Ifla::Linkinfo, Vec::new())?
+        .nest(&kind)
+        .map_err(|e| Error::Netlink {
+            op,
+            detail: e.to_string(),
+        })?;
+    let mut attrs = RtBuffer::new();
+    attrs.push(attr(op, Ifla::Ifname, nul_terminated(name))?);
+    attrs.push(linkinfo);
+    let msg = IfinfomsgBuilder::default()
+        .ifi_family(RtAddrFamily::Unspecified)
+        .up()
+        .rtattrs(attrs)
+        .build()
+        .map_err(|e| Error::Netlink {
+            op,
+            detail: e.to_string(),
+        })?;
+    encode(
+        op,
+        Rtm::Newlink,
+        NlmF::ACK | NlmF::CREATE | NlmF::EXCL,
+        seq,
+        msg,
+    )
+}
+
+fn set_up_request(seq: u32, index: u32) -> Result<Vec<u8>> {
+    let op = "bring interface up";
+    let msg = IfinfomsgBuilder::default()
+        .ifi_family(RtAddrFamily::Unspecified)
+        .ifi_index(index as i32)
+        .up()
+        .build()
+        .map_err(|e| Error::Netlink {
+            op,
+            detail: e.to_string(),
+        })?;
+    encode(op, Rtm::Newlink, NlmF::ACK, seq, msg)
+}
+
+fn delete_link_request(seq: u32, index: u32) -> Result<Vec<u8>> {
+    let op = "delete interface";
+    let msg = IfinfomsgBuilder::default()
+        .ifi_family(RtAddrFamily::Unspecified)
+        .ifi_index(index as i32)
+        .build()
+        .map_err(|e| Error::Netlink {
+            op,
+            detail: e.to_string(),
+        })?;
+    encode(op, Rtm::Dellink, NlmF::ACK, seq, msg)
+}
+
+/// RTM_NEWADDR / RTM_DELADDR for a host address (`/32`, `/128`) on `index`.
+fn address_request(seq: u32, add: bool, index: u32, ip: IpAddr) -> Result<Vec<u8>> {
+    let op = if add {
+        "add VIP address"
+    } else {
+        "delete VIP address"
+    };
+    let mut attrs = RtBuffer::new();
+    attrs.push(attr(op, Ifa::Local, ip_bytes(ip))?);
+    attrs.push(attr(op, Ifa::Address, ip_bytes(ip))?);
+    let mut flags = IfaF::empty();
+    if ip.is_ipv6() {
+        // No duplicate address detection: the VIP is usable at once, and it
+        // is the same on every node by design.
+        flags |= IfaF::NODAD;
+        attrs.push(attr(op, Ifa::Flags, IFA_F_NODAD.to_ne_bytes().to_vec())?);
+    }
+    let msg = IfaddrmsgBuilder::default()
+        .ifa_family(family(ip))
+        .ifa_prefixlen(full_prefix(ip))
+        .ifa_flags(flags)
+        .ifa_scope(RtScope::Universe)
+        .ifa_index(index)
+        .rtattrs(attrs)
+        .build()
+        .map_err(|e| Error::Netlink {
+            op,
+            detail: e.to_string(),
+        })?;
+    if add {
+        encode(
+            op,
+            Rtm::Newaddr,
+            NlmF::ACK | NlmF::CREATE | NlmF::EXCL,
+            seq,
+            msg,
+        )
+    } else {
+        encode(op, Rtm::Deladdr, NlmF::ACK, seq, msg)
+    }
+}
+
+fn dump_addresses_request(seq: u32) -> Result<Vec<u8>> {
+    let op = "list addresses";
+    let msg = IfaddrmsgBuilder::default()
+        .ifa_family(RtAddrFamily::Unspecified)
+        .ifa_prefixlen(0)
+        .ifa_scope(RtScope::Universe)
+        .ifa_index(0)
+        .build()
+        .map_err(|e| Error::Netlink {
+            op,
+            detail: e.to_string(),
+        })?;
+    encode(op, Rtm::Getaddr, NlmF::DUMP, seq, msg)
+}
+
+/// RTM_NEWROUTE (create or replace) / RTM_DELROUTE for `dst/32` (`/128`)
+/// `dev index src prefsrc` in the main table.
+fn route_request(
+    seq: u32,
+    add: bool,
+    dst: IpAddr,
+    index: Option<u32>,
+    prefsrc: Option<IpAddr>,
+) -> Result<Vec<u8>> {
+    let op = if add {
+        "add VIP route"
+    } else {
+        "delete VIP route"
+    };
+    let mut attrs = RtBuffer::new();
+    attrs.push(attr(op, Rta::Dst, ip_bytes(dst))?);
+    if let Some(index) = index {
+        attrs.push(attr(op, Rta::Oif, index.to_ne_bytes().to_vec())?);
+    }
+    if let Some(src) = prefsrc {
+        attrs.push(attr(op, Rta::Prefsrc, ip_bytes(src))?);
+    }
+    let (protocol, scope, kind) = if add {
+        // A device route without a gateway: scope link for IPv4, as
+        // `ip route add VIP/32 dev IFACE src SRC` does.
+        let scope = if dst.is_ipv4() {
+            RtScope::Link
+        } else {
+            RtScope::Universe
+        };
+        (Rtprot::Static, scope, Rtn::Unicast)
+    } else {
+        // Only ours (protocol static): never the kernel's own prefix route
+        // that an IPv6 address on the interface brings along.
+        (Rtprot::Static, RtScope::Nowhere, Rtn::Unspec)
+    };
+    let msg = RtmsgBuilder::default()
+        .rtm_family(family(dst))
+        .rtm_dst_len(full_prefix(dst))
+        .rtm_src_len(0)
+        .rtm_tos(0)
+        .rtm_table(RtTable::Main)
+        .rtm_protocol(protocol)
+        .rtm_scope(scope)
+        .rtm_type(kind)
+        .rtattrs(attrs)
+        .build()
+        .map_err(|e| Error::Netlink {
+            op,
+            detail: e.to_string(),
+        })?;
+    if add {
+        encode(
+            op,
+            Rtm::Newroute,
+            NlmF::ACK | NlmF::CREATE | NlmF::REPLACE,
+            seq,
+            msg,
+        )
+    } else {
+        encode(op, Rtm::Delroute, NlmF::ACK, seq, msg)
+    }
+}
+
+fn dump_routes_request(seq: u32, v6: bool) -> Result<Vec<u8>> {
+    let op = "list routes";
+    let msg = RtmsgBuilder::default()
+        .rtm_family(if v6 {
+            RtAddrFamily::Inet6
+        } else {
+            RtAddrFamily::Inet
+        })
+        .rtm_dst_len(0)
+        .rtm_src_len(0)
+        .rtm_tos(0)
+        .rtm_table(RtTable::Unspec)
+        .rtm_protocol(Rtprot::Unspec)
+        .rtm_scope(RtScope::Universe)
+        .rtm_type(Rtn::Unspec)
+        .build()
+        .map_err(|e| Error::Netlink {
+            op,
+            detail: e.to_string(),
+        })?;
+    encode(op, Rtm::Getroute, NlmF::DUMP, seq, msg)
+}
+
+/// RTM_GETROUTE for one destination: what `ip route get DEST` asks.
+fn route_get_request(seq: u32, dst: IpAddr) -> Result<Vec<u8>> {
+    let op = "look up the route to a backend";
+    let mut attrs = RtBuffer::new();
+    attrs.push(attr(op, Rta::Dst, ip_bytes(dst))?);
+    let msg = RtmsgBuilder::default()
+        .rtm_family(family(dst))
+        .rtm_dst_len(full_prefix(dst))
+        .rtm_src_len(0)
+        .rtm_tos(0)
+        .rtm_table(RtTable::Unspec)
+        .rtm_protocol(Rtprot::Unspec)
+        .rtm_scope(RtScope::Universe)
+        .rtm_type(Rtn::Unspec)
+        .rtattrs(attrs)
+        .build()
+        .map_err(|e| Error::Netlink {
+            op,
+            detail: e.to_string(),
+        })?;
+    encode(op, Rtm::Getroute, NlmF::ACK, seq, msg)
+}
+
+/// One netlink message out of a received datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RawMsg<'a> {
+    ty: u16,
+    flags: u16,
+    seq: u32,
+    payload: &'a [u8],
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    let s = b.get(at..at.checked_add(2)?)?;
+    Some(u16::from_ne_bytes([s[0], s[1]]))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    let s = b.get(at..at.checked_add(4)?)?;
+    Some(u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+fn align4(n: usize) -> usize {
+    n.saturating_add(3) & !3
+}
+
+/// Splits a datagram into netlink messages.
+fn split_messages(buf: &[u8]) -> Result<Vec<RawMsg<'_>>, String> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at < buf.len() {
+        let rest = &buf[at..];
+        let len = u32_at(rest, 0).ok_or("truncated netlink header")? as usize;
+        if len < NLMSG_HDRLEN || len > rest.len() {
+            return Err(format!(
+                "netlink message length {len} out of range (header 16, {} bytes left)",
+                rest.len()
+            ));
+        }
+        out.push(RawMsg {
+            ty: u16_at(rest, 4).ok_or("truncated netlink header")?,
+            flags: u16_at(rest, 6).ok_or("truncated netlink header")?,
+            seq: u32_at(rest, 8).ok_or("truncated netlink header")?,
+            payload: &rest[NLMSG_HDRLEN..len],
+        });
+        at = at.saturating_add(align4(len));
+    }
+    Ok(out)
+}
+
+/// Splits an attribute area into (type, payload) pairs. The nested and
+/// byte-order flags are masked off the type.
+fn split_attrs(buf: &[u8]) -> Result<Vec<(u16, &[u8])>, String> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while buf.len().saturating_sub(at) >= 4 {
+        let rest = &buf[at..];
+        let len = u16_at(rest, 0).ok_or("truncated attribute")? as usize;
+        let ty = u16_at(rest, 2).ok_or("truncated attribute")? & NLA_TYPE_MASK;
+        if len < 4 || len > rest.len() {
+            return Err(format!(
+                "attribute {ty} length {len} out of range ({} bytes left)",
+                rest.len()
+            ));
+        }
+        out.push((ty, &rest[4..len]));
+        at = at.saturating_add(align4(len));
+    }
+    Ok(out)
+}
+
+fn find_attr<'a>(attrs: &[(u16, &'a [u8])], ty: u16) -> Option<&'a [u8]> {
+    attrs.iter().find(|(t, _)| *t == ty).map(|(_, p)| *p)
+}
+
+fn parse_ip(bytes: &[u8]) -> Result<IpAddr, String> {
+    match bytes.len() {
+        4 => Ok(IpAddr::V4(Ipv4Addr::new(
+            bytes[0], bytes[1], bytes[2], bytes[3],
+        ))),
+        16 => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(bytes);
+            Ok(IpAddr::V6(Ipv6Addr::from(a)))
+        }
+        n => Err(format!("address of {n} bytes")),
+    }
+}
+
+fn parse_string(bytes: &[u8]) -> Result<String, String> {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    String::from_utf8(bytes[..end].to_vec()).map_err(|_| "name is not UTF-8".to_owned())
+}
+
+fn parse_u32(bytes: &[u8]) -> Result<u32, String> {
+    if bytes.len() != 4 {
+        return Err(format!("u32 attribute of {} bytes", bytes.len()));
+    }
+    u32_at(bytes, 0).ok_or_else(|| "short u32".to_owned())
+}
+
+/// Parses an RTM_NEWLINK payload (struct ifinfomsg + attributes).
+fn parse_link(payload: &[u8]) -> Result<LinkInfo, String> {
+    const IFINFOMSG_LEN: usize = 16;
+    if payload.len() < IFINFOMSG_LEN {
+        return Err(format!("ifinfomsg of {} bytes", payload.len()));
+    }
+    let index = u32_at(payload, 4).ok_or("short ifinfomsg")?;
+    let flags = u32_at(payload, 8).ok_or("short ifinfomsg")?;
+    let attrs = split_attrs(&payload[IFINFOMSG_LEN..])?;
+    let name = parse_string(find_attr(&attrs, IFLA_IFNAME).ok_or("link without IFLA_IFNAME")?)?;
+    let kind = match find_attr(&attrs, IFLA_LINKINFO) {
+        Some(info) => match find_attr(&split_attrs(info)?, IFLA_INFO_KIND) {
+            Some(kind) => Some(parse_string(kind)?),
+            None => None,
+        },
+        None => None,
+    };
+    Ok(LinkInfo {
+        index,
+        name,
+        up: flags & IFF_UP != 0,
+        kind,
+    })
+}
+
+/// Parses an RTM_NEWADDR payload into (interface index, address).
+fn parse_address(payload: &[u8]) -> Result<(u32, IfAddress), String> {
+    const IFADDRMSG_LEN: usize = 8;
+    if payload.len() < IFADDRMSG_LEN {
+        return Err(format!("ifaddrmsg of {} bytes", payload.len()));
+    }
+    let prefix_len = payload[1];
+    let index = u32_at(payload, 4).ok_or("short ifaddrmsg")?;
+    let attrs = split_attrs(&payload[IFADDRMSG_LEN..])?;
+    // IFA_LOCAL is the interface's own address; IPv6 often sends only
+    // IFA_ADDRESS (which then is the same).
+    let raw = find_attr(&attrs, IFA_LOCAL)
+        .or_else(|| find_attr(&attrs, IFA_ADDRESS))
+        .ok_or("address without IFA_LOCAL or IFA_ADDRESS")?;
+    let addr = parse_ip(raw)?;
+    let family = payload[0];
+    if (family == AF_INET) != addr.is_ipv4() || (family != AF_INET && family != AF_INET6) {
+        return Err(format!("address family {family} does not match {addr}"));
+    }
+    Ok((index, IfAddress { addr, prefix_len }))
+}
+
+/// Parses an RTM_NEWROUTE payload (struct rtmsg + attributes).
+fn parse_route(payload: &[u8]) -> Result<RouteInfo, String> {
+    const RTMSG_LEN: usize = 12;
+    if payload.len() < RTMSG_LEN {
+        return Err(format!("rtmsg of {} bytes", payload.len()));
+    }
+    let dst_len = payload[1];
+    let attrs = split_attrs(&payload[RTMSG_LEN..])?;
+    let table = match find_attr(&attrs, RTA_TABLE) {
+        Some(t) => parse_u32(t)?,
+        None => u32::from(payload[4]),
+    };
+    Ok(RouteInfo {
+        dst: find_attr(&attrs, RTA_DST).map(parse_ip).transpose()?,
+        dst_len,
+        table,
+        protocol: payload[5],
+        oif: find_attr(&attrs, RTA_OIF).map(parse_u32).transpose()?,
+        prefsrc: find_attr(&attrs, RTA_PREFSRC).map(parse_ip).transpose()?,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// The socket.
+// ---------------------------------------------------------------------------
+
+/// Receive buffer: large enough for any rtnetlink dump datagram (the kernel
+/// fills at most 32 KiB, or a page if larger, per datagram).
+const RECV_BUF: usize = 256 * 1024;
+
+/// An rtnetlink connection in the calling thread's network namespace.
+pub struct Rtnl {
+    sock: NlSocket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl fmt::Debug for Rtnl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rtnl").field("seq", &self.seq).finish()
+    }
+}
+
+/// A kernel answer: the reply messages (type, payload), or an errno.
+type Answer = std::result::Result<Vec<(u16, Vec<u8>)>, i32>;
+
+impl Rtnl {
+    /// Opens a `NETLINK_ROUTE` socket. The socket belongs to the network
+    /// namespace of the calling thread, for its whole life.
+    pub fn connect() -> Result<Rtnl> {
+        let sock = NlSocket::connect(NlFamily::Route, None, Groups::empty()).map_err(|source| {
+            Error::Io {
+                op: "open rtnetlink socket",
+                source,
+            }
+        })?;
+        Ok(Rtnl {
+            sock,
+            seq: 0,
+            buf: vec![0; RECV_BUF],
+        })
+    }
+
+    /// Sends one request and collects its answer: reply messages until the
+    /// ACK (requests) or NLMSG_DONE (dumps), or the kernel's errno.
+    fn request(&mut self, op: &'static str, msg: Vec<u8>, seq: u32) -> Result<Answer> {
+        self.sock
+            .send(&msg, Msg::empty())
+            .map_err(|source| Error::Io { op, source })?;
+        let mut replies = Vec::new();
+        loop {
+            let (n, _) = self
+                .sock
+                .recv(&mut self.buf[..], Msg::TRUNC)
+                .map_err(|source| Error::Io { op, source })?;
+            if n > self.buf.len() {
+                return Err(malformed(op, format!("datagram of {n} bytes truncated")));
+            }
+            let messages = split_messages(&self.buf[..n]).map_err(|d| malformed(op, d))?;
+            for m in messages {
+                if m.seq != seq {
+                    // A late answer to an earlier request (none expected).
+                    continue;
+                }
+                match m.ty {
+                    NLMSG_NOOP => {}
+                    NLMSG_ERROR => {
+                        let code = u32_at(m.payload, 0)
+                            .ok_or_else(|| malformed(op, "NLMSG_ERROR without errno"))?
+                            as i32;
+                        if code == 0 {
+                            return Ok(Ok(replies));
+                        }
+                        return Ok(Err(code.checked_neg().unwrap_or(i32::MAX)));
+                    }
+                    NLMSG_DONE => {
+                        // A dump's end; it may carry an error of its own.
+                        if let Some(code) = u32_at(m.payload, 0).map(|c| c as i32)
+                            && code < 0
+                        {
+                            return Ok(Err(code.checked_neg().unwrap_or(i32::MAX)));
+                        }
+                        return Ok(Ok(replies));
+                    }
+                    NLMSG_OVERRUN => return Err(malformed(op, "NLMSG_OVERRUN")),
+                    ty => replies.push((ty, m.payload.to_vec())),
+                }
+            }
+        }
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    /// Looks an interface up by name; `None` if there is none.
+    pub fn link(&mut self, name: &str) -> Result<Option<LinkInfo>> {
+        validate_interface_name(name)?;
+        let op = "look up interface";
+        let seq = self.next_seq();
+        let msg = link_by_name_request(seq, name)?;
+        match self.request(op, msg, seq)? {
+            Ok(replies) => {
+                for (ty, payload) in replies {
+                    if ty == RTM_NEWLINK {
+                        return parse_link(&payload).map(Some).map_err(|d| malformed(op, d));
+                    }
+                }
+                Err(malformed(op, "no RTM_NEWLINK in the answer"))
+            }
+            Err(ENODEV) => Ok(None),
+            Err(errno) => Err(kernel_error(op, errno)),
+        }
+    }
+
+    fn require_link(&mut self, name: &str) -> Result<LinkInfo> {
+        self.link(name)?.ok_or_else(|| Error::InterfaceNotFound {
+            name: name.to_owned(),
+        })
+    }
+
+    /// Makes sure interface `name` exists and is up: creates it as a dummy
+    /// if missing; an existing interface is left as it is (only brought up
+    /// if it was down).
+    pub fn ensure_dummy(&mut self, name: &str) -> Result<EnsuredLink> {
+        validate_interface_name(name)?;
+        let mut created = false;
+        let link = match self.link(name)? {
+            Some(link) => link,
+            None => {
+                let op = "create dummy interface";
+                let seq = self.next_seq();
+                let msg = create_dummy_request(seq, name)?;
+                match self.request(op, msg, seq)? {
+                    Ok(_) => created = true,
+                    // Created by someone else between our look-up and now.
+                    Err(EEXIST) => {}
+                    Err(EOPNOTSUPP) => return Err(Error::DummyUnavailable),
+                    Err(errno) => return Err(kernel_error(op, errno)),
+                }
+                self.require_link(name)?
+            }
+        };
+        let mut brought_up = false;
+        let link = if link.up {
+            link
+        } else {
+            let op = "bring interface up";
+            let seq = self.next_seq();
+            let msg = set_up_request(seq, link.index)?;
+            if let Err(errno) = self.request(op, msg, seq)? {
+                return Err(kernel_error(op, errno));
+            }
+            brought_up = true;
+            self.require_link(name)?
+        };
+        if created {
+            tracing::info!(
+                interface = name,
+                index = link.index,
+                "created dummy interface"
+            );
+        } else {
+            tracing::info!(
+                interface = name,
+                index = link.index,
+                kind = link.kind.as_deref().unwrap_or("none"),
+                brought_up,
+                "interface already present, left alone"
+            );
+        }
+        Ok(EnsuredLink {
+            link,
+            created,
+            brought_up,
+        })
+    }
+
+    /// Deletes interface `name` (explicit cleanup only). Deleting it also
+    /// removes its addresses and routes.
+    pub fn delete_link(&mut self, name: &str) -> Result<Change> {
+        let Some(link) = self.link(name)? else {
+            return Ok(Change::AlreadyAbsent);
+        };
+        let op = "delete interface";
+        let seq = self.next_seq();
+        let msg = delete_link_request(seq, link.index)?;
+        match self.request(op, msg, seq)? {
+            Ok(_) => Ok(Change::Removed),
+            Err(ENODEV) => Ok(Change::AlreadyAbsent),
+            Err(errno) => Err(kernel_error(op, errno)),
+        }
+    }
+
+    /// The addresses on interface `name`.
+    pub fn addresses(&mut self, name: &str) -> Result<Vec<IfAddress>> {
+        let link = self.require_link(name)?;
+        Ok(self
+            .all_addresses()?
+            .into_iter()
+            .filter(|(index, _)| *index == link.index)
+            .map(|(_, a)| a)
+            .collect())
+    }
+
+    fn all_addresses(&mut self) -> Result<Vec<(u32, IfAddress)>> {
+        let op = "list addresses";
+        let seq = self.next_seq();
+        let msg = dump_addresses_request(seq)?;
+        let replies = self
+            .request(op, msg, seq)?
+            .map_err(|errno| kernel_error(op, errno))?;
+        replies
+            .into_iter()
+            .filter(|(ty, _)| *ty == RTM_NEWADDR)
+            .map(|(_, p)| parse_address(&p).map_err(|d| malformed(op, d)))
+            .collect()
+    }
+
+    /// Adds `vip` as a host address (`/32`, or `/128` without DAD) on
+    /// interface `name`. Already there: [`Change::AlreadyPresent`].
+    pub fn add_vip(&mut self, name: &str, vip: IpAddr) -> Result<Change> {
+        let op = "add VIP address";
+        let link = self.require_link(name)?;
+        let seq = self.next_seq();
+        let msg = address_request(seq, true, link.index, vip)?;
+        match self.request(op, msg, seq)? {
+            Ok(_) => Ok(Change::Added),
+            Err(EEXIST) => Ok(Change::AlreadyPresent),
+            Err(errno) => Err(kernel_error(op, errno)),
+        }
+    }
+
+    /// Removes the host address `vip` from interface `name` (explicit
+    /// cleanup only). Not there, or no such interface:
+    /// [`Change::AlreadyAbsent`].
+    pub fn del_vip(&mut self, name: &str, vip: IpAddr) -> Result<Change> {
+        let op = "delete VIP address";
+        let Some(link) = self.link(name)? else {
+            return Ok(Change::AlreadyAbsent);
+        };
+        let seq = self.next_seq();
+        let msg = address_request(seq, false, link.index, vip)?;
+        match self.request(op, msg, seq)? {
+            Ok(_) => Ok(Change::Removed),
+            Err(EADDRNOTAVAIL) | Err(ENODEV) => Ok(Change::AlreadyAbsent),
+            Err(errno) => Err(kernel_error(op, errno)),
+        }
+    }
+
+    /// Routes of the main table whose destination is exactly `vip/32`
+    /// (`/128`), except the kernel's own (`proto kernel`: the prefix route
+    /// an IPv6 `/128` address brings along).
+    pub fn vip_routes(&mut self, vip: IpAddr) -> Result<Vec<RouteInfo>> {
+        let op = "list routes";
+        let seq = self.next_seq();
+        let msg = dump_routes_request(seq, vip.is_ipv6())?;
+        let replies = self
+            .request(op, msg, seq)?
+            .map_err(|errno| kernel_error(op, errno))?;
+        let mut out = Vec::new();
+        for (ty, payload) in replies {
+            if ty != RTM_NEWROUTE {
+                continue;
+            }
+            let route = parse_route(&payload).map_err(|d| malformed(op, d))?;
+            if route.table == RT_TABLE_MAIN
+                && route.protocol != RTPROT_KERNEL
+                && route.dst == Some(vip)
+                && route.dst_len == full_prefix(vip)
+            {
+                out.push(route);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Installs the route `vip/32 dev name src src` (`/128` for IPv6) in the
+    /// main table. An identical route: [`Change::AlreadyPresent`]; one to
+    /// the same VIP with another device or source is replaced.
+    pub fn add_vip_route(&mut self, name: &str, vip: IpAddr, src: IpAddr) -> Result<Change> {
+        let op = "add VIP route";
+        if vip.is_ipv4() != src.is_ipv4() {
+            return Err(Error::InvalidArgument {
+                op,
+                detail: format!("VIP {vip} and source {src} are of different address families"),
+            });
+        }
+        let link = self.require_link(name)?;
+        let existing = self.vip_routes(vip)?;
+        if existing
+            .iter()
+            .any(|r| r.oif == Some(link.index) && r.prefsrc == Some(src))
+        {
+            return Ok(Change::AlreadyPresent);
+        }
+        let seq = self.next_seq();
+        let msg = route_request(seq, true, vip, Some(link.index), Some(src))?;
+        match self.request(op, msg, seq)? {
+            Ok(_) if existing.is_empty() => Ok(Change::Added),
+            Ok(_) => Ok(Change::Replaced),
+            Err(errno @ (EADDRNOTAVAIL | EINVAL)) => Err(Error::InvalidArgument {
+                op,
+                detail: format!(
+                    "the kernel refused the route {vip} dev {name} src {src} ({}): the source \
+                     must be one of this node's own addresses (see Rtnl::preferred_source)",
+                    std::io::Error::from_raw_os_error(errno)
+                ),
+            }),
+            Err(errno) => Err(kernel_error(op, errno)),
+        }
+    }
+
+    /// Removes the route to `vip/32` (`/128`) via interface `name` from the
+    /// main table (explicit cleanup only).
+    pub fn del_vip_route(&mut self, name: &str, vip: IpAddr) -> Result<Change> {
+        let op = "delete VIP route";
+        let Some(link) = self.link(name)? else {
+            return Ok(Change::AlreadyAbsent);
+        };
+        let seq = self.next_seq();
+        let msg = route_request(seq, false, vip, Some(link.index), None)?;
+        match self.request(op, msg, seq)? {
+            Ok(_) => Ok(Change::Removed),
+            Err(ESRCH) | Err(ENODEV) => Ok(Change::AlreadyAbsent),
+            Err(errno) => Err(kernel_error(op, errno)),
+        }
+    }
+
+    /// Makes the VIP routable in the given mode (an address on interface
+    /// `name`, or a route via `lo`), and removes the other mode's form if it
+    /// is there (a VIP that is also a local address defeats the route-only
+    /// mode).
+    pub fn ensure_vip(&mut self, name: &str, vip: IpAddr, mode: VipMode) -> Result<Change> {
+        match mode {
+            VipMode::Address => {
+                let change = self.add_vip(name, vip)?;
+                if self.del_vip_route(LOOPBACK, vip)?.changed() {
+                    tracing::info!(%vip, "removed the VIP route of route mode");
+                }
+                Ok(change)
+            }
+            VipMode::Route { src } => {
+                if vip.is_ipv6() {
+                    return Err(Error::InvalidArgument {
+                        op: "add VIP route",
+                        detail: format!(
+                            "route-only VIP mode is IPv4 only (IPv6 makes routes via lo reject \
+                             routes); use the address mode for {vip}"
+                        ),
+                    });
+                }
+                if self.del_vip(name, vip)?.changed() {
+                    tracing::info!(%vip, interface = name, "removed the VIP address of address mode");
+                }
+                self.add_vip_route(LOOPBACK, vip, src)
+            }
+        }
+    }
+
+    /// Undoes [`Rtnl::ensure_vip`] (explicit cleanup only).
+    pub fn remove_vip(&mut self, name: &str, vip: IpAddr, mode: VipMode) -> Result<Change> {
+        match mode {
+            VipMode::Address => self.del_vip(name, vip),
+            VipMode::Route { .. } => self.del_vip_route(LOOPBACK, vip),
+        }
+    }
+
+    /// The source address the kernel would pick for traffic from this node
+    /// to `backend` (what `ip route get BACKEND` shows as `src`): the node IP
+    /// to use as `src` of a route-only VIP.
+    pub fn preferred_source(&mut self, backend: IpAddr) -> Result<IpAddr> {
+        let op = "look up the route to a backend";
+        let seq = self.next_seq();
+        let msg = route_get_request(seq, backend)?;
+        let replies = self
+            .request(op, msg, seq)?
+            .map_err(|errno| kernel_error(op, errno))?;
+        for (ty, payload) in replies {
+            if ty == RTM_NEWROUTE {
+                let route = parse_route(&payload).map_err(|d| malformed(op, d))?;
+                if let Some(src) = route.prefsrc {
+                    return Ok(src);
+                }
+            }
+        }
+        // No RTA_PREFSRC in the answer: ask the kernel the other way. A UDP
+        // connect() picks the source address and sends nothing.
+        udp_source_towards(backend)
+    }
+}
+
+/// The local address a UDP socket connected to `dest` gets (no packet is
+/// sent).
+pub fn udp_source_towards(dest: IpAddr) -> Result<IpAddr> {
+    let op = "find the source address towards a backend";
+    let bind: SocketAddr = if dest.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let sock = UdpSocket::bind(bind).map_err(|source| Error::Io { op, source })?;
+    sock.connect((dest, 9))
+        .map_err(|source| Error::Io { op, source })?;
+    Ok(sock
+        .local_addr()
+        .map_err(|source| Error::Io { op, source })?
+        .ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_one(bytes: &[u8]) -> RawMsg<'_> {
+        let msgs = split_messages(bytes).expect("well-formed");
+        assert_eq!(msgs.len(), 1);
+        msgs[0].clone()
+    }
+
+    #[test]
+    fn interface_names_follow_the_kernel_rules() {
+        assert!(validate_interface_name(DEFAULT_INTERFACE).is_ok());
+        assert!(validate_interface_name("a").is_ok());
+        assert!(validate_interface_name("exactly15chars_").is_ok());
+        for bad in [
+            "",
+            "sixteen_chars_xx",
+            ".",
+            "..",
+            "a/b",
+            "eth0:1",
+            "a b",
+            "a\tb",
+            "a\0",
+        ] {
+            let err = validate_interface_name(bad).expect_err(bad);
+            assert!(matches!(err, Error::InvalidInterfaceName { .. }), "{err:?}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains("15 bytes"),
+                "the rule is in the message: {msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn create_dummy_message_carries_name_and_kind() {
+        let bytes = create_dummy_request(7, "apiproxy0").expect("build");
+        let m = parse_one(&bytes);
+        assert_eq!(m.ty, RTM_NEWLINK);
+        assert_eq!(m.seq, 7);
+        let want = (NlmF::REQUEST | NlmF::ACK | NlmF::CREATE | NlmF::EXCL).bits();
+        assert_eq!(m.flags, want);
+        // ifinfomsg: family 0, index 0, flags and change both IFF_UP.
+        assert_eq!(m.payload[0], 0);
+        assert_eq!(u32_at(m.payload, 4), Some(0));
+        assert_eq!(u32_at(m.payload, 8), Some(IFF_UP));
+        assert_eq!(u32_at(m.payload, 12), Some(IFF_UP));
+        let attrs = split_attrs(&m.payload[16..]).expect("attrs");
+        assert_eq!(find_attr(&attrs, IFLA_IFNAME), Some(&b"apiproxy0\0"[..]));
+        let info =
+            split_attrs(find_attr(&attrs, IFLA_LINKINFO).expect("linkinfo")).expect("nested");
+        assert_eq!(find_attr(&info, IFLA_INFO_KIND), Some(&b"dummy\0"[..]));
+        // Parsing our own request as a link gives the name back.
+        let link = parse_link(m.payload).expect("parse");
+        assert_eq!(link.name, "apiproxy0");
+        assert_eq!(link.kind.as_deref(), Some("dummy"));
+        assert!(link.up);
+    }
+
+    #[test]
+    fn vip_address_messages_are_host_routes_and_v6_skips_dad() {
+        let v4: IpAddr = "10.103.97.2".parse().expect("ip");
+        let bytes = address_request(1, true, 42, v4).expect("build");
+        let m = parse_one(&bytes);
+        assert_eq!(m.ty, RTM_NEWADDR);
+        assert_eq!(&m.payload[..4], &[AF_INET, 32, 0, 0]);
+        assert_eq!(u32_at(m.payload, 4), Some(42));
+        let (index, addr) = parse_address(m.payload).expect("parse");
+        assert_eq!((index, addr.addr, addr.prefix_len), (42, v4, 32));
+
+        let v6: IpAddr = "fd00::97:2".parse().expect("ip");
+        let bytes = address_request(2, true, 42, v6).expect("build");
+        let m = parse_one(&bytes);
+        assert_eq!(m.payload[0], AF_INET6);
+        assert_eq!(m.payload[1], 128);
+        assert_eq!(u32::from(m.payload[2]), IFA_F_NODAD);
+        let attrs = split_attrs(&m.payload[8..]).expect("attrs");
+        assert_eq!(
+            find_attr(&attrs, IFA_FLAGS).map(parse_u32),
+            Some(Ok(IFA_F_NODAD))
+        );
+        assert_eq!(parse_address(m.payload).expect("parse").1.addr, v6);
+
+        let del = address_request(3, false, 42, v4).expect("build");
+        assert_eq!(parse_one(&del).ty, 21); // RTM_DELADDR
+    }
+
+    #[test]
+    fn vip_route_message_is_main_table_link_scope_with_prefsrc() {
+        let vip: IpAddr = "10.103.97.2".parse().expect("ip");
+        let src: IpAddr = "192.168.1.10".parse().expect("ip");
+        let bytes = route_request(5, true, vip, Some(9), Some(src)).expect("build");
+        let m = parse_one(&bytes);
+        assert_eq!(m.ty, RTM_NEWROUTE);
+        let want = (NlmF::REQUEST | NlmF::ACK | NlmF::CREATE | NlmF::REPLACE).bits();
+        assert_eq!(m.flags, want);
+        // family, dst_len, src_len, tos, table, protocol, scope, type
+        assert_eq!(&m.payload[..8], &[AF_INET, 32, 0, 0, 254, 4, 253, 1]);
+        let route = parse_route(m.payload).expect("parse");
+        assert_eq!(
+            route,
+            RouteInfo {
+                dst: Some(vip),
+                dst_len: 32,
+                table: 254,
+                protocol: 4,
+                oif: Some(9),
+                prefsrc: Some(src),
+            }
+        );
+        let del = route_request(6, false, vip, Some(9), None).expect("build");
+        let m = parse_one(&del);
+        assert_eq!(m.ty, 25); // RTM_DELROUTE
+        assert_eq!(m.payload[6], 255, "delete matches any scope");
+        assert_eq!(m.payload[5], 4, "delete touches only our (static) routes");
+    }
+
+    #[test]
+    fn malformed_replies_are_errors_not_panics() {
+        // Lengths that lie, in every position.
+        assert!(split_messages(&[1, 2, 3]).is_err());
+        let mut short = 8u32.to_ne_bytes().to_vec();
+        short.extend_from_slice(&[0; 12]);
+        assert!(split_messages(&short).is_err());
+        let mut long = 400u32.to_ne_bytes().to_vec();
+        long.extend_from_slice(&[0; 12]);
+        assert!(split_messages(&long).is_err());
+        assert!(split_attrs(&[200, 0, 1, 0, 0, 0, 0, 0]).is_err());
+        assert!(split_attrs(&[2, 0, 1, 0]).is_err());
+        assert!(parse_link(&[0; 10]).is_err());
+        assert!(parse_address(&[2, 32, 0, 0]).is_err());
+        assert!(parse_route(&[2; 11]).is_err());
+        // An address attribute of the wrong size.
+        let mut addr = vec![AF_INET, 32, 0, 0, 1, 0, 0, 0];
+        addr.extend_from_slice(&[7, 0, 2, 0, 10, 0, 0, 0]);
+        assert!(parse_address(&addr).is_err());
+        // Every prefix of valid messages, and garbage: never a panic.
+        let valid = [
+            create_dummy_request(1, "apiproxy0").expect("build"),
+            address_request(1, true, 3, "fd00::1".parse().expect("ip")).expect("build"),
+            route_request(1, true, "10.0.0.1".parse().expect("ip"), Some(3), None).expect("build"),
+        ];
+        for v in &valid {
+            for cut in 0..v.len() {
+                let _ = split_messages(&v[..cut]);
+                let body = &v[NLMSG_HDRLEN.min(cut)..cut];
+                let _ = parse_link(body);
+                let _ = parse_address(body);
+                let _ = parse_route(body);
+            }
+        }
+        let mut x: u32 = 12345;
+        for _ in 0..2000 {
+            let bytes: Vec<u8> = (0..64)
+                .map(|_| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    (x >> 16) as u8 % 24
+                })
+                .collect();
+            let _ = split_messages(&bytes);
+            let _ = split_attrs(&bytes);
+            let _ = parse_link(&bytes);
+            let _ = parse_address(&bytes);
+            let _ = parse_route(&bytes);
+        }
+    }
+
+    #[test]
+    fn errnos_become_actionable_errors() {
+        assert!(matches!(
+            kernel_error("x", EPERM),
+            Error::PermissionDenied { op: "x" }
+        ));
+        assert!(matches!(
+            kernel_error("x", EACCES),
+            Error::PermissionDenied { .. }
+        ));
+        match kernel_error("x", EEXIST) {
+            Error::Kernel { errno, msg, .. } => {
+                assert_eq!(errno, EEXIST);
+                assert!(msg.contains("exists"), "{msg}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn route_mode_is_refused_for_ipv6_before_asking_the_kernel() {
+        let mut rtnl = Rtnl::connect().expect("rtnetlink exists on every Linux host");
+        let err = rtnl
+            .ensure_vip(
+                "nosuch0",
+                "fd00::2".parse().expect("ip"),
+                VipMode::Route {
+                    src: "fd00::1".parse().expect("ip"),
+                },
+            )
+            .expect_err("IPv6 route mode");
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
+        assert!(err.to_string().contains("IPv4 only"), "{err}");
+    }
+
+    #[test]
+    fn udp_source_picks_loopback_for_loopback() {
+        let src = udp_source_towards("127.0.0.1".parse().expect("ip")).expect("udp");
+        assert_eq!(src, IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+}
