@@ -39,10 +39,13 @@ enum Cmd {
         #[arg(long)]
         host_only: bool,
     },
-    /// Run only the real-kernel tests whose name contains FILTER, in the VM.
+    /// Run only the real-kernel tests whose name contains one of FILTERS, in the VM.
     VmTest {
-        /// Substring of the test names to run (all real-kernel tests if empty).
-        filter: Option<String>,
+        /// Build and search only these packages (default: the whole workspace).
+        #[arg(short, long = "package", value_name = "SPEC")]
+        packages: Vec<String>,
+        /// Substrings of the test names to run (all real-kernel tests if none).
+        filters: Vec<String>,
     },
     /// Run a command as root inside the VM, with the host's files visible.
     VmRun {
@@ -62,7 +65,7 @@ fn main() {
     let cli = Cli::parse();
     let result: Result<i32> = match cli.cmd {
         Cmd::Test { host_only } => test::run_all(host_only),
-        Cmd::VmTest { filter } => test::run_vm_only(filter.as_deref()),
+        Cmd::VmTest { packages, filters } => test::run_vm_only(&packages, &filters),
         Cmd::VmRun { command } => vm::run_command(&command),
     };
     match result {

@@ -87,7 +87,7 @@ pub fn run_all(host_only: bool) -> Result<i32> {
         None
     } else {
         step("real-kernel tests: one VM boot");
-        Some(vm_tests(&root, None)?)
+        Some(vm_tests(&root, &[], &[])?)
     };
 
     println!();
@@ -117,9 +117,9 @@ pub fn run_all(host_only: bool) -> Result<i32> {
     Ok(if all_ok { 0 } else { 1 })
 }
 
-pub fn run_vm_only(filter: Option<&str>) -> Result<i32> {
+pub fn run_vm_only(packages: &[String], filters: &[String]) -> Result<i32> {
     let root = crate::workspace_root();
-    let (ok, c) = vm_tests(&root, filter)?;
+    let (ok, c) = vm_tests(&root, packages, filters)?;
     println!("vm tests: {} passed, {} failed", c.passed, c.failed);
     Ok(if ok && c.failed == 0 { 0 } else { 1 })
 }
@@ -165,14 +165,15 @@ struct TestBinary {
 
 /// Builds every test target (the same build the host tests used) and lists
 /// the executables.
-fn test_binaries(root: &Path) -> Result<Vec<TestBinary>> {
+fn test_binaries(root: &Path, packages: &[String]) -> Result<Vec<TestBinary>> {
+    let mut selection: Vec<String> = packages.iter().map(|p| format!("--package={p}")).collect();
+    if selection.is_empty() {
+        selection.push("--workspace".into());
+    }
     let out = Command::new(env!("CARGO"))
-        .args([
-            "test",
-            "--workspace",
-            "--no-run",
-            "--message-format=json-render-diagnostics",
-        ])
+        .arg("test")
+        .args(&selection)
+        .args(["--no-run", "--message-format=json-render-diagnostics"])
         .current_dir(root)
         .stderr(Stdio::inherit())
         .output()
@@ -219,8 +220,8 @@ fn kernel_tests(bin: &TestBinary) -> Result<Vec<String>> {
         .collect())
 }
 
-fn vm_tests(root: &Path, filter: Option<&str>) -> Result<(bool, Counts)> {
-    let bins = test_binaries(root)?;
+fn vm_tests(root: &Path, packages: &[String], filters: &[String]) -> Result<(bool, Counts)> {
+    let bins = test_binaries(root, packages)?;
     let mut job = String::from(
         "# Written by `cargo xtask`: runs every real-kernel test binary with --ignored.\n\
          failed=0\n",
@@ -230,7 +231,7 @@ fn vm_tests(root: &Path, filter: Option<&str>) -> Result<(bool, Counts)> {
         let tests = kernel_tests(bin)?;
         let matching = tests
             .iter()
-            .filter(|t| filter.is_none_or(|f| t.contains(f)))
+            .filter(|t| filters.is_empty() || filters.iter().any(|f| t.contains(f.as_str())))
             .count();
         if matching == 0 {
             continue;
@@ -238,7 +239,8 @@ fn vm_tests(root: &Path, filter: Option<&str>) -> Result<(bool, Counts)> {
         selected += matching;
         let dir = vm::shell_quote(&bin.package_dir.to_string_lossy());
         let exe = vm::shell_quote(&bin.exe.to_string_lossy());
-        let filter_arg = filter.map(vm::shell_quote).unwrap_or_default();
+        let filter_arg: Vec<String> = filters.iter().map(|f| vm::shell_quote(f)).collect();
+        let filter_arg = filter_arg.join(" ");
         job.push_str(&format!(
             "cd {dir} && export CARGO_MANIFEST_DIR={dir}\n\
              echo '     Running [vm] {name}'\n\
@@ -252,8 +254,7 @@ fn vm_tests(root: &Path, filter: Option<&str>) -> Result<(bool, Counts)> {
     }
     if selected == 0 {
         bail!(
-            "no real-kernel test matches{}: they are the tests marked #[ignore = \"{REAL_KERNEL_REASON}: ...\"]",
-            filter.map(|f| format!(" {f:?}")).unwrap_or_default()
+            "no real-kernel test matches {filters:?}: they are the tests marked #[ignore = \"{REAL_KERNEL_REASON}: ...\"]"
         );
     }
     job.push_str("exit $failed\n");
