@@ -4,6 +4,7 @@
 //! [`apiserver_proxy_manager::config::Config`] and hands it to the manager.
 
 mod cli;
+mod daemon;
 
 use std::process::ExitCode;
 
@@ -32,14 +33,10 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
         None => match cli::effective_config(&cli.run) {
-            Ok(_) => {
-                eprintln!(
-                    "bcs-apiserver-proxy {}: the configuration is valid, but the daemon's \
-                     reconcile loop is not implemented yet",
-                    env!("CARGO_PKG_VERSION")
-                );
-                ExitCode::from(2)
-            }
+            Ok((config, warnings)) => match daemon::run(config, warnings, cli.run) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            },
             Err(e) => fail(&e),
         },
     }

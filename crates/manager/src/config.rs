@@ -109,7 +109,7 @@ impl Default for HealthSettings {
             interval: Duration::from_secs(5),
             timeout: Duration::from_secs(2),
             rise: 2,
-            fall: 2,
+            fall: 1,
             success_statuses: BTreeSet::from([200]),
             ca_file: None,
             server_name: "kubernetes".into(),

@@ -5,4 +5,13 @@
 //! ([`config`]); the reconcile loop arrives with its issue.
 
 pub mod config;
+pub mod daemon;
+mod error;
+pub mod http;
+pub mod kernel;
+pub mod lock;
+pub mod metrics;
 pub mod plan;
+pub mod state;
+
+pub use error::{Error, Result};

@@ -41,13 +41,25 @@ pub struct DesiredVs {
     pub vip: Endpoint,
     pub scheduler: String,
     pub backends: BTreeMap<Endpoint, Condition>,
+    /// Leave destinations the kernel holds but `backends` does not list
+    /// alone instead of draining them. True until the cluster has answered:
+    /// seeds or a cache are a floor, not the whole truth, and a restarted
+    /// daemon must not remove what the CLI or its predecessor put there.
+    pub keep_unlisted: bool,
 }
 
-/// One destination as the kernel holds it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One destination as the kernel holds it (with what metrics export).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ActualDest {
     pub weight: u32,
     pub active_conns: u32,
+    pub inactive_conns: u32,
+    /// Connections, packets and bytes since the destination was added.
+    pub conns: u64,
+    pub in_packets: u64,
+    pub out_packets: u64,
+    pub in_bytes: u64,
+    pub out_bytes: u64,
 }
 
 /// One of our virtual servers as the kernel holds it.
@@ -242,7 +254,7 @@ pub fn plan(
         }
         // In the kernel but no longer wanted at all: drain, then delete.
         for (backend, d) in current {
-            if !wants.contains_key(backend) {
+            if !wants.contains_key(backend) && !vs.keep_unlisted {
                 drain_step(
                     &mut plan,
                     drains,
@@ -318,6 +330,7 @@ mod tests {
             vip: ep(VIP),
             scheduler: "rr".into(),
             backends: backends.iter().map(|(b, c)| (ep(b), *c)).collect(),
+            keep_unlisted: false,
         }
     }
 
@@ -333,6 +346,7 @@ mod tests {
                         ActualDest {
                             weight: *w,
                             active_conns: *a,
+                            ..ActualDest::default()
                         },
                     )
                 })
@@ -540,6 +554,20 @@ mod tests {
     }
 
     #[test]
+    fn before_the_cluster_answers_unlisted_backends_are_kept() {
+        // A restarted daemon knows only its seed; the kernel holds three.
+        let mut d = desired(&[(A, Unprobed)]);
+        d.keep_unlisted = true;
+        let p = run(
+            &[d],
+            &[actual(&[(A, 1, 0), (B, 1, 4), (C, 1, 0)])],
+            &mut Drains::default(),
+            Instant::now(),
+        );
+        assert!(p.ops.is_empty(), "{:?}", p.ops);
+    }
+
+    #[test]
     fn tampering_is_repaired_with_the_smallest_change() {
         // Someone deleted B and changed A's weight; the scheduler was changed.
         let mut a = actual(&[(A, 5, 0)]);
@@ -617,6 +645,7 @@ mod tests {
             vip: ep("[fd00::2]:6443"),
             scheduler: "rr".into(),
             backends: [(ep("[fd00::10]:6443"), Ready)].into_iter().collect(),
+            keep_unlisted: false,
         };
         let p = run(
             &[desired(&[(A, Ready)]), other],

@@ -1,0 +1,37 @@
+/// What can go wrong in the manager.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Dataplane(#[from] apiserver_proxy_dataplane::Error),
+
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+
+    #[error(
+        "another bcs-apiserver-proxy or apiserver-proxy-tools holds the lock {path}: \
+         only one may change this node's rules at a time"
+    )]
+    Locked { path: String },
+
+    #[error("health checks: {0}")]
+    Health(String),
+
+    #[error("discovery: {0}")]
+    Discovery(String),
+
+    #[error("internal: {0}")]
+    Runtime(String),
+
+    #[error("{path}: {detail}")]
+    StateFile { path: String, detail: String },
+
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,244 @@
+//! Prometheus metrics. Every name starts with `apiserver_proxy_`; the list
+//! with meanings is in docs/metrics.md.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// All metrics, registered in their own registry (not the global one, so
+/// tests can create as many managers as they like).
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub backend_healthy: IntGaugeVec,
+    pub backend_transitions: IntCounterVec,
+    pub probe_duration: HistogramVec,
+    pub probe_failures: IntCounterVec,
+    pub reconcile_total: IntCounterVec,
+    pub reconcile_duration: Histogram,
+    pub reconcile_operations: IntCounterVec,
+    pub ipvs_connections: IntGaugeVec,
+    pub ipvs_bytes: IntGaugeVec,
+    pub ipvs_packets: IntGaugeVec,
+    pub sockets_destroyed: IntCounter,
+    pub fail_open: IntGaugeVec,
+    pub discovery_source: IntGaugeVec,
+    pub discovery_rejected: IntCounter,
+    pub build_info: IntGaugeVec,
+}
+
+const PREFIX: &str = "apiserver_proxy";
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help).namespace(PREFIX)
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Only fails on an invalid name or a duplicate registration: both are
+    // bugs in this file, caught by the tests below.
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("metric definition: {e}"),
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let reg = |c: Box<dyn prometheus::core::Collector>| must(registry.register(c));
+        let latency_buckets = vec![
+            0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+        ];
+        let m = Metrics {
+            backend_healthy: must(IntGaugeVec::new(
+                opts(
+                    "backend_healthy",
+                    "1 if the backend is in rotation (alive, and ready or of unknown readiness), else 0",
+                ),
+                &["vs", "backend"],
+            )),
+            backend_transitions: must(IntCounterVec::new(
+                opts(
+                    "backend_transitions_total",
+                    "Backend state changes, by the state entered",
+                ),
+                &["vs", "backend", "to"],
+            )),
+            probe_duration: must(HistogramVec::new(
+                HistogramOpts::new("probe_duration_seconds", "Readiness probe round trips")
+                    .namespace(PREFIX)
+                    .buckets(latency_buckets.clone()),
+                &["backend"],
+            )),
+            probe_failures: must(IntCounterVec::new(
+                opts(
+                    "probe_failures_total",
+                    "Failed probes and liveness events, by kind",
+                ),
+                &["backend", "kind"],
+            )),
+            reconcile_total: must(IntCounterVec::new(
+                opts("reconcile_total", "Reconcile passes, by result (ok, error)"),
+                &["result"],
+            )),
+            reconcile_duration: must(Histogram::with_opts(
+                HistogramOpts::new(
+                    "reconcile_duration_seconds",
+                    "Time of one reconcile pass: read our services, plan, apply",
+                )
+                .namespace(PREFIX)
+                .buckets(latency_buckets),
+            )),
+            reconcile_operations: must(IntCounterVec::new(
+                opts(
+                    "reconcile_operations_total",
+                    "IPVS changes applied, by operation",
+                ),
+                &["op"],
+            )),
+            ipvs_connections: must(IntGaugeVec::new(
+                opts(
+                    "ipvs_connections",
+                    "IPVS connections per real server, by state (active, inactive)",
+                ),
+                &["vs", "backend", "state"],
+            )),
+            ipvs_bytes: must(IntGaugeVec::new(
+                opts(
+                    "ipvs_bytes",
+                    "Bytes through a real server since it was added to IPVS, by direction (in, out)",
+                ),
+                &["vs", "backend", "direction"],
+            )),
+            ipvs_packets: must(IntGaugeVec::new(
+                opts(
+                    "ipvs_packets",
+                    "Packets through a real server since it was added to IPVS, by direction (in, out)",
+                ),
+                &["vs", "backend", "direction"],
+            )),
+            sockets_destroyed: must(IntCounter::with_opts(opts(
+                "sockets_destroyed_total",
+                "Node-local sockets cut because their apiserver died",
+            ))),
+            fail_open: must(IntGaugeVec::new(
+                opts(
+                    "fail_open",
+                    "1 while every backend of the virtual server fails its checks and all are kept in rotation",
+                ),
+                &["vs"],
+            )),
+            discovery_source: must(IntGaugeVec::new(
+                opts(
+                    "discovery_source",
+                    "1 for where the virtual server's backend set comes from now (seed, cache, cluster)",
+                ),
+                &["vs", "source"],
+            )),
+            discovery_rejected: must(IntCounter::with_opts(opts(
+                "discovery_rejected_total",
+                "Answers from the cluster with no usable endpoint, ignored (fail-static)",
+            ))),
+            build_info: must(IntGaugeVec::new(
+                opts("build_info", "Always 1; labels say which build runs"),
+                &["version"],
+            )),
+            registry: registry.clone(),
+        };
+        for c in [
+            Box::new(m.backend_healthy.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.backend_transitions.clone()),
+            Box::new(m.probe_duration.clone()),
+            Box::new(m.probe_failures.clone()),
+            Box::new(m.reconcile_total.clone()),
+            Box::new(m.reconcile_duration.clone()),
+            Box::new(m.reconcile_operations.clone()),
+            Box::new(m.ipvs_connections.clone()),
+            Box::new(m.ipvs_bytes.clone()),
+            Box::new(m.ipvs_packets.clone()),
+            Box::new(m.sockets_destroyed.clone()),
+            Box::new(m.fail_open.clone()),
+            Box::new(m.discovery_source.clone()),
+            Box::new(m.discovery_rejected.clone()),
+            Box::new(m.build_info.clone()),
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+        ] {
+            reg(c);
+        }
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        m
+    }
+
+    /// The text exposition format, for `/metrics`.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            return format!("# error encoding metrics: {e}\n");
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Keeps IntGauge-style numbers in a u64 domain without wrapping negative.
+pub fn gauge_value(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_has_the_prefix_and_the_required_ones_exist() {
+        let m = Metrics::new();
+        m.backend_healthy.with_label_values(&["vs", "b"]).set(1);
+        m.backend_transitions
+            .with_label_values(&["vs", "b", "dead"])
+            .inc();
+        m.probe_duration.with_label_values(&["b"]).observe(0.01);
+        m.reconcile_total.with_label_values(&["ok"]).inc();
+        m.reconcile_duration.observe(0.001);
+        m.ipvs_connections
+            .with_label_values(&["vs", "b", "active"])
+            .set(3);
+        m.ipvs_bytes.with_label_values(&["vs", "b", "in"]).set(10);
+        m.ipvs_packets.with_label_values(&["vs", "b", "in"]).set(1);
+        m.sockets_destroyed.inc();
+        m.fail_open.with_label_values(&["vs"]).set(0);
+        m.discovery_source
+            .with_label_values(&["vs", "cluster"])
+            .set(1);
+        let text = m.render();
+        for name in [
+            "apiserver_proxy_backend_healthy{",
+            "apiserver_proxy_backend_transitions_total{",
+            "apiserver_proxy_probe_duration_seconds_bucket{",
+            "apiserver_proxy_reconcile_total{",
+            "apiserver_proxy_reconcile_duration_seconds_bucket{",
+            "apiserver_proxy_ipvs_connections{",
+            "apiserver_proxy_ipvs_bytes{",
+            "apiserver_proxy_ipvs_packets{",
+            "apiserver_proxy_sockets_destroyed_total ",
+            "apiserver_proxy_fail_open{",
+            "apiserver_proxy_discovery_source{",
+            "apiserver_proxy_build_info{version=",
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(
+                line.starts_with("apiserver_proxy_") || line.starts_with("process_"),
+                "{line}"
+            );
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The reconcile plan applied to a real kernel through the dataplane:
+//! convergence, idempotency, tamper repair, and foreign services untouched.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use apiserver_proxy_manager::kernel::{Kernel, Netlink, apply_plan};
+use apiserver_proxy_manager::plan::{Condition, DesiredVs, Drains, plan};
+use apiserver_proxy_testkit::kernel::{self, run};
+use apiserver_proxy_types::Endpoint;
+
+fn ep(s: &str) -> Endpoint {
+    s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+}
+
+fn desired(vip: &str, backends: &[(&str, Condition)]) -> DesiredVs {
+    DesiredVs {
+        vip: ep(vip),
+        scheduler: "rr".into(),
+        backends: backends
+            .iter()
+            .map(|(b, c)| (ep(b), *c))
+            .collect::<BTreeMap<_, _>>(),
+        keep_unlisted: false,
+    }
+}
+
+/// One pass: read ours, plan, apply. Returns how many operations it took.
+fn pass(k: &Netlink, d: &[DesiredVs], drains: &mut Drains) -> usize {
+    let vips: Vec<Endpoint> = d.iter().map(|v| v.vip).collect();
+    let actual = k.read_ours(&vips).expect("read our services");
+    let p = plan(d, &actual, drains, Instant::now(), Duration::from_secs(30));
+    let applied = apply_plan(k, &p);
+    assert!(applied.errors.is_empty(), "{:?}", applied.errors);
+    applied.ops
+}
+
+fn ipvsadm_save() -> String {
+    run("ipvsadm", &["-S", "-n"])
+}
+
+#[test]
+#[ignore = "real-kernel: needs IPVS, run by `cargo xtask test` in the VM"]
+fn converges_stays_converged_and_repairs_tampering() {
+    let _netns = kernel::enter();
+    let k = Netlink::connect().expect("netlink");
+    let mut drains = Drains::default();
+    let d = [
+        desired(
+            "10.103.97.2:6443",
+            &[
+                ("192.168.1.10:6443", Condition::Ready),
+                ("192.168.1.11:6443", Condition::Ready),
+                ("192.168.1.12:6443", Condition::Unprobed),
+            ],
+        ),
+        desired("[fd00::2]:6443", &[("[fd00::10]:6443", Condition::Ready)]),
+    ];
+    assert_eq!(pass(&k, &d, &mut drains), 6, "2 services + 4 destinations");
+    let saved = ipvsadm_save();
+    for want in [
+        "-A -t 10.103.97.2:6443 -s rr",
+        "-a -t 10.103.97.2:6443 -r 192.168.1.10:6443 -m -w 1",
+        "-a -t 10.103.97.2:6443 -r 192.168.1.12:6443 -m -w 1",
+        "-A -t [fd00::2]:6443 -s rr",
+        "-a -t [fd00::2]:6443 -r [fd00::10]:6443 -m -w 1",
+    ] {
+        assert!(saved.contains(want), "missing {want:?} in:\n{saved}");
+    }
+    assert_eq!(
+        pass(&k, &d, &mut drains),
+        0,
+        "a converged kernel needs nothing"
+    );
+
+    // Tampering: a destination deleted, a weight changed, the scheduler changed.
+    run(
+        "ipvsadm",
+        &["-d", "-t", "10.103.97.2:6443", "-r", "192.168.1.11:6443"],
+    );
+    run(
+        "ipvsadm",
+        &[
+            "-e",
+            "-t",
+            "10.103.97.2:6443",
+            "-r",
+            "192.168.1.10:6443",
+            "-m",
+            "-w",
+            "7",
+        ],
+    );
+    run("ipvsadm", &["-E", "-t", "10.103.97.2:6443", "-s", "wlc"]);
+    assert_eq!(pass(&k, &d, &mut drains), 3);
+    assert_eq!(ipvsadm_save(), saved, "repaired to exactly what it was");
+
+    // The whole table cleared (ipvsadm -C, kube-proxy's cleanup): rebuilt.
+    run("ipvsadm", &["-C"]);
+    assert_eq!(pass(&k, &d, &mut drains), 6);
+    assert_eq!(ipvsadm_save(), saved);
+}
+
+#[test]
+#[ignore = "real-kernel: needs IPVS, run by `cargo xtask test` in the VM"]
+fn ten_thousand_foreign_services_are_never_touched() {
+    let _netns = kernel::enter();
+    // What kube-proxy's IPVS mode leaves on a big cluster.
+    let mut rules = String::new();
+    for i in 0..10_000u32 {
+        let ip = format!("10.96.{}.{}", i / 250, i % 250 + 1);
+        rules.push_str(&format!(
+            "-A -t {ip}:443 -s rr\n-a -t {ip}:443 -r 172.16.0.1:443 -m -w 1\n"
+        ));
+    }
+    let mut child = Command::new("ipvsadm")
+        .arg("-R")
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("ipvsadm -R");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(rules.as_bytes())
+        .expect("write rules");
+    assert!(child.wait().expect("wait").success());
+    let foreign_before = ipvsadm_save();
+
+    let k = Netlink::connect().expect("netlink");
+    let mut drains = Drains::default();
+    let d = [desired(
+        "10.103.97.2:6443",
+        &[
+            ("192.168.1.10:6443", Condition::Ready),
+            ("192.168.1.11:6443", Condition::Ready),
+        ],
+    )];
+    let started = Instant::now();
+    assert_eq!(pass(&k, &d, &mut drains), 3);
+    let first = started.elapsed();
+    let started = Instant::now();
+    assert_eq!(pass(&k, &d, &mut drains), 0);
+    eprintln!(
+        "figure: reconcile pass with 10,000 foreign services: first {:?}, converged {:?} \
+         (emulated VM, not asserted)",
+        first,
+        started.elapsed()
+    );
+    let d = [desired(
+        "10.103.97.2:6443",
+        &[
+            ("192.168.1.10:6443", Condition::Ready),
+            ("192.168.1.11:6443", Condition::Dead),
+        ],
+    )];
+    pass(&k, &d, &mut drains);
+
+    let after = ipvsadm_save();
+    let ours = |l: &&str| l.contains("10.103.97.2:6443");
+    let foreign_after: Vec<&str> = after.lines().filter(|l| !ours(l)).collect();
+    let foreign_before: Vec<&str> = foreign_before.lines().collect();
+    assert_eq!(foreign_after.len(), 20_000);
+    assert!(foreign_after == foreign_before, "a foreign rule changed");
+    let ours_after: Vec<&str> = after.lines().filter(ours).collect();
+    assert_eq!(
+        ours_after,
+        [
+            "-A -t 10.103.97.2:6443 -s rr",
+            "-a -t 10.103.97.2:6443 -r 192.168.1.10:6443 -m -w 1"
+        ],
+        "the dead backend is gone; fail-open does not apply while one is ready"
+    );
+}
