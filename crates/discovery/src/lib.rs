@@ -92,6 +92,10 @@ impl VirtualServer {
 pub const DEFAULT_PORT_NAME: &str = "https";
 
 /// Discovery settings. [`DiscoveryConfig::new`] gives the defaults.
+///
+/// [`Discovery::start`] rejects durations that are zero or above
+/// [`MAX_DURATION`] (all timeouts, `stale_after` and both backoffs) and a
+/// `backoff_max` below `backoff_initial`, naming the field.
 #[derive(Debug, Clone)]
 pub struct DiscoveryConfig {
     pub virtual_servers: Vec<VirtualServer>,
@@ -105,14 +109,17 @@ pub struct DiscoveryConfig {
     /// A watch with nothing arriving for this long is restarted with a
     /// fresh list.
     pub stale_after: Duration,
-    /// How long a list may take (from asking to the complete answer) before
-    /// the apiserver is given up for the next one. Catches apiservers that
-    /// accept connections but do not answer.
+    /// How long a list may take (from asking to the complete answer, all
+    /// pages together) before the apiserver is given up for the next one.
+    /// Catches apiservers that accept connections but do not answer, or
+    /// answer too slowly. Each new list (after an error, a 410 Gone or a
+    /// fallback to Endpoints) gets the full time again.
     pub list_timeout: Duration,
     /// Server-side timeout of each watch request (kube-runtime re-watches
     /// from the last resourceVersion when it ends).
     pub watch_timeout: Duration,
-    /// Backoff between failed attempts, doubling up to `backoff_max`.
+    /// Backoff between failed attempts, doubling up to `backoff_max`
+    /// (`backoff_initial <= backoff_max`).
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     /// Consecutive errors on one apiserver before trying the next one.
@@ -167,15 +174,52 @@ impl DiscoveryConfig {
                 )));
             }
         }
-        if self.stale_after.is_zero()
-            || self.backoff_initial.is_zero()
-            || self.list_timeout.is_zero()
-        {
-            return Err(DiscoveryError::Config(
-                "stale_after, list_timeout and backoff_initial must be positive".to_string(),
-            ));
+        for (field, value) in [
+            ("stale_after", self.stale_after),
+            ("list_timeout", self.list_timeout),
+            ("watch_timeout", self.watch_timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("backoff_initial", self.backoff_initial),
+            ("backoff_max", self.backoff_max),
+        ] {
+            if value.is_zero() || value > MAX_DURATION {
+                return Err(DiscoveryError::Config(format!(
+                    "{field} is {value:?}; it must be positive and at most {MAX_DURATION:?}"
+                )));
+            }
+        }
+        if self.backoff_max < self.backoff_initial {
+            return Err(DiscoveryError::Config(format!(
+                "backoff_max ({:?}) must be at least backoff_initial ({:?})",
+                self.backoff_max, self.backoff_initial
+            )));
         }
         Ok(())
+    }
+}
+
+/// The largest timeout, staleness bound or backoff [`Discovery::start`]
+/// accepts. Larger values are configuration mistakes (and would overflow
+/// deadlines).
+pub const MAX_DURATION: Duration = Duration::from_secs(3600);
+
+/// Removes what a crashed cache write left, then loads the cache; a cache
+/// that cannot be used is counted, logged and ignored.
+fn load_cache(path: &std::path::Path, counters: &Counters) -> Option<cache::CachedSets> {
+    let removed = cache::remove_stale_temp_files(path);
+    if removed > 0 {
+        tracing::info!(
+            removed,
+            "removed temporary cache files left by an interrupted write"
+        );
+    }
+    match cache::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            counters.bump(|c| &c.cache_load_failures);
+            tracing::warn!(error = %e, "last-known-good backend cache not used");
+            None
+        }
     }
 }
 
@@ -199,17 +243,10 @@ impl Discovery {
     pub fn start(config: DiscoveryConfig, base: kube::Config) -> Result<Discovery, DiscoveryError> {
         config.validate()?;
         let counters = Arc::new(Counters::default());
-        let cached = match &config.cache_path {
-            None => None,
-            Some(path) => match cache::load(path) {
-                Ok(c) => c,
-                Err(e) => {
-                    counters.bump(|c| &c.cache_load_failures);
-                    tracing::warn!(error = %e, "last-known-good backend cache not used");
-                    None
-                }
-            },
-        };
+        let cached = config
+            .cache_path
+            .as_deref()
+            .and_then(|path| load_cache(path, &counters));
         let (tx, updates) = mpsc::channel(256);
         let (latest_tx, latest) = watch::channel(BTreeMap::new());
         let engine = run::Engine::new(config, base, counters.clone(), tx, latest_tx, cached);
@@ -235,5 +272,63 @@ impl Discovery {
 impl Drop for Discovery {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> DiscoveryConfig {
+        let vip: Endpoint = "10.96.0.1:443".parse().expect("vip");
+        DiscoveryConfig::new(vec![VirtualServer::new(vip)])
+    }
+
+    fn start_error(c: DiscoveryConfig) -> String {
+        let base = kube::Config::new("https://10.96.0.1:443".parse().expect("url"));
+        match Discovery::start(c, base) {
+            Ok(_) => panic!("the configuration was accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// Regression: `backoff_max = 0` was accepted (a busy loop with no
+    /// sleep), and huge durations overflowed `backoff * 2` and deadlines.
+    #[test]
+    fn start_rejects_settings_that_would_spin_or_overflow_naming_the_field() {
+        assert!(valid().validate().is_ok());
+        let huge = Duration::from_secs(u64::MAX);
+        type Setter = fn(&mut DiscoveryConfig, Duration);
+        let cases: Vec<(&str, Setter)> = vec![
+            ("stale_after", |c, d| c.stale_after = d),
+            ("list_timeout", |c, d| c.list_timeout = d),
+            ("watch_timeout", |c, d| c.watch_timeout = d),
+            ("connect_timeout", |c, d| c.connect_timeout = d),
+            ("backoff_initial", |c, d| c.backoff_initial = d),
+            ("backoff_max", |c, d| c.backoff_max = d),
+        ];
+        for (field, set) in cases {
+            for bad in [Duration::ZERO, huge, MAX_DURATION + Duration::from_nanos(1)] {
+                let mut c = valid();
+                set(&mut c, bad);
+                let err = start_error(c);
+                assert!(
+                    err.contains(field),
+                    "{field} = {bad:?}: {err:?} does not name the field"
+                );
+            }
+            let mut c = valid();
+            set(&mut c, MAX_DURATION);
+            c.backoff_initial = c.backoff_initial.min(c.backoff_max);
+            assert!(c.validate().is_ok(), "{field} = MAX_DURATION is accepted");
+        }
+        let mut c = valid();
+        c.backoff_initial = Duration::from_secs(2);
+        c.backoff_max = Duration::from_secs(1);
+        let err = start_error(c);
+        assert!(
+            err.contains("backoff_max") && err.contains("backoff_initial"),
+            "{err}"
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use apiserver_proxy_types::Endpoint;
 use futures::stream::BoxStream;
@@ -133,7 +134,7 @@ impl Engine {
             let Some(target) = targets.get(attempt % targets.len().max(1)).copied() else {
                 warn!("no apiserver to connect to: no seeds, no cache, no cluster answer yet");
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(self.config.backoff_max);
+                backoff = next_backoff(backoff, self.config.backoff_max);
                 continue;
             };
             let client = match self.client(target) {
@@ -142,7 +143,7 @@ impl Engine {
                     warn!(error = %e, "cannot build a client");
                     attempt = attempt.wrapping_add(1);
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.config.backoff_max);
+                    backoff = next_backoff(backoff, self.config.backoff_max);
                     continue;
                 }
             };
@@ -166,7 +167,7 @@ impl Engine {
                     attempt = attempt.wrapping_add(1);
                     warn!(?target, retry_in = ?backoff, "apiserver failing, trying the next one");
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.config.backoff_max);
+                    backoff = next_backoff(backoff, self.config.backoff_max);
                 }
             }
         }
@@ -249,19 +250,26 @@ impl Engine {
         let mut errors_in_row = 0u32;
         let mut backoff = self.config.backoff_initial;
         let mut listed = false;
-        // Between asking for a list and its end (InitDone), the shorter
-        // list timeout applies; a hung apiserver is then left for the next.
+        // Between asking for a list (Event::Init, which the watcher yields
+        // right before it sends the first list request) and its end
+        // (InitDone), all pages together must arrive before the list
+        // deadline; a hung or crawling apiserver is then left for the next.
+        // Otherwise each item must arrive within `stale_after`.
         let mut listing = true;
+        let mut list_deadline = deadline_after(self.config.list_timeout);
         loop {
-            let wait = if listing {
-                self.config.list_timeout
+            let next = if listing {
+                tokio::time::timeout_at(list_deadline, stream.next()).await
             } else {
-                self.config.stale_after
+                tokio::time::timeout(self.config.stale_after, stream.next()).await
             };
-            let item = match tokio::time::timeout(wait, stream.next()).await {
+            let item = match next {
                 Err(_) if listing => {
                     self.counters.bump(|c| &c.watch_errors);
-                    warn!(timeout = ?wait, "no complete list from the apiserver in time");
+                    warn!(
+                        timeout = ?self.config.list_timeout,
+                        "no complete list from the apiserver in time"
+                    );
                     return (End::Failed, listed);
                 }
                 Err(_) => return (End::Stale, listed),
@@ -271,6 +279,7 @@ impl Engine {
             let changed = match item {
                 Ok(Event::Init) => {
                     listing = true;
+                    list_deadline = deadline_after(self.config.list_timeout);
                     init = Some(BTreeMap::new());
                     false
                 }
@@ -307,6 +316,7 @@ impl Engine {
                         );
                         mode = Mode::Endpoints;
                         listing = true;
+                        list_deadline = deadline_after(self.config.list_timeout);
                         stream = self.open(client.clone(), mode);
                         objects.clear();
                         init = None;
@@ -324,7 +334,7 @@ impl Engine {
                         return (End::Failed, listed);
                     }
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.config.backoff_max);
+                    backoff = next_backoff(backoff, self.config.backoff_max);
                     false
                 }
             };
@@ -407,17 +417,20 @@ impl Engine {
         self.tx.send(set).await.is_ok()
     }
 
-    /// Hands the cluster-sourced sets to the cache writer (latest wins), so
-    /// that fsync never delays the next event.
+    /// Hands the last real sets to the cache writer (latest wins), so that
+    /// fsync never delays the next event.
     fn write_cache(&mut self) {
         if self.config.cache_path.is_none() {
             return;
         }
-        // Only what the cluster said is last-known-good.
+        // What the cluster said is last-known-good, and so is a set still
+        // from the cache (the cluster has not given that virtual server a
+        // usable answer yet): dropping it would lose it at the next start.
+        // Seeds are configuration, never cached.
         let sets: CachedSets = self
             .current
             .iter()
-            .filter(|(_, c)| c.source == Source::Cluster && !c.backends.is_empty())
+            .filter(|(_, c)| c.source != Source::Seed && !c.backends.is_empty())
             .map(|(vip, c)| (*vip, c.backends.clone()))
             .collect();
         let writer = self.cache_writer.get_or_insert_with(|| {
@@ -457,6 +470,18 @@ async fn cache_writer(
     }
 }
 
+/// The next backoff: doubled (saturating), at most `max`.
+fn next_backoff(current: Duration, max: Duration) -> Duration {
+    current.saturating_mul(2).min(max)
+}
+
+/// Now plus `d`, or far in the future if that does not fit.
+fn deadline_after(d: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
+}
+
 fn map_event<K>(e: Event<K>, f: impl Fn(K) -> Obj) -> Event<Obj> {
     match e {
         Event::Apply(k) => Event::Apply(f(k)),
@@ -476,4 +501,30 @@ fn is_gone(e: &watcher::Error) -> bool {
     // (An HTTP 410 on the watch request itself is counted as an ordinary
     // error, so repeated ones end the session, which relists.)
     matches!(e, watcher::Error::WatchError(s) if s.code == 410)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_saturates_and_is_clamped() {
+        let max = Duration::from_secs(30);
+        assert_eq!(
+            next_backoff(Duration::from_millis(200), max),
+            Duration::from_millis(400)
+        );
+        assert_eq!(next_backoff(Duration::from_secs(20), max), max);
+        assert_eq!(next_backoff(max, max), max);
+        // Used to panic: `Duration * 2` overflows.
+        assert_eq!(next_backoff(Duration::MAX, max), max);
+        assert_eq!(next_backoff(Duration::MAX, Duration::MAX), Duration::MAX);
+    }
+
+    #[test]
+    fn deadlines_never_overflow() {
+        let now = tokio::time::Instant::now();
+        assert!(deadline_after(Duration::MAX) > now);
+        assert!(deadline_after(Duration::from_secs(1)) > now);
+    }
 }

@@ -886,3 +886,136 @@ async fn an_apiserver_that_accepts_but_never_answers_is_left_for_the_next() {
     assert!(d.counters().snapshot().endpoint_switches >= 1);
     held.abort();
 }
+
+/// Regression: a cache write used to keep only cluster-sourced sets, so a
+/// virtual server still on its cached set (the cluster gave it nothing
+/// usable) lost its entry when another virtual server's set changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_keeps_the_last_real_set_of_a_virtual_server_the_cluster_left_empty() {
+    let server = fake().await;
+    let p = server.addr().port();
+    server.apply_slice(slice("kubernetes", p, &["127.0.0.1", "127.0.0.3"]));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache_path = dir.path().join("backends.json");
+    let (a, b) = (vip4(), ep("10.96.0.2", 443));
+    let mut sets = cache::CachedSets::new();
+    sets.insert(a, set(&[ep("127.0.0.1", p)]));
+    sets.insert(b, set(&[ep("127.0.0.1", p), ep("127.0.0.2", p)]));
+    cache::store(&cache_path, &sets).expect("store");
+
+    // B balances to a port the cluster does not publish: its answers are
+    // always empty and rejected (fail-static).
+    let mut vs_b = vs(b, &[ep("127.0.0.9", p)]);
+    vs_b.port_name = "not-published".to_string();
+    let mut cfg = config(vec![vs(a, &[]), vs_b]);
+    cfg.cache_path = Some(cache_path.clone());
+    let mut d = Discovery::start(cfg, base(&server)).expect("start");
+    assert_set(
+        &next(&mut d).await,
+        a,
+        &[ep("127.0.0.1", p)],
+        Source::Cache,
+        1,
+    );
+    assert_set(
+        &next(&mut d).await,
+        b,
+        &[ep("127.0.0.1", p), ep("127.0.0.2", p)],
+        Source::Cache,
+        2,
+    );
+    assert_set(
+        &next(&mut d).await,
+        a,
+        &[ep("127.0.0.1", p), ep("127.0.0.3", p)],
+        Source::Cluster,
+        3,
+    );
+    until(&d, "B's empty answer rejected and the cache written", |c| {
+        c.empty_answers_ignored >= 1 && c.cache_writes >= 1
+    })
+    .await;
+    let cached = cache::load(&cache_path).expect("load").expect("exists");
+    assert_eq!(
+        cached,
+        [
+            (a, set(&[ep("127.0.0.1", p), ep("127.0.0.3", p)])),
+            (b, set(&[ep("127.0.0.1", p), ep("127.0.0.2", p)])),
+        ]
+        .into_iter()
+        .collect::<cache::CachedSets>()
+    );
+
+    // A later change of A still keeps B's last real set.
+    server.apply_slice(slice("kubernetes", p, &["127.0.0.1"]));
+    assert_set(
+        &next(&mut d).await,
+        a,
+        &[ep("127.0.0.1", p)],
+        Source::Cluster,
+        4,
+    );
+    until(&d, "cache written again", |c| c.cache_writes >= 2).await;
+    let cached = cache::load(&cache_path).expect("load").expect("exists");
+    assert_eq!(cached.get(&a), Some(&set(&[ep("127.0.0.1", p)])));
+    assert_eq!(
+        cached.get(&b),
+        Some(&set(&[ep("127.0.0.1", p), ep("127.0.0.2", p)]))
+    );
+    assert_eq!(
+        d.latest().borrow().get(&b).map(|s| s.source),
+        Some(Source::Cache)
+    );
+}
+
+/// Regression: `list_timeout` bounded each page of a list, not the whole
+/// list, so an apiserver sending every page in time was never left however
+/// long the whole list took. Here each page takes 400 ms (well within
+/// `list_timeout`), but the list as a whole cannot complete in time (four
+/// pages of at least 400 ms against 1 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_slower_than_list_timeout_in_total_is_left_for_the_next_apiserver() {
+    let crawling = fake().await;
+    let p = crawling.addr().port();
+    for (name, ip_) in [
+        ("kubernetes", "127.0.0.6"),
+        ("kubernetes-b", "127.0.0.7"),
+        ("kubernetes-c", "127.0.0.8"),
+        ("kubernetes-d", "127.0.0.9"),
+    ] {
+        crawling.apply_slice(slice(name, p, &[ip_]));
+    }
+    crawling.set_list_page_size(Some(1));
+    crawling.set_list_delay(Duration::from_millis(400));
+    let good = FakeApiServer::plain("127.0.0.2:0".parse().expect("addr"))
+        .await
+        .expect("fake");
+    let q = good.addr().port();
+    good.apply_slice(slice("kubernetes", q, &["127.0.0.2"]));
+    // 127.0.0.1 sorts first: the crawling apiserver is tried first.
+    let seeds = [ep("127.0.0.1", p), ep("127.0.0.2", q)];
+    let mut cfg = config(vec![vs(vip4(), &seeds)]);
+    cfg.list_timeout = Duration::from_secs(1);
+    let mut d = Discovery::start(cfg, base(&good)).expect("start");
+    let v = vip4();
+    assert_set(&next(&mut d).await, v, &seeds, Source::Seed, 1);
+    // The first answer comes from the good apiserver; the crawling one's
+    // (127.0.0.6-9) never completes.
+    assert_set(
+        &next(&mut d).await,
+        v,
+        &[ep("127.0.0.2", q)],
+        Source::Cluster,
+        2,
+    );
+    let c = d.counters().snapshot();
+    assert!(c.endpoint_switches >= 1 && c.watch_errors >= 1, "{c:?}");
+    // The crawling apiserver was asked for a list (it was tried first), and
+    // never got as far as a watch.
+    let asked = crawling.requests();
+    assert!(
+        asked.iter().any(|r| r.contains("endpointslices?")),
+        "{asked:?}"
+    );
+    assert!(!asked.iter().any(|r| r.contains("watch=true")), "{asked:?}");
+}

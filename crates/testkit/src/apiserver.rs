@@ -20,7 +20,11 @@
 //! [`FakeApiServer::set_ready`], [`FakeApiServer::freeze_watches`],
 //! [`FakeApiServer::stop`] / [`FakeApiServer::start`].
 //!
-//! Pagination (`limit`/`continue`) is ignored: lists return everything.
+//! Pagination (`limit`/`continue`) is ignored (lists return everything)
+//! unless [`FakeApiServer::set_list_page_size`] is set; then lists come in
+//! pages of at most that many items (fewer if `limit` asks for fewer), with a
+//! `continue` token, as a real apiserver may. [`FakeApiServer::set_list_delay`]
+//! delays every list response (each page), to make a crawling apiserver.
 //! Authentication is not checked (requests are logged, see
 //! [`FakeApiServer::requests`]).
 
@@ -113,6 +117,10 @@ struct State {
     live: bool,
     frozen: bool,
     bookmark_interval: Duration,
+    /// At most this many items per list page (`None`: no paging).
+    page_size: Option<usize>,
+    /// Every list response (each page) is sent after this delay.
+    list_delay: Duration,
     /// Bumped by `expire_watches`: open watches send 410 and end.
     expire_epoch: u64,
     requests: Vec<String>,
@@ -174,6 +182,8 @@ impl FakeApiServer {
                 live: true,
                 frozen: false,
                 bookmark_interval: Duration::from_secs(1),
+                page_size: None,
+                list_delay: Duration::ZERO,
                 expire_epoch: 0,
                 requests: Vec::new(),
             }),
@@ -340,6 +350,19 @@ impl FakeApiServer {
         self.shared.lock().bookmark_interval = every;
     }
 
+    /// Lists come in pages of at most `size` items (`limit` may ask for
+    /// fewer), continued with the `continue` token; `None` (the default)
+    /// returns everything at once and ignores `limit`.
+    pub fn set_list_page_size(&self, size: Option<usize>) {
+        self.shared.lock().page_size = size.map(|n| n.max(1));
+    }
+
+    /// Delays every list response (each page; not watches, not other
+    /// requests) by `delay`: a slow apiserver. Default zero.
+    pub fn set_list_delay(&self, delay: Duration) {
+        self.shared.lock().list_delay = delay;
+    }
+
     /// Watches currently streaming.
     pub fn open_watches(&self) -> usize {
         self.shared.open_watches.load(Ordering::SeqCst)
@@ -447,6 +470,9 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(128)
 }
 
+/// How long the accept loop pauses after an accept error.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
@@ -458,7 +484,11 @@ async fn accept_loop(
         let (tcp, _) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
-                Err(_) => continue,
+                Err(_) => {
+                    // Out of file descriptors and the like: do not spin.
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
             },
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
         };
@@ -492,11 +522,41 @@ where
 {
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let shared = shared.clone();
-        async move { Ok::<_, Infallible>(handle(&shared, req)) }
+        async move {
+            // Logged on arrival, before any delay.
+            let delay = {
+                let mut st = shared.lock();
+                st.requests.push(format!(
+                    "{} {}",
+                    req.method(),
+                    req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("")
+                ));
+                if is_list(&req) {
+                    st.list_delay
+                } else {
+                    Duration::ZERO
+                }
+            };
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            Ok::<_, Infallible>(handle(&shared, req))
+        }
     });
     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(stream), service)
         .await;
+}
+
+/// A list (not a watch) of a collection this fake serves.
+fn is_list(req: &Request<Incoming>) -> bool {
+    let path = req.uri().path().trim_end_matches('/');
+    let collection = path.ends_with("/endpointslices") || path.ends_with("/endpoints");
+    collection
+        && !matches!(
+            query(req).get("watch").map(String::as_str),
+            Some("true" | "1")
+        )
 }
 
 fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
@@ -648,12 +708,7 @@ fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().trim_end_matches('/').to_string();
     let q = query(&req);
     let (serve_slices, ready, live) = {
-        let mut st = shared.lock();
-        st.requests.push(format!(
-            "{} {}",
-            req.method(),
-            req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("")
-        ));
+        let st = shared.lock();
         (st.serve_slices, st.ready, st.live)
     };
     if req.method() != Method::GET {
@@ -833,10 +888,11 @@ fn collection(
             q.get("allowWatchBookmarks").map(String::as_str),
             Some("true" | "1")
         );
+        // Capped: a huge timeoutSeconds must not overflow the deadline.
         let timeout = q
             .get("timeoutSeconds")
             .and_then(|t| t.parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .map(|t| Duration::from_secs(t.min(MAX_WATCH_TIMEOUT_SECS)));
         return watch_response(shared.clone(), sel, rv, bookmarks, timeout);
     }
     let st = shared.lock();
@@ -850,12 +906,30 @@ fn collection(
             format!("too old resource version: {v} ({})", st.compacted),
         );
     }
-    let items: Vec<serde_json::Value> = st
+    let page_size = st.page_size.filter(|_| name.is_none()).map(|n| {
+        q.get("limit")
+            .and_then(|l| l.parse::<usize>().ok())
+            .filter(|l| *l > 0)
+            .map_or(n, |l| l.min(n))
+    });
+    // The continue token is the name of the last item of the previous page.
+    let after = page_size.and(q.get("continue").filter(|c| !c.is_empty()));
+    let mut items: Vec<(String, serde_json::Value)> = st
         .objects
         .iter()
-        .filter(|((r, _), stored)| sel.matches(*r, stored))
-        .map(|(_, stored)| stored.json.clone())
+        .filter(|((r, n), stored)| {
+            sel.matches(*r, stored) && after.is_none_or(|a| n.as_str() > a.as_str())
+        })
+        .map(|((_, n), stored)| (n.clone(), stored.json.clone()))
         .collect();
+    let mut continue_token = None;
+    if let Some(page) = page_size
+        && items.len() > page
+    {
+        items.truncate(page);
+        continue_token = items.last().map(|(n, _)| n.clone());
+    }
+    let items: Vec<serde_json::Value> = items.into_iter().map(|(_, v)| v).collect();
     if let Some(name) = name {
         return match items.into_iter().next() {
             Some(item) => json(StatusCode::OK, &item),
@@ -869,8 +943,14 @@ fn collection(
     let rv = st.rv.to_string();
     drop(st);
     match res {
-        Res::Slices => json(StatusCode::OK, &list_of::<EndpointSlice>(items, rv)),
-        Res::Endpoints => json(StatusCode::OK, &list_of::<Endpoints>(items, rv)),
+        Res::Slices => json(
+            StatusCode::OK,
+            &list_of::<EndpointSlice>(items, rv, continue_token),
+        ),
+        Res::Endpoints => json(
+            StatusCode::OK,
+            &list_of::<Endpoints>(items, rv, continue_token),
+        ),
     }
 }
 
@@ -882,7 +962,11 @@ fn kind_plural(res: Res) -> &'static str {
 }
 
 /// A typed k8s-openapi List (so `apiVersion`/`kind` are the real ones).
-fn list_of<T>(items: Vec<serde_json::Value>, rv: String) -> k8s_openapi::List<T>
+fn list_of<T>(
+    items: Vec<serde_json::Value>,
+    rv: String,
+    continue_token: Option<String>,
+) -> k8s_openapi::List<T>
 where
     T: k8s_openapi::ListableResource + serde::de::DeserializeOwned,
 {
@@ -893,6 +977,7 @@ where
             .collect(),
         metadata: ListMeta {
             resource_version: Some(rv),
+            continue_: continue_token,
             ..Default::default()
         },
     }
@@ -937,6 +1022,10 @@ impl Drop for WatchGuard {
     }
 }
 
+/// The longest watch `timeoutSeconds` honoured (a day); larger values are
+/// capped so the deadline cannot overflow.
+const MAX_WATCH_TIMEOUT_SECS: u64 = 86_400;
+
 fn watch_response(
     shared: Arc<Shared>,
     sel: Selection,
@@ -949,7 +1038,7 @@ fn watch_response(
     let guard = WatchGuard(shared.clone());
     tokio::spawn(async move {
         let _guard = guard;
-        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let deadline = timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
         let mut changes = shared.changes.subscribe();
         // Decide under the lock, send after it.
         let (first, mut cursor, expire_epoch, gone) = {
@@ -1022,7 +1111,9 @@ fn watch_response(
                 {
                     return;
                 }
-                next_bookmark = tokio::time::Instant::now() + interval;
+                next_bookmark = tokio::time::Instant::now()
+                    .checked_add(interval)
+                    .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             }
             let far = tokio::time::Instant::now() + Duration::from_secs(3600);
             let wake_bookmark = if bookmarks && !frozen {
@@ -1278,6 +1369,74 @@ mod tests {
         assert_eq!(code, StatusCode::INTERNAL_SERVER_ERROR);
         let (_, v) = get_json(&server, "/version").await;
         assert_eq!(v["major"], "1");
+    }
+
+    /// Regression: `timeoutSeconds` near `u64::MAX` overflowed
+    /// `Instant + Duration` and killed the watch task (the stream ended with
+    /// no event).
+    #[tokio::test]
+    async fn a_huge_watch_timeout_keeps_the_watch_open() {
+        let server = FakeApiServer::plain("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("serve");
+        let rv = server.resource_version();
+        let (code, mut body) = get(
+            &server,
+            &format!(
+                "{SLICES}?watch=true&resourceVersion={rv}&timeoutSeconds={}",
+                u64::MAX
+            ),
+        )
+        .await;
+        assert_eq!(code, StatusCode::OK);
+        server.apply_slice(kubernetes_slice("kubernetes", "IPv4", 6443, &[]));
+        let ev = events(&mut body, &mut Vec::new(), 1).await;
+        assert_eq!(ev[0]["type"], "ADDED");
+        assert_eq!(ev[0]["object"]["metadata"]["name"], "kubernetes");
+    }
+
+    #[tokio::test]
+    async fn pages_lists_with_continue_tokens_when_asked() {
+        let server = FakeApiServer::plain("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("serve");
+        for name in ["kubernetes", "kubernetes-b", "kubernetes-c"] {
+            server.apply_slice(kubernetes_slice(name, "IPv4", 6443, &[]));
+        }
+        let names = |list: &serde_json::Value| -> Vec<String> {
+            list["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i["metadata"]["name"].as_str().map(str::to_string))
+                .collect()
+        };
+        // No paging by default: `limit` is ignored.
+        let (_, all) = get_json(&server, &format!("{SLICES}?limit=1")).await;
+        assert_eq!(names(&all).len(), 3);
+        assert!(all["metadata"]["continue"].is_null(), "{all}");
+
+        server.set_list_page_size(Some(2));
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        let mut token = String::new();
+        loop {
+            let (code, page) =
+                get_json(&server, &format!("{SLICES}?limit=500&continue={token}")).await;
+            assert_eq!(code, StatusCode::OK);
+            pages += 1;
+            seen.extend(names(&page));
+            match page["metadata"]["continue"].as_str() {
+                Some(t) => token = t.to_string(),
+                None => break,
+            }
+        }
+        assert_eq!((pages, seen.len()), (2, 3));
+        assert_eq!(seen, ["kubernetes", "kubernetes-b", "kubernetes-c"]);
+        // A smaller `limit` is honoured.
+        let (_, one) = get_json(&server, &format!("{SLICES}?limit=1")).await;
+        assert_eq!(names(&one), ["kubernetes"]);
+        assert_eq!(one["metadata"]["continue"], "kubernetes");
     }
 
     #[test]
