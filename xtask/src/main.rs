@@ -39,6 +39,9 @@ enum Cmd {
         #[arg(long)]
         host_only: bool,
     },
+    /// Boot the VM and show the daemon failing over live: three simulated
+    /// apiservers, one crashes, one is black-holed, one drains, all return.
+    Demo,
     /// Run only the real-kernel tests whose name contains one of FILTERS, in the VM.
     VmTest {
         /// Build and search only these packages (default: the whole workspace).
@@ -61,12 +64,42 @@ pub fn workspace_root() -> PathBuf {
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
 
+/// Builds the daemon and the demo program, then runs the demo in the VM.
+fn demo() -> Result<i32> {
+    let root = workspace_root();
+    let status = std::process::Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--package",
+            "bcs-apiserver-proxy",
+            "--bin",
+            "bcs-apiserver-proxy",
+            "--example",
+            "demo",
+        ])
+        .current_dir(&root)
+        .status()?;
+    if !status.success() {
+        anyhow::bail!("building the daemon and the demo failed");
+    }
+    // A debug build: the demo shows behaviour, not speed, and `cargo xtask
+    // test` has built most of it already.
+    let out = root.join("target/debug");
+    let job = format!(
+        "{} {}\n",
+        vm::shell_quote(&out.join("examples/demo").to_string_lossy()),
+        vm::shell_quote(&out.join("bcs-apiserver-proxy").to_string_lossy())
+    );
+    Ok(vm::run_job(&job)?.exit_code)
+}
+
 fn main() {
     let cli = Cli::parse();
     let result: Result<i32> = match cli.cmd {
         Cmd::Test { host_only } => test::run_all(host_only),
         Cmd::VmTest { packages, filters } => test::run_vm_only(&packages, &filters),
         Cmd::VmRun { command } => vm::run_command(&command),
+        Cmd::Demo => demo(),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -753,7 +753,14 @@ impl Reader {
         if let Some(v) = map.get("staleWatchTimeout")
             && let Some(t) = self.duration(v, &join(path, "staleWatchTimeout"))
         {
-            d.stale_watch_timeout = t;
+            if t > Duration::from_secs(3600) {
+                self.problem(
+                    &join(path, "staleWatchTimeout"),
+                    format!("{t:?} is too long: use at most 1h"),
+                );
+            } else {
+                d.stale_watch_timeout = t;
+            }
         }
     }
 

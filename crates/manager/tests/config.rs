@@ -48,6 +48,8 @@ health:
   interval: soon
   rise: 0
   successStatuses: [200, 99]
+discovery:
+  staleWatchTimeout: 2h
 bogus: 1
 "#;
     let p = problems(text);
@@ -61,6 +63,7 @@ bogus: 1
         "health.interval: expected a duration",
         "health.rise: expected a whole number from 1 to 100",
         "health.successStatuses[1]: expected a whole number from 100 to 599",
+        "discovery.staleWatchTimeout: 7200s is too long",
         "bogus: unknown key",
     ];
     for w in want {

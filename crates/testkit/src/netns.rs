@@ -176,13 +176,16 @@ impl Netns {
         run("ip", &full)
     }
 
-    /// Drops every packet arriving in the namespace: the host is black-holed
-    /// (no reset, no ICMP), as a powered-off or partitioned machine looks.
+    /// Drops every packet into and out of the namespace: the host is
+    /// black-holed (no reset, no ICMP, no retransmitted answer), as a
+    /// powered-off or partitioned machine looks.
     pub fn black_hole(&self) {
         self.exec_ok(
             "nft",
             &[
-                "add table inet apxhole; add chain inet apxhole in { type filter hook input priority -100; policy drop; }",
+                "add table inet apxhole; \
+                 add chain inet apxhole in { type filter hook input priority -100; policy drop; }; \
+                 add chain inet apxhole out { type filter hook output priority -100; policy drop; }",
             ],
         );
     }

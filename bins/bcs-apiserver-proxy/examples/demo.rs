@@ -1,0 +1,406 @@
+//! `cargo xtask demo`: the daemon against three simulated apiservers, with a
+//! live timeline. Runs inside the xtask VM (it needs IPVS and root).
+//!
+//! Three fake apiservers (TLS, /readyz, the EndpointSlice API) live in
+//! network namespaces. The daemon runs with its defaults plus a VIP. A
+//! client sends a request through the VIP every 100 ms, and one idle
+//! long-lived connection (a kubelet-style watch) sits on the VIP. Then:
+//! master 1 crashes, master 2 is black-holed, master 3's /readyz says 500,
+//! and all three come back. Every line printed is something observed:
+//! the daemon's own log (JSON) for state changes and kernel changes, the
+//! client's results, the idle connection's fate.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use apiserver_proxy_testkit::apiserver::{FakeApiServer, kubernetes_slice};
+use apiserver_proxy_testkit::kernel;
+use apiserver_proxy_testkit::netns::Netns;
+use apiserver_proxy_testkit::tls::{Ca, CertKey, provider};
+
+const VIP: &str = "10.103.97.2:6443";
+const PORT: u16 = 6443;
+
+enum Cmd {
+    Stop,
+    Start,
+    Ready(bool),
+}
+
+struct Master {
+    name: String,
+    ns: Netns,
+    tx: mpsc::Sender<Cmd>,
+}
+
+impl Master {
+    fn start(name: &str, leaf: CertKey, all: Arc<Mutex<Vec<IpAddr>>>) -> Master {
+        let ns = Netns::new();
+        let addr = SocketAddr::new(ns.ip(false), PORT);
+        let (tx, rx) = mpsc::channel::<Cmd>();
+        let (up_tx, up_rx) = mpsc::channel();
+        ns.spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let server = FakeApiServer::tls(addr, &leaf).await.expect("serve");
+                publish_all_three(&server, all);
+                up_tx.send(()).expect("up");
+                loop {
+                    match rx.try_recv() {
+                        Ok(Cmd::Stop) => server.stop(),
+                        Ok(Cmd::Start) => server.start().expect("restart"),
+                        Ok(Cmd::Ready(r)) => server.set_ready(r),
+                        Err(mpsc::TryRecvError::Empty) => {
+                            tokio::time::sleep(Duration::from_millis(20)).await
+                        }
+                        Err(mpsc::TryRecvError::Disconnected) => return,
+                    }
+                }
+            });
+        });
+        up_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("apiserver up");
+        Master {
+            name: name.into(),
+            ns,
+            tx,
+        }
+    }
+    fn ip(&self) -> IpAddr {
+        self.ns.ip(false)
+    }
+}
+
+/// Every fake apiserver publishes the same EndpointSlice: all three.
+fn publish_all_three(server: &FakeApiServer, all: Arc<Mutex<Vec<IpAddr>>>) {
+    let ips: Vec<(IpAddr, Option<bool>)> = all
+        .lock()
+        .map(|v| v.iter().map(|ip| (*ip, Some(true))).collect())
+        .unwrap_or_default();
+    server.apply_slice(kubernetes_slice("kubernetes", "IPv4", PORT, &ips));
+}
+
+struct Timeline {
+    t0: Instant,
+}
+
+impl Timeline {
+    fn say(&self, who: &str, what: &str) {
+        let t = self.t0.elapsed().as_secs_f64();
+        println!("[{t:7.3}s] {who:<8} {what}");
+        let _ = std::io::stdout().flush();
+    }
+}
+
+fn tls_client(ca: &Ca) -> Arc<rustls::ClientConfig> {
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(ca.root_store())
+            .with_no_client_auth(),
+    )
+}
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+fn connect(cfg: &Arc<rustls::ClientConfig>, timeout: Duration) -> std::io::Result<Tls> {
+    let vip: SocketAddr = VIP.parse().expect("vip");
+    let tcp = TcpStream::connect_timeout(&vip, timeout)?;
+    tcp.set_read_timeout(Some(timeout))?;
+    tcp.set_write_timeout(Some(timeout))?;
+    let name = rustls::pki_types::ServerName::try_from("kubernetes").expect("name");
+    let conn = rustls::ClientConnection::new(cfg.clone(), name).map_err(std::io::Error::other)?;
+    Ok(rustls::StreamOwned::new(conn, tcp))
+}
+
+/// One short request through the VIP; true if an HTTP answer came back.
+fn request(cfg: &Arc<rustls::ClientConfig>) -> bool {
+    let Ok(mut s) = connect(cfg, Duration::from_secs(2)) else {
+        return false;
+    };
+    if s.write_all(b"GET /version HTTP/1.1\r\nHost: kubernetes\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = [0u8; 12];
+    s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.1 200")
+}
+
+fn main() {
+    let daemon_bin = std::env::args()
+        .nth(1)
+        .expect("usage: demo PATH-TO-bcs-apiserver-proxy");
+    let _netns = kernel::enter();
+    let ca = Ca::new("kubernetes-ca");
+
+    let all = Arc::new(Mutex::new(Vec::new()));
+    // Namespaces first, so every slice lists all three addresses.
+    let masters: Vec<Master> = {
+        let mut v = Vec::new();
+        let preview: Vec<IpAddr> = (1..=3)
+            .map(|n| IpAddr::from([10, 77, n as u8, 2]))
+            .collect();
+        *all.lock().expect("lock") = preview;
+        for n in 1..=3 {
+            v.push(Master::start(
+                &format!("master-{n}"),
+                ca.apiserver_cert(&[]),
+                all.clone(),
+            ));
+        }
+        v
+    };
+    for m in &masters {
+        println!("setup: {} serves TLS on {}:{PORT}", m.name, m.ip());
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.cert.cert_pem).expect("write ca");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://{}:{PORT}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: demo\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
+            masters[0].ip(),
+            ca_file.display()
+        ),
+    )
+    .expect("write kubeconfig");
+
+    // The timeline starts with the daemon.
+    let tl = Arc::new(Timeline { t0: Instant::now() });
+    let mut daemon = Command::new(&daemon_bin)
+        .args(["--vs", VIP, "--rs", &format!("{}:{PORT}", masters[0].ip())])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg("--health-ca-file")
+        .arg(&ca_file)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .args(["--metrics-addr", "127.0.0.1:8004", "--log-format", "json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the daemon");
+    tl.say(
+        "setup",
+        &format!("daemon started: --vs {VIP}, one seed, defaults otherwise"),
+    );
+
+    // The daemon's JSON log, turned into timeline lines.
+    let marks: Arc<Mutex<Vec<(String, f64)>>> = Arc::new(Mutex::new(Vec::new()));
+    {
+        let stderr = daemon.stderr.take().expect("stderr");
+        let tl = tl.clone();
+        let marks = marks.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                let f = &v["fields"];
+                let msg = f["message"].as_str().unwrap_or("");
+                let text = match msg {
+                    "backend state changed" => format!(
+                        "{} -> {} ({})",
+                        f["backend"].as_str().unwrap_or("?"),
+                        f["to"].as_str().unwrap_or("?"),
+                        f["reason"].as_str().unwrap_or("?")
+                    ),
+                    "kernel change" => format!("kernel: {}", f["op"].as_str().unwrap_or("?")),
+                    "cut node-local connections to a dead apiserver" => {
+                        format!("cut {} node-local connection(s)", f["count"])
+                    }
+                    "desired backends changed" => format!(
+                        "desired set from {}: {}",
+                        f["source"].as_str().unwrap_or("?"),
+                        f["backends"].as_str().unwrap_or("?")
+                    ),
+                    m if m.starts_with("FAIL-OPEN") => m.to_string(),
+                    _ => continue,
+                };
+                if let Ok(mut m) = marks.lock() {
+                    m.push((text.clone(), tl.t0.elapsed().as_secs_f64()));
+                }
+                tl.say("daemon", &text);
+            }
+        });
+    }
+
+    let cfg = tls_client(&ca);
+    // Wait until all three are in the kernel.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        let n = Command::new("ipvsadm")
+            .args(["-Ln", "-t", VIP])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).matches("Masq").count())
+            .unwrap_or(0);
+        if n == 3 && request(&cfg) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The client loop.
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let (ok, failed, stop, tl, cfg) = (
+            ok.clone(),
+            failed.clone(),
+            stop.clone(),
+            tl.clone(),
+            cfg.clone(),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if request(&cfg) {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    tl.say("client", "request through the VIP FAILED");
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+    }
+    // The idle long-lived connection: a watch that waits for data.
+    {
+        let (stop, tl, cfg) = (stop.clone(), tl.clone(), cfg.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(mut s) = connect(&cfg, Duration::from_secs(2)) else {
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                };
+                let _ = s.sock.set_read_timeout(Some(Duration::from_secs(120)));
+                let _ = s.write_all(b"GET /apis/discovery.k8s.io/v1/namespaces/default/endpointslices?watch=1 HTTP/1.1\r\nHost: kubernetes\r\n\r\n");
+                let peer = s.sock.peer_addr().ok();
+                tl.say(
+                    "idle",
+                    &format!("watch connection open via the VIP ({peer:?})"),
+                );
+                let mut buf = [0u8; 4096];
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) => {
+                            tl.say(
+                                "idle",
+                                "watch connection closed by the server; reconnecting",
+                            );
+                            break;
+                        }
+                        Ok(_) => continue,
+                        Err(e) => {
+                            tl.say("idle", &format!("watch connection CUT ({e}); reconnecting"));
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    let step = |what: &str| tl.say("event", what);
+    std::thread::sleep(Duration::from_secs(3));
+    let (m1, m2, m3) = (&masters[0], &masters[1], &masters[2]);
+
+    step(&format!(
+        "CRASH: {} stops (connections reset, new ones refused)",
+        m1.name
+    ));
+    let crash_at = tl.t0.elapsed().as_secs_f64();
+    let _ = m1.tx.send(Cmd::Stop);
+    std::thread::sleep(Duration::from_secs(5));
+    step(&format!("RECOVER: {} serves again", m1.name));
+    let _ = m1.tx.send(Cmd::Start);
+    std::thread::sleep(Duration::from_secs(8));
+
+    step(&format!(
+        "BLACK HOLE: {} drops every packet, in and out",
+        m2.name
+    ));
+    let hole_at = tl.t0.elapsed().as_secs_f64();
+    m2.ns.black_hole();
+    std::thread::sleep(Duration::from_secs(8));
+    step(&format!("RECOVER: {} reachable again", m2.name));
+    m2.ns.restore();
+    std::thread::sleep(Duration::from_secs(8));
+
+    step(&format!(
+        "DRAIN: {}'s /readyz answers 500 (graceful shutdown)",
+        m3.name
+    ));
+    let drain_at = tl.t0.elapsed().as_secs_f64();
+    let failed_before_drain = failed.load(Ordering::Relaxed);
+    let _ = m3.tx.send(Cmd::Ready(false));
+    std::thread::sleep(Duration::from_secs(10));
+    let failed_in_drain = failed.load(Ordering::Relaxed) - failed_before_drain;
+    step(&format!("RECOVER: {}'s /readyz answers 200", m3.name));
+    let _ = m3.tx.send(Cmd::Ready(true));
+    std::thread::sleep(Duration::from_secs(8));
+    stop.store(true, Ordering::Relaxed);
+
+    let first_after = |t: f64, needle: &str| -> Option<f64> {
+        marks
+            .lock()
+            .ok()?
+            .iter()
+            .find(|(text, at)| *at >= t && text.contains(needle))
+            .map(|(_, at)| at - t)
+    };
+    let ms = |d: Option<f64>| d.map_or("not seen".to_string(), |d| format!("{:.0} ms", d * 1000.0));
+    println!();
+    println!("Summary (emulated VM: compare ratios, not absolute times)");
+    println!(
+        "  crash      -> deleted from IPVS: {}",
+        ms(first_after(
+            crash_at,
+            &format!(
+                "DelDest {{ vip: Endpoint({VIP}), backend: Endpoint({}",
+                m1.ip()
+            )
+        ))
+    );
+    println!(
+        "  black hole -> deleted from IPVS: {}",
+        ms(first_after(
+            hole_at,
+            &format!(
+                "DelDest {{ vip: Endpoint({VIP}), backend: Endpoint({}",
+                m2.ip()
+            )
+        ))
+    );
+    println!(
+        "  /readyz 500 -> weight 0:         {}",
+        ms(first_after(
+            drain_at,
+            &format!(
+                "SetWeight {{ vip: Endpoint({VIP}), backend: Endpoint({}",
+                m3.ip()
+            )
+        ))
+    );
+    println!("  client requests failed during the drain: {failed_in_drain}");
+    println!(
+        "  client requests in all: {} ok, {} failed",
+        ok.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed)
+    );
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}
