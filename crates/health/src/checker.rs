@@ -11,7 +11,7 @@ use rand::Rng;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::config::{HealthConfig, Mode};
+use crate::config::{HealthConfig, MAX_DURATION, Mode};
 use crate::conn::{Prober, Requested};
 use crate::error::Result;
 use crate::reason::{FailureKind, Phase, Reason, State};
@@ -425,7 +425,8 @@ impl Shared {
         } else {
             0.0
         };
-        Duration::from_secs_f64((c.interval.as_secs_f64() + offset).max(0.001))
+        Duration::try_from_secs_f64((c.interval.as_secs_f64() + offset).max(0.001))
+            .unwrap_or(c.interval)
     }
 
     /// Reconnect delay after `failures` consecutive failed connects: 1 s,
@@ -442,8 +443,17 @@ impl Shared {
         } else {
             1.0
         };
-        base.mul_f64(factor)
+        Duration::try_from_secs_f64(base.as_secs_f64() * factor).unwrap_or(base)
     }
+}
+
+/// `d` from now; a setting too large for the clock (validation prevents
+/// that) waits [`MAX_DURATION`] instead of panicking.
+fn after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .or_else(|| now.checked_add(MAX_DURATION))
+        .unwrap_or(now)
 }
 
 fn failure(reason: &Reason) -> Outcome {
@@ -460,6 +470,12 @@ async fn run_backend(shared: Arc<Shared>, backend: Endpoint, generation: u64) {
     // Why the previous connection ended, while the reconnect that confirms
     // it is under way.
     let mut lost: Option<Reason> = None;
+    // When the next readiness probe is due. It is kept across reconnects,
+    // so that a backend that closes its connections (after each answer, or
+    // when idle for less than the interval) is still probed once per
+    // interval, not once per connection. `None`: at once, on the first
+    // connection and on the first one after the backend was found dead.
+    let mut due: Option<Instant> = None;
     loop {
         let started = Instant::now();
         let connected = shared.prober.connect(backend.0).await;
@@ -482,6 +498,7 @@ async fn run_backend(shared: Arc<Shared>, backend: Endpoint, generation: u64) {
                     None => reason,
                 };
                 shared.observe(backend, generation, &mut tracker, Observation::Dead(reason));
+                due = None;
                 connect_failures = connect_failures.saturating_add(1);
                 tokio::time::sleep(shared.backoff(connect_failures)).await;
                 continue;
@@ -497,12 +514,10 @@ async fn run_backend(shared: Arc<Shared>, backend: Endpoint, generation: u64) {
             None,
         );
         let connected_at = Instant::now();
+        // The connect alone confirms that a lost connection was no death;
+        // readiness waits for its usual time. After a request timeout the
+        // backend is alive but did not answer: one readiness failure.
         let confirming = lost.take();
-        // Probe at once on a fresh connection (the backend may be shutting
-        // down), except after a request timeout: a reconnect proved the
-        // backend alive, the timeout counts as a readiness failure, and a
-        // slow backend is not probed again before the interval.
-        let mut next = Instant::now();
         if confirming == Some(Reason::Timeout(Phase::Request)) {
             shared.observe(
                 backend,
@@ -510,66 +525,77 @@ async fn run_backend(shared: Arc<Shared>, backend: Endpoint, generation: u64) {
                 &mut tracker,
                 Observation::NotReady(Reason::Timeout(Phase::Request)),
             );
-            next += shared.next_interval();
         }
+        // Whether this connection carried a good result, and whether it
+        // ended under a readiness request.
         let mut answered = false;
+        let mut under_request = false;
         let end = loop {
+            let next = due.unwrap_or_else(Instant::now);
             tokio::select! {
                 reason = conn.closed() => break reason,
                 _ = tokio::time::sleep_until(next.into()) => {}
             }
             if config.mode == Mode::Tcp {
-                // The connection stood up to now: one good result.
+                // The probe is the connection itself: it stands now.
                 answered = true;
                 connect_failures = 0;
+                due = Some(after(shared.next_interval()));
                 shared.observe(
                     backend,
                     generation,
                     &mut tracker,
                     Observation::Ready(Reason::Connected),
                 );
-            } else {
-                // A keepalive probe unanswered right now means the host is
-                // probably silent: let the kernel settle that first.
-                let settle = config.keepalive.user_timeout + config.keepalive.interval;
-                if let Some(reason) = conn.keepalive_settled(settle).await {
+                continue;
+            }
+            // A keepalive probe unanswered right now means the host is
+            // probably silent: let the kernel settle that first.
+            let settle = config
+                .keepalive
+                .user_timeout
+                .saturating_add(config.keepalive.interval);
+            if let Some(reason) = conn.keepalive_settled(settle).await {
+                break reason;
+            }
+            let requested = shared.prober.request(&mut conn).await;
+            due = Some(after(shared.next_interval()));
+            match requested {
+                Requested::Status(status, latency) => {
+                    answered = true;
+                    connect_failures = 0;
+                    let obs = classify(&config, status);
+                    let outcome = match &obs {
+                        Observation::Ready(_) => Outcome::Ok,
+                        Observation::Unknown(_) => Outcome::Unknown,
+                        _ => Outcome::Failed(FailureKind::HttpStatus),
+                    };
+                    shared.record(
+                        backend,
+                        generation,
+                        ProbeKind::Readiness,
+                        outcome,
+                        latency,
+                        Some(status),
+                    );
+                    shared.observe(backend, generation, &mut tracker, obs);
+                }
+                Requested::Timeout => {
+                    shared.record(
+                        backend,
+                        generation,
+                        ProbeKind::Readiness,
+                        Outcome::Failed(FailureKind::Timeout),
+                        config.timeout,
+                        None,
+                    );
+                    break Reason::Timeout(Phase::Request);
+                }
+                Requested::Lost(reason) => {
+                    under_request = true;
                     break reason;
                 }
-                match shared.prober.request(&mut conn).await {
-                    Requested::Status(status, latency) => {
-                        answered = true;
-                        connect_failures = 0;
-                        let obs = classify(&config, status);
-                        let outcome = match &obs {
-                            Observation::Ready(_) => Outcome::Ok,
-                            Observation::Unknown(_) => Outcome::Unknown,
-                            _ => Outcome::Failed(FailureKind::HttpStatus),
-                        };
-                        shared.record(
-                            backend,
-                            generation,
-                            ProbeKind::Readiness,
-                            outcome,
-                            latency,
-                            Some(status),
-                        );
-                        shared.observe(backend, generation, &mut tracker, obs);
-                    }
-                    Requested::Timeout => {
-                        shared.record(
-                            backend,
-                            generation,
-                            ProbeKind::Readiness,
-                            Outcome::Failed(FailureKind::Timeout),
-                            config.timeout,
-                            None,
-                        );
-                        break Reason::Timeout(Phase::Request);
-                    }
-                    Requested::Lost(reason) => break reason,
-                }
             }
-            next = Instant::now() + shared.next_interval();
         };
         drop(conn);
         shared.record(
@@ -587,10 +613,14 @@ async fn run_backend(shared: Arc<Shared>, backend: Endpoint, generation: u64) {
             // reconnect loop takes over.
             (end @ (Reason::KeepaliveTimeout | Reason::Unacknowledged), _) => {
                 shared.observe(backend, generation, &mut tracker, Observation::Dead(end));
+                due = None;
             }
-            // The reconnect that was to confirm a loss died before any
-            // answer: the backend is not serving.
-            (end, Some(cause)) if !answered => {
+            // A request timeout: reconnect at once. If that works, the
+            // backend is slow, not dead (one readiness failure, above).
+            (end @ Reason::Timeout(Phase::Request), _) => lost = Some(end),
+            // The reconnect that confirmed a loss died under its first
+            // request, before any answer: the backend is not serving.
+            (end, Some(cause)) if !answered && under_request => {
                 shared.observe(
                     backend,
                     generation,
@@ -600,11 +630,27 @@ async fn run_backend(shared: Arc<Shared>, backend: Endpoint, generation: u64) {
                         confirm: Box::new(end),
                     }),
                 );
+                due = None;
                 connect_failures = connect_failures.saturating_add(1);
                 tokio::time::sleep(shared.backoff(connect_failures)).await;
             }
-            // Reset, FIN, error, request timeout: reconnect at once to
-            // confirm.
+            // The reconnect that confirmed a loss was closed before its
+            // first probe (a keep-alive timeout shorter than the interval,
+            // or a server that closes what it accepts). The connect proved
+            // the backend alive; the next connection is made when the probe
+            // is due (an interval from now if that time has passed: no
+            // reconnect loop), and that probe settles it.
+            (end, Some(_)) if !answered => {
+                let at = match due {
+                    Some(at) if at > Instant::now() => at,
+                    _ => after(shared.next_interval()),
+                };
+                due = Some(at);
+                tokio::time::sleep_until(at.into()).await;
+                lost = Some(end);
+            }
+            // Reset, FIN, error on a connection that answered (or was not
+            // confirming anything): reconnect at once to confirm.
             (end, _) => lost = Some(end),
         }
     }

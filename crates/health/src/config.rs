@@ -14,6 +14,17 @@ pub const SERVICE_ACCOUNT_CA: &str = "/var/run/secrets/kubernetes.io/serviceacco
 /// The name every kube-apiserver serving certificate carries.
 pub const DEFAULT_SERVER_NAME: &str = "kubernetes";
 
+/// Upper bound of `interval`, `timeout`, `connect_timeout`, `max_backoff`
+/// and `keepalive.user_timeout`: longer settings are refused rather than
+/// overflow a timer.
+pub const MAX_DURATION: Duration = Duration::from_secs(3600);
+
+/// `TCP_KEEPIDLE` and `TCP_KEEPINTVL` at most (the kernel's limit).
+const MAX_KEEPALIVE_SECS: u64 = 32767;
+
+/// `TCP_KEEPCNT` at most (the kernel's limit).
+const MAX_KEEPALIVE_COUNT: u32 = 127;
+
 /// How a backend is probed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Mode {
@@ -105,20 +116,22 @@ impl TlsConfig {
 /// void.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeepaliveConfig {
-    /// `TCP_KEEPIDLE`.
+    /// `TCP_KEEPIDLE`: whole seconds, 1 s to 32767 s.
     pub idle: Duration,
-    /// `TCP_KEEPINTVL`.
+    /// `TCP_KEEPINTVL`: whole seconds, 1 s to 32767 s.
     pub interval: Duration,
-    /// `TCP_KEEPCNT` (used where `user_timeout` is zero).
+    /// `TCP_KEEPCNT`, 1 to 127 (used where `user_timeout` is zero).
     pub count: u32,
-    /// `TCP_USER_TIMEOUT`; zero leaves the kernel default.
+    /// `TCP_USER_TIMEOUT`, at most [`MAX_DURATION`]; zero leaves the kernel
+    /// default.
     pub user_timeout: Duration,
-    /// Read the connection's line in `/proc/thread-self/net/tcp{,6}` to tell
-    /// a silent host from a slow apiserver around readiness requests (once
-    /// before each request, every 200 ms while one is slow). Each read costs
-    /// time proportional to the node's TCP sockets; turn it off on hosts with
-    /// very many, and black holes under a request are then found by the
-    /// request timeout and a reconnect (≈ 3 s after the send).
+    /// Read the connection's line in `/proc/thread-self/net/tcp{,6}` (opened
+    /// beside the socket, in its network namespace; read on tokio's blocking
+    /// pool) to tell a silent host from a slow apiserver around readiness
+    /// requests (once before each request, every 200 ms while one is slow).
+    /// Each read costs time proportional to the node's TCP sockets; turn it
+    /// off on hosts with very many, and black holes under a request are then
+    /// found by the request timeout and a reconnect (≈ 3 s after the send).
     pub inspect_socket: bool,
 }
 
@@ -194,26 +207,57 @@ impl Default for HealthConfig {
 
 impl HealthConfig {
     /// Checks the numbers and the path; [`crate::Checker::new`] calls it.
+    /// Durations are bounded ([`MAX_DURATION`] for the checker's own
+    /// timings, the kernel's limits for keepalive), and an error names the
+    /// field.
     pub fn validate(&self) -> Result<(), Error> {
-        let bad = |what: &str| Err(Error::InvalidConfig(what.to_string()));
-        if self.interval.is_zero() {
-            return bad("interval must be above zero");
-        }
+        let bad = |what: String| Err(Error::InvalidConfig(what));
+        let within = |field: &str, d: Duration, min: Duration, max: Duration| {
+            if d < min || d > max {
+                bad(format!(
+                    "{field} must be between {min:?} and {max:?}, got {d:?}"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let tick = Duration::from_millis(1);
+        within("interval", self.interval, tick, MAX_DURATION)?;
         if self.jitter >= self.interval {
-            return bad("jitter must be below interval");
+            return bad(format!(
+                "jitter must be below interval ({:?}), got {:?}",
+                self.interval, self.jitter
+            ));
         }
-        if self.timeout.is_zero() || self.connect_timeout.is_zero() {
-            return bad("timeout and connect_timeout must be above zero");
-        }
+        within("timeout", self.timeout, tick, MAX_DURATION)?;
+        within("connect_timeout", self.connect_timeout, tick, MAX_DURATION)?;
+        within("max_backoff", self.max_backoff, tick, MAX_DURATION)?;
         if self.rise == 0 || self.fall == 0 {
-            return bad("rise and fall must be at least 1");
+            return bad("rise and fall must be at least 1".to_string());
         }
-        if self.max_backoff.is_zero() {
-            return bad("max_backoff must be above zero");
+        let ka = &self.keepalive;
+        // TCP_KEEPIDLE and TCP_KEEPINTVL take whole seconds, 1..=32767;
+        // fractions are dropped.
+        let second = Duration::from_secs(1);
+        let max_keepalive = Duration::from_secs(MAX_KEEPALIVE_SECS);
+        within("keepalive.idle", ka.idle, second, max_keepalive)?;
+        within("keepalive.interval", ka.interval, second, max_keepalive)?;
+        if !(1..=MAX_KEEPALIVE_COUNT).contains(&ka.count) {
+            return bad(format!(
+                "keepalive.count must be between 1 and {MAX_KEEPALIVE_COUNT}, got {}",
+                ka.count
+            ));
         }
+        // Zero leaves the kernel default.
+        within(
+            "keepalive.user_timeout",
+            ka.user_timeout,
+            Duration::ZERO,
+            MAX_DURATION,
+        )?;
         if self.mode != Mode::Tcp {
             if self.success_statuses.is_empty() {
-                return bad("success_statuses must not be empty");
+                return bad("success_statuses must not be empty".to_string());
             }
             if let Some(s) = self
                 .success_statuses

@@ -77,12 +77,11 @@ impl Prober {
     /// Opens the persistent connection: TCP (keepalive and user timeout
     /// set), then TLS in `https` mode, then the HTTP/1.1 client in `http(s)`.
     pub(crate) async fn connect(&self, addr: SocketAddr) -> Result<Conn, Reason> {
-        let tcp = self.tcp_connect(addr).await?;
-        let sockets = tcp
-            .local_addr()
-            .ok()
-            .filter(|_| self.config.keepalive.inspect_socket)
-            .map(|local| (local, addr));
+        let (tcp, table) = self.tcp_connect(addr).await?;
+        let sockets = match (table, tcp.local_addr()) {
+            (Some(file), Ok(local)) => Some(silence::SocketTable::new(file, local, addr)),
+            _ => None,
+        };
         match (self.config.mode, &self.tls) {
             (Mode::Tcp, _) => Ok(Conn::Tcp(tcp)),
             (Mode::Http, _) | (Mode::Https, None) => {
@@ -107,7 +106,13 @@ impl Prober {
         }
     }
 
-    async fn tcp_connect(&self, addr: SocketAddr) -> Result<TcpStream, Reason> {
+    /// Also opens the TCP table of the socket's network namespace when
+    /// `inspect_socket` is on: here, on the thread that creates the socket
+    /// and before any `.await` (see [`crate::silence`]).
+    async fn tcp_connect(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<(TcpStream, Option<std::fs::File>), Reason> {
         let io = |e: std::io::Error| Reason::Io(e.to_string());
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()
@@ -115,6 +120,11 @@ impl Prober {
             TcpSocket::new_v6()
         }
         .map_err(io)?;
+        let table = if self.config.keepalive.inspect_socket {
+            silence::open_table(addr.is_ipv6())
+        } else {
+            None
+        };
         let ka = &self.config.keepalive;
         {
             let s = SockRef::from(&socket);
@@ -138,7 +148,7 @@ impl Prober {
                 &self.ca_label,
                 self.name(),
             )),
-            Ok(Ok(stream)) => Ok(stream),
+            Ok(Ok(stream)) => Ok((stream, table)),
         }
     }
 
@@ -146,7 +156,7 @@ impl Prober {
         &self,
         io: S,
         host: String,
-        sockets: Option<(SocketAddr, SocketAddr)>,
+        sockets: Option<silence::SocketTable>,
     ) -> Result<Conn, Reason>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -159,6 +169,7 @@ impl Prober {
             conn: Box::pin(conn),
             host,
             sockets,
+            ended: None,
             ca_label: self.ca_label.clone(),
             name: self.name().to_string(),
         }))
@@ -208,16 +219,19 @@ impl Conn {
     /// See [`crate::silence`].
     pub(crate) async fn keepalive_settled(&mut self, limit: Duration) -> Option<Reason> {
         let Conn::Http(HttpConn {
-            sockets: Some((local, peer)),
+            sockets: Some(table),
             ..
         }) = self
         else {
             return None;
         };
-        let (local, peer) = (*local, *peer);
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline
-            && silence::read(local, peer).is_some_and(|r| r.keepalive_unanswered > 0)
+        let table = table.clone();
+        let deadline = Instant::now().checked_add(limit);
+        while deadline.is_none_or(|d| Instant::now() < d)
+            && table
+                .read()
+                .await
+                .is_some_and(|r| r.keepalive_unanswered > 0)
         {
             tokio::select! {
                 reason = self.closed() => return Some(reason),
@@ -252,23 +266,25 @@ pub(crate) struct HttpConn {
     /// reads the socket so that a FIN or reset is seen at once.
     conn: ConnFuture,
     host: String,
-    /// (local, peer) of the TCP socket, to look it up in procfs.
-    sockets: Option<(SocketAddr, SocketAddr)>,
+    /// The TCP socket's line in procfs.
+    sockets: Option<silence::SocketTable>,
+    /// Why `conn` finished, once it has: it is not polled again.
+    ended: Option<Reason>,
     ca_label: String,
     name: String,
 }
 
 impl HttpConn {
-    fn ended(&self, r: hyper::Result<()>) -> Reason {
-        match r {
+    async fn closed(&mut self) -> Reason {
+        if let Some(r) = &self.ended {
+            return r.clone();
+        }
+        let r = match (&mut self.conn).await {
             Ok(()) => Reason::Closed,
             Err(e) => Reason::from_hyper(&e, &self.ca_label, &self.name),
-        }
-    }
-
-    async fn closed(&mut self) -> Reason {
-        let r = (&mut self.conn).await;
-        self.ended(r)
+        };
+        self.ended = Some(r.clone());
+        r
     }
 
     async fn request(&mut self, path: &str, timeout: Duration) -> Requested {
@@ -280,15 +296,19 @@ impl HttpConn {
             Ok(r) => r,
             Err(e) => return Requested::Lost(Reason::Protocol(e.to_string())),
         };
+        if let Some(r) = &self.ended {
+            return Requested::Lost(r.clone());
+        }
         let HttpConn {
             sender,
             conn,
             ca_label,
             name,
             sockets,
+            ended,
             ..
         } = self;
-        let sockets = *sockets;
+        let sockets = sockets.clone();
         let started = Instant::now();
         let exchange = async {
             sender.ready().await?;
@@ -299,13 +319,35 @@ impl HttpConn {
             let body = Limited::new(resp.into_body(), BODY_LIMIT).collect().await;
             Ok::<_, hyper::Error>((status, body.is_ok()))
         };
+        let exchange = tokio::time::timeout(timeout, exchange);
+        tokio::pin!(exchange);
         let outcome = tokio::select! {
-            r = tokio::time::timeout(timeout, exchange) => r,
+            r = &mut exchange => r,
             r = conn.as_mut() => {
-                return Requested::Lost(match r {
+                let clean = r.is_ok();
+                let reason = match r {
                     Ok(()) => Reason::Closed,
                     Err(e) => Reason::from_hyper(&e, ca_label, name),
-                });
+                };
+                *ended = Some(reason.clone());
+                // hyper may end the connection in the same poll that
+                // delivers the answer (`Connection: close`, or a reset right
+                // behind the answer); the answer then waits in the exchange.
+                // After a clean end wait for it (no longer than the
+                // timeout); after an error take it only if it is there.
+                let delivered = if clean {
+                    Some(exchange.await)
+                } else {
+                    tokio::select! {
+                        biased;
+                        r = &mut exchange => Some(r),
+                        () = std::future::ready(()) => None,
+                    }
+                };
+                match delivered {
+                    Some(answer @ Ok(Ok((_, true)))) => answer,
+                    _ => return Requested::Lost(reason),
+                }
             }
             () = silent(sockets) => return Requested::Lost(Reason::Unacknowledged),
         };
@@ -324,13 +366,13 @@ impl HttpConn {
 
 /// Resolves if the kernel reports the request unacknowledged through
 /// repeated retransmissions (see [`crate::silence`]); never otherwise.
-async fn silent(sockets: Option<(SocketAddr, SocketAddr)>) {
-    let Some((local, peer)) = sockets else {
+async fn silent(sockets: Option<silence::SocketTable>) {
+    let Some(table) = sockets else {
         return std::future::pending().await;
     };
     loop {
         tokio::time::sleep(silence::POLL).await;
-        match silence::read(local, peer) {
+        match table.read().await {
             Some(r) if r.silent() => return,
             Some(_) => {}
             // No procfs, or the socket is gone: leave it to the timeouts.

@@ -50,10 +50,11 @@
 //! |---|---|
 //! | connect refused, connect timeout (1 s), unreachable | liveness failure: `Dead` at once |
 //! | TLS error (name, CA, validity, alert) or TLS handshake timeout | liveness failure: `Dead` at once, reason names the TLS problem |
-//! | reset or FIN on the persistent connection, idle or mid-request | reconnect at once; if that fails: `Dead` at once ([`Reason::Lost`] with cause and confirmation); if it works: readiness is probed at once on the new connection, nothing is counted |
+//! | reset or FIN on the persistent connection, idle or mid-request | reconnect at once; if that fails: `Dead` at once ([`Reason::Lost`] with cause and confirmation); if it works: nothing is counted, and readiness is probed on the new connection when it is next due (one interval after the last probe). A reconnect that dies under its first request: `Dead`; one closed before its first probe is replaced when that probe is due, not at once |
+//! | an answer, then the connection closes (`Connection: close`, or a reset right behind it) | the answer counts; the close is then like a FIN |
 //! | kernel timeout on the connection (keepalive / `TCP_USER_TIMEOUT`: black hole) | liveness failure: `Dead` at once (the kernel already waited) |
-//! | a readiness request retransmitted twice without any ACK (the host went silent mid-request; read from `/proc/thread-self/net/tcp{,6}` every 200 ms while a request waits) | liveness failure: `Dead` at once ([`Reason::Unacknowledged`]) |
-//! | readiness request timeout (2 s) | connection dropped, reconnect at once; if that fails: `Dead` at once; if it works: one readiness failure (`fall`) |
+//! | a readiness request retransmitted twice without any ACK (the host went silent mid-request; read from `/proc/thread-self/net/tcp{,6}`, opened beside the socket in its namespace and read on tokio's blocking pool, every 200 ms while a request waits) | liveness failure: `Dead` at once ([`Reason::Unacknowledged`]) |
+//! | readiness request timeout (2 s) | connection dropped, reconnect at once; if that fails: `Dead` at once; if it works: one readiness failure (`fall`), however often it happens (a slow apiserver stays `NotReady`, never `Dead`) |
 //! | HTTP status not in `success_statuses`/`unknown_statuses` (500, 503, 404) | one readiness failure (`fall`) |
 //! | HTTP status in `unknown_statuses` (401, 403) | one good result, reported as `Unknown` |
 //! | HTTP status in `success_statuses` (200) | one good result, reported as `Ready` |
@@ -65,15 +66,24 @@
 //! * **fall** (default 1): `Ready`/`Unknown` becomes `NotReady` after `fall`
 //!   consecutive readiness failures. Liveness failures ignore `fall`.
 //! * **rise** (default 2): `NotReady`/`Dead` becomes `Ready` (or `Unknown`,
-//!   after the last result) after `rise` consecutive good results. Probes on
-//!   a new connection start at once and then follow the interval, so a
+//!   after the last result) after `rise` consecutive good results. Probes
+//!   follow the interval across reconnects (a backend that closes its
+//!   connections is not probed more often); the first connection, and the
+//!   first one after the backend was `Dead`, are probed at once, so a
 //!   recovering backend is back after its reconnect plus `(rise − 1) ×
 //!   interval`.
 //! * `Dead` → `NotReady` needs no threshold (both are out of service): a
 //!   backend that reconnects and answers 500 is reported alive but not ready
 //!   at once. `Ready` ↔ `Unknown` likewise.
-//! * In `tcp` mode a connection that stands for one interval is one good
-//!   result; there is no readiness failure.
+//! * In `tcp` mode the probe is the connection itself: whenever a probe is
+//!   due (at once on the first connection and after `Dead`, then every
+//!   interval) the connection standing counts as one good result. There is
+//!   no readiness failure.
+//!
+//! Settings are bounded ([`HealthConfig::validate`]): `interval`, `timeout`,
+//! `connect_timeout`, `max_backoff` and `keepalive.user_timeout` at most
+//! [`MAX_DURATION`] (1 hour), keepalive idle and interval 1 s to 32767 s,
+//! keepalive count 1 to 127; the error names the field.
 //!
 //! A dead backend is retried 1 s, 2 s, 4 s, then every `max_backoff` (5 s)
 //! with jitter; a successful readiness answer resets the backoff.
@@ -128,8 +138,8 @@ pub use checker::{
     probe_once,
 };
 pub use config::{
-    ClientCert, DEFAULT_SERVER_NAME, HealthConfig, KeepaliveConfig, Mode, SERVICE_ACCOUNT_CA,
-    TlsConfig,
+    ClientCert, DEFAULT_SERVER_NAME, HealthConfig, KeepaliveConfig, MAX_DURATION, Mode,
+    SERVICE_ACCOUNT_CA, TlsConfig,
 };
 pub use error::{Error, Result};
 pub use reason::{FailureKind, Phase, Reason, State, TlsProblem};

@@ -9,9 +9,18 @@
 //! apiserver.
 //!
 //! The socket's retransmission count is read from
-//! `/proc/thread-self/net/tcp{,6}` (the calling thread's network namespace),
-//! only while a request has been outstanding for a while; a healthy
-//! `/readyz` answers in milliseconds and never gets here.
+//! `/proc/thread-self/net/tcp{,6}`, only while a request has been
+//! outstanding for a while; a healthy `/readyz` answers in milliseconds and
+//! never gets here.
+//!
+//! Where and on which thread: that file shows the network namespace of the
+//! thread that opens it, and reading it costs time proportional to the
+//! node's TCP sockets. So the file is opened ([`open_table`]) right after the
+//! socket is created, on the same thread in the same poll (the socket's own
+//! namespace, whatever the other threads are in), and kept open with the
+//! connection; each read ([`SocketTable::read`]) rewinds it and reads it on
+//! tokio's blocking pool, never on an async worker. (`getsockopt(TCP_INFO)`
+//! would be O(1), but neither socket2 nor nix offers it without `unsafe`.)
 //!
 //! The same line also tells whether a keepalive probe is unanswered right
 //! now. On a live link its answer comes within a round trip, so one caught
@@ -20,7 +29,10 @@
 //! `TCP_USER_TIMEOUT`) instead of going into the void and starting the
 //! slower in-flight path. That costs one read per readiness probe.
 
+use std::fs::File;
+use std::io::{Read, Seek};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How often the retransmission count is read while a request waits.
@@ -46,15 +58,59 @@ impl Retransmits {
     }
 }
 
-/// Reads the socket `local` → `peer` from procfs; `None` when procfs is not
-/// there or the socket is not found (then only the timeouts apply).
-pub(crate) fn read(local: SocketAddr, peer: SocketAddr) -> Option<Retransmits> {
-    let file = match peer.ip() {
-        IpAddr::V4(_) => "/proc/thread-self/net/tcp",
-        IpAddr::V6(_) => "/proc/thread-self/net/tcp6",
-    };
-    let table = std::fs::read_to_string(file).ok()?;
-    find(&table, local, peer)
+/// Opens the TCP table (`/proc/thread-self/net/tcp`, or `tcp6` for `v6`) of
+/// the calling thread's network namespace; `None` without procfs. Call it on
+/// the thread that creates the socket, before any `.await`: the open file
+/// keeps showing that namespace, whichever thread reads it later. Opening is
+/// a path lookup in procfs, independent of the number of sockets.
+pub(crate) fn open_table(v6: bool) -> Option<File> {
+    File::open(if v6 {
+        "/proc/thread-self/net/tcp6"
+    } else {
+        "/proc/thread-self/net/tcp"
+    })
+    .ok()
+}
+
+/// The line of one connection (`local` → `peer`) in a TCP table opened by
+/// [`open_table`] in the connection's namespace.
+#[derive(Debug, Clone)]
+pub(crate) struct SocketTable {
+    file: Arc<Mutex<File>>,
+    local: SocketAddr,
+    peer: SocketAddr,
+}
+
+impl SocketTable {
+    pub(crate) fn new(file: File, local: SocketAddr, peer: SocketAddr) -> SocketTable {
+        SocketTable {
+            file: Arc::new(Mutex::new(file)),
+            local,
+            peer,
+        }
+    }
+
+    /// Reads the socket's line on the blocking pool; `None` when the table
+    /// cannot be read or the socket is not in it (then only the timeouts
+    /// apply).
+    pub(crate) async fn read(&self) -> Option<Retransmits> {
+        let table = self.clone();
+        tokio::task::spawn_blocking(move || table.read_blocking())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The read itself: blocking, proportional to the node's TCP sockets.
+    fn read_blocking(&self) -> Option<Retransmits> {
+        // A read cancelled by its caller may still be running: the lock
+        // keeps the two from sharing the file position.
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        file.rewind().ok()?;
+        let mut table = String::new();
+        file.read_to_string(&mut table).ok()?;
+        find(&table, self.local, self.peer)
+    }
 }
 
 /// procfs prints an address as the raw bytes of each 32-bit word, read as a
@@ -120,21 +176,88 @@ mod tests {
     }
 
     #[test]
-    fn reads_a_real_socket_of_this_thread() {
+    fn reads_a_real_socket_twice_through_one_open_table() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let table = open_table(false).expect("procfs");
         let client =
             std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-        let r = read(
+        let table = SocketTable::new(
+            table,
             client.local_addr().expect("local"),
             client.peer_addr().expect("peer"),
         );
-        assert_eq!(
-            r,
-            Some(Retransmits {
-                unacked: 0,
-                retransmits: 0,
-                keepalive_unanswered: 0,
-            })
+        let idle = Some(Retransmits {
+            unacked: 0,
+            retransmits: 0,
+            keepalive_unanswered: 0,
+        });
+        // The second read rewinds: same answer.
+        assert_eq!(table.read_blocking(), idle);
+        assert_eq!(table.read_blocking(), idle);
+    }
+
+    #[test]
+    fn a_table_opened_in_the_sockets_namespace_is_read_from_any_thread() {
+        // Regression (blocking procfs reads on async workers): reads now run
+        // on tokio's blocking pool, whose threads need not share the
+        // namespace of the thread that made the socket. The table opened
+        // beside the socket keeps showing the socket's namespace.
+        let (table, client) = std::thread::spawn(|| {
+            apiserver_proxy_testkit::netns::isolate();
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let file = open_table(false).expect("procfs");
+            let client = std::net::TcpStream::connect(listener.local_addr().expect("addr"))
+                .expect("connect");
+            let table = SocketTable::new(
+                file,
+                client.local_addr().expect("local"),
+                client.peer_addr().expect("peer"),
+            );
+            (table, (client, listener))
+        })
+        .join()
+        .expect("isolated thread");
+        // This thread is in another namespace, where the socket is not.
+        assert!(table.read_blocking().is_some(), "socket not found");
+        drop(client);
+    }
+
+    #[test]
+    fn a_slow_table_read_does_not_stall_the_runtime() {
+        // Regression: the table was read with std::fs inline on the async
+        // worker, stalling every task on it for the length of the read (with
+        // many sockets, every 200 ms per slow backend). Here the read is
+        // made to block (its lock is held); a timer on the same
+        // single-threaded runtime must still fire.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let table = SocketTable::new(
+            open_table(false).expect("procfs"),
+            client.local_addr().expect("local"),
+            client.peer_addr().expect("peer"),
         );
+        let held = table.file.lock().expect("lock");
+        let (done, finished) = std::sync::mpsc::channel();
+        let reader = table.clone();
+        let runtime = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let first = rt.block_on(async {
+                tokio::select! {
+                    biased;
+                    r = reader.read() => format!("read first: {r:?}"),
+                    () = tokio::time::sleep(Duration::from_millis(50)) => "timer".to_string(),
+                }
+            });
+            let _ = done.send(first);
+            rt.shutdown_background();
+        });
+        let first = finished.recv_timeout(Duration::from_secs(20));
+        drop(held);
+        assert_eq!(first.as_deref(), Ok("timer"), "the runtime stalled");
+        runtime.join().expect("runtime thread");
     }
 }

@@ -6,8 +6,8 @@ use crate::reason::{Reason, State};
 /// One classified result, as the prober feeds it to the [`Tracker`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Observation {
-    /// Readiness succeeded (or, in `tcp` mode, the connection stood for one
-    /// interval).
+    /// Readiness succeeded (or, in `tcp` mode, the connection stood when a
+    /// probe was due).
     Ready(Reason),
     /// Readiness answered 401/403: alive, readiness unknown.
     Unknown(Reason),

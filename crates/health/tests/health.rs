@@ -539,3 +539,234 @@ fn configuration_errors_name_the_problem() {
         std::path::PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
     );
 }
+
+/// Stats are polled until `done` holds (at most 20 s, then a panic naming
+/// `what`): a wait for progress, never a timing budget.
+async fn wait_for_stats(
+    checker: &Checker,
+    backend: Endpoint,
+    what: &str,
+    done: impl Fn(&apiserver_proxy_health::BackendStats) -> bool,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if checker.stats().get(&backend).is_some_and(&done) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not within 20 s: {what}; {:?}",
+            checker.stats().get(&backend)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn a_backend_that_closes_idle_connections_is_probed_once_per_interval() {
+    // Regression: a connection that got an answer and was then closed (here
+    // 20 ms after each answer, a keep-alive timeout shorter than the
+    // interval) was replaced at once and the new one probed at once:
+    // connect + GET back to back, about a hundred per second.
+    in_netns(|| async {
+        let ns = Netns::new();
+        let backend = ep(ns.ip(false), 8080);
+        let server = start_in(&ns, backend.0, Speak::Plain);
+        server.set_idle_close(Some(Duration::from_millis(20)));
+        let interval = Duration::from_millis(500);
+        let checker = Checker::new(HealthConfig {
+            mode: Mode::Http,
+            interval,
+            jitter: Duration::ZERO,
+            ..HealthConfig::default()
+        })
+        .expect("checker");
+        let mut rx = checker.subscribe();
+        checker.watch(backend);
+        expect_state(&mut rx, State::Ready).await;
+        let before = checker.stats()[&backend].clone();
+        let started = std::time::Instant::now();
+        // Let several intervals pass, and at least three more probes.
+        wait_for_stats(&checker, backend, "three more probes", |s| {
+            s.probes >= before.probes + 3
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let after = checker.stats()[&backend].clone();
+        let elapsed = started.elapsed();
+        // Slowness can only lower these counts: at most one probe per
+        // interval (plus the one due at the start), and per probe one
+        // reconnect confirming the close plus one opened for the probe.
+        let intervals = (elapsed.as_secs_f64() / interval.as_secs_f64()).floor() as u64;
+        let probes = after.probes - before.probes;
+        let connects = after.connects - before.connects;
+        assert!(
+            probes <= intervals + 1,
+            "{probes} probes in {elapsed:?} at one per {interval:?}"
+        );
+        assert!(
+            connects <= 2 * (intervals + 1),
+            "{connects} connects in {elapsed:?} at one probe per {interval:?}"
+        );
+        // Alive and answering all along: no state change at all.
+        assert!(rx.try_recv().is_err(), "{:?}", rx.try_recv());
+        assert_eq!(checker.state(backend), Some(State::Ready));
+        assert_eq!(after.connect_failures, 0, "{after:?}");
+    });
+}
+
+#[test]
+fn an_answer_with_connection_close_is_used_not_lost() {
+    // Regression: with `Connection: close` hyper ends the connection in the
+    // same poll that delivers the answer; the answer was dropped and the
+    // backend reported Dead (a 500 in graceful shutdown too).
+    in_netns(|| async {
+        let ns = Netns::new();
+        let pki = Pki::new(&[ns.ip(false)]);
+        let backend = ep(ns.ip(false), PORT);
+        let server = start_in(&ns, backend.0, pki.server());
+        server.set_connection_close(true);
+        let checker = Checker::new(pki.config()).expect("checker");
+        let mut rx = checker.subscribe();
+        checker.watch(backend);
+        let ev = expect_state(&mut rx, State::Ready).await;
+        assert_eq!((ev.previous, &ev.reason), (None, &Reason::Status(200)));
+        server.set_readyz(500);
+        let ev = expect_state(&mut rx, State::NotReady).await;
+        assert_eq!(ev.reason, Reason::Status(500));
+        server.set_readyz(200);
+        let ev = expect_state(&mut rx, State::Ready).await;
+        assert_eq!(ev.previous, Some(State::NotReady));
+        let r = probe_once(&pki.config(), backend).await.expect("probe");
+        assert_eq!((r.state, r.reason), (State::Ready, Reason::Status(200)));
+    });
+}
+
+#[test]
+fn a_consistently_slow_readyz_stays_not_ready_and_never_dead() {
+    // Regression: a request timeout on the reconnect made after an earlier
+    // request timeout was reported Dead although TCP and TLS worked, so a
+    // slow /readyz flapped NotReady -> Dead -> NotReady.
+    in_netns(|| async {
+        let ns = Netns::new();
+        let pki = Pki::new(&[ns.ip(false)]);
+        let backend = ep(ns.ip(false), PORT);
+        let server = start_in(&ns, backend.0, pki.server());
+        let config = HealthConfig {
+            timeout: Duration::from_millis(300),
+            ..pki.config()
+        };
+        let checker = Checker::new(config).expect("checker");
+        let mut rx = checker.subscribe();
+        checker.watch(backend);
+        expect_state(&mut rx, State::Ready).await;
+        server.set_hang(true);
+        let slow = expect_state(&mut rx, State::NotReady).await;
+        assert_eq!(slow.reason, Reason::Timeout(Phase::Request), "{slow:?}");
+        wait_for_stats(&checker, backend, "four request timeouts", |s| {
+            s.failures.get(&FailureKind::Timeout).copied().unwrap_or(0) >= 4
+        })
+        .await;
+        // Every reconnect worked: still NotReady, no Dead in between.
+        assert!(rx.try_recv().is_err(), "{:?}", rx.try_recv());
+        assert_eq!(checker.state(backend), Some(State::NotReady));
+        server.set_hang(false);
+        let back = expect_state(&mut rx, State::Ready).await;
+        assert_eq!(back.previous, Some(State::NotReady));
+    });
+}
+
+#[test]
+fn out_of_range_settings_are_rejected_naming_the_field() {
+    // Regression: these were accepted and then panicked (Duration and
+    // Instant overflow) or misbehaved at run time.
+    let hour = Duration::from_secs(3600);
+    let too_long = hour + Duration::from_secs(1);
+    let base = HealthConfig {
+        mode: Mode::Http,
+        ..HealthConfig::default()
+    };
+    let cases: Vec<(&str, HealthConfig)> = vec![
+        (
+            "interval",
+            HealthConfig {
+                interval: Duration::MAX,
+                ..base.clone()
+            },
+        ),
+        (
+            "interval",
+            HealthConfig {
+                interval: too_long,
+                ..base.clone()
+            },
+        ),
+        (
+            "timeout",
+            HealthConfig {
+                timeout: Duration::MAX,
+                ..base.clone()
+            },
+        ),
+        (
+            "connect_timeout",
+            HealthConfig {
+                connect_timeout: too_long,
+                ..base.clone()
+            },
+        ),
+        (
+            "max_backoff",
+            HealthConfig {
+                max_backoff: Duration::MAX,
+                ..base.clone()
+            },
+        ),
+        ("keepalive.idle", {
+            let mut c = base.clone();
+            c.keepalive.idle = Duration::ZERO;
+            c
+        }),
+        ("keepalive.idle", {
+            let mut c = base.clone();
+            c.keepalive.idle = Duration::from_secs(32768);
+            c
+        }),
+        ("keepalive.interval", {
+            let mut c = base.clone();
+            c.keepalive.interval = Duration::from_millis(500);
+            c
+        }),
+        ("keepalive.count", {
+            let mut c = base.clone();
+            c.keepalive.count = 0;
+            c
+        }),
+        ("keepalive.user_timeout", {
+            let mut c = base.clone();
+            c.keepalive.user_timeout = Duration::MAX;
+            c
+        }),
+    ];
+    for (field, config) in cases {
+        match Checker::new(config.clone()) {
+            Err(e @ Error::InvalidConfig(_)) => {
+                assert!(e.to_string().contains(field), "{field}: {e}")
+            }
+            other => panic!("{field}: expected InvalidConfig, got {other:?} for {config:?}"),
+        }
+    }
+    // The bounds themselves are accepted.
+    let mut edge = HealthConfig {
+        interval: hour,
+        jitter: hour - Duration::from_secs(1),
+        timeout: hour,
+        connect_timeout: hour,
+        max_backoff: hour,
+        ..base
+    };
+    edge.keepalive.idle = Duration::from_secs(32767);
+    edge.keepalive.interval = Duration::from_secs(1);
+    edge.keepalive.user_timeout = hour;
+    edge.validate().expect("the bounds are valid");
+}

@@ -36,6 +36,11 @@ struct Control {
     hang: AtomicBool,
     require_client_cert: AtomicBool,
     readyz_requests: AtomicU64,
+    /// Answer with `Connection: close` (the server closes after the answer).
+    connection_close: AtomicBool,
+    /// Close a connection once it has been idle this long (ms; 0: never),
+    /// counted from the accept and from each answer.
+    idle_close_ms: AtomicU64,
 }
 
 /// A running test server. Stops (with resets) on [`ProbeServer::kill`] or drop.
@@ -64,6 +69,8 @@ impl ProbeServer {
             hang: AtomicBool::new(false),
             require_client_cert: AtomicBool::new(false),
             readyz_requests: AtomicU64::new(0),
+            connection_close: AtomicBool::new(false),
+            idle_close_ms: AtomicU64::new(0),
         });
         let (stop, stopped) = oneshot::channel();
         let c = control.clone();
@@ -104,6 +111,22 @@ impl ProbeServer {
     /// apiserver with anonymous auth disabled does.
     pub fn require_client_cert(&self, on: bool) {
         self.control.require_client_cert.store(on, Ordering::SeqCst);
+    }
+
+    /// Answer every request with `Connection: close`, as a server in
+    /// graceful shutdown or behind a non-keep-alive proxy does.
+    pub fn set_connection_close(&self, on: bool) {
+        self.control.connection_close.store(on, Ordering::SeqCst);
+    }
+
+    /// Close connections idle for `after` (since accept or their last
+    /// answer), as a server with a short keep-alive timeout does. Applies to
+    /// connections accepted afterwards.
+    pub fn set_idle_close(&self, after: Option<Duration>) {
+        let ms = after.map_or(0, |d| {
+            u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+        });
+        self.control.idle_close_ms.store(ms, Ordering::SeqCst);
     }
 
     pub fn readyz_requests(&self) -> u64 {
@@ -168,8 +191,15 @@ async fn serve<S>(io: S, has_client_cert: bool, control: Arc<Control>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let answered = Arc::new(tokio::sync::Notify::new());
+    let idle_close = match control.idle_close_ms.load(Ordering::SeqCst) {
+        0 => None,
+        ms => Some(Duration::from_millis(ms)),
+    };
+    let on_answer = answered.clone();
     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let control = control.clone();
+        let on_answer = on_answer.clone();
         async move {
             let (status, body) = match req.uri().path() {
                 "/readyz" => {
@@ -196,12 +226,36 @@ where
             };
             let mut resp = hyper::Response::new(Full::new(Bytes::from_static(body.as_bytes())));
             *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
+            if control.connection_close.load(Ordering::SeqCst) {
+                resp.headers_mut().insert(
+                    hyper::header::CONNECTION,
+                    hyper::header::HeaderValue::from_static("close"),
+                );
+            }
+            on_answer.notify_one();
             Ok::<_, Infallible>(resp)
         }
     });
-    let _ = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(io), service)
-        .await;
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let Some(idle) = idle_close else {
+        let _ = conn.await;
+        return;
+    };
+    let mut deadline = tokio::time::Instant::now() + idle;
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            () = answered.notified() => deadline = tokio::time::Instant::now() + idle,
+            () = tokio::time::sleep_until(deadline), if !closing => {
+                // Idle (or busy: then after the answer in flight) close.
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
 }
 
 /// Runs `f` on a fresh thread moved into a private network namespace, in a
