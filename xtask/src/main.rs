@@ -41,7 +41,12 @@ enum Cmd {
     },
     /// Boot the VM and show the daemon failing over live: three simulated
     /// apiservers, one crashes, one is black-holed, one drains, all return.
-    Demo,
+    Demo {
+        /// Build optimised binaries (slower to build; the footprint figures
+        /// at the end are then the real ones).
+        #[arg(long)]
+        release: bool,
+    },
     /// Run only the real-kernel tests whose name contains one of FILTERS, in the VM.
     VmTest {
         /// Build and search only these packages (default: the whole workspace).
@@ -65,11 +70,15 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// Builds the daemon and the demo program, then runs the demo in the VM.
-fn demo() -> Result<i32> {
+fn demo(release: bool) -> Result<i32> {
     let root = workspace_root();
-    let status = std::process::Command::new(env!("CARGO"))
+    let mut build = std::process::Command::new(env!("CARGO"));
+    build.arg("build");
+    if release {
+        build.arg("--release");
+    }
+    let status = build
         .args([
-            "build",
             "--package",
             "bcs-apiserver-proxy",
             "--bin",
@@ -82,9 +91,13 @@ fn demo() -> Result<i32> {
     if !status.success() {
         anyhow::bail!("building the daemon and the demo failed");
     }
-    // A debug build: the demo shows behaviour, not speed, and `cargo xtask
-    // test` has built most of it already.
-    let out = root.join("target/debug");
+    // By default a debug build: the demo shows behaviour, not speed, and
+    // `cargo xtask test` has built most of it already.
+    let out = root.join(if release {
+        "target/release"
+    } else {
+        "target/debug"
+    });
     let job = format!(
         "{} {}\n",
         vm::shell_quote(&out.join("examples/demo").to_string_lossy()),
@@ -99,7 +112,7 @@ fn main() {
         Cmd::Test { host_only } => test::run_all(host_only),
         Cmd::VmTest { packages, filters } => test::run_vm_only(&packages, &filters),
         Cmd::VmRun { command } => vm::run_command(&command),
-        Cmd::Demo => demo(),
+        Cmd::Demo { release } => demo(release),
     };
     match result {
         Ok(code) => std::process::exit(code),

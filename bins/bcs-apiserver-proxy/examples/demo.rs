@@ -354,6 +354,17 @@ fn main() {
     std::thread::sleep(Duration::from_secs(8));
     stop.store(true, Ordering::Relaxed);
 
+    // Footprint: resident memory, and CPU over an idle stretch with three
+    // healthy backends (the client loop has stopped).
+    let pid = daemon.id();
+    std::thread::sleep(Duration::from_secs(1));
+    let cpu_before = cpu_seconds(pid);
+    std::thread::sleep(Duration::from_secs(10));
+    let idle_cpu = cpu_seconds(pid)
+        .zip(cpu_before)
+        .map(|(a, b)| (a - b) / 10.0);
+    let rss = rss_kib(pid);
+
     let first_after = |t: f64, needle: &str| -> Option<f64> {
         marks
             .lock()
@@ -401,6 +412,39 @@ fn main() {
         ok.load(Ordering::Relaxed),
         failed.load(Ordering::Relaxed)
     );
+    println!(
+        "  daemon resident memory: {}",
+        rss.map_or("unknown".into(), |k| format!(
+            "{:.1} MiB",
+            k as f64 / 1024.0
+        ))
+    );
+    println!(
+        "  daemon CPU while idle (3 healthy backends, 10 s): {}",
+        idle_cpu.map_or("unknown".into(), |c| format!(
+            "{:.2} % of a core",
+            c * 100.0
+        ))
+    );
     let _ = daemon.kill();
     let _ = daemon.wait();
+}
+
+/// utime + stime of a process, in seconds, from /proc/PID/stat.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces).
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0) // USER_HZ is 100 on Linux
+}
+
+/// VmRSS of a process, in KiB.
+fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
