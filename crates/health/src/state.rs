@@ -57,9 +57,17 @@ impl Tracker {
             Observation::NotReady(r) => {
                 self.good = 0;
                 self.bad = self.bad.saturating_add(1);
+                // A readiness answer that says "not ready" is evidence; a
+                // request that merely timed out (while a fresh connection
+                // worked) is weak evidence: one slow answer must not drain a
+                // healthy apiserver, nor a backend the daemon has just started
+                // watching. It takes two in a row (or `fall`, if larger).
+                let weak = matches!(r, Reason::Timeout(_));
+                let needed = if weak { self.fall.max(2) } else { self.fall };
                 let change = match self.state {
-                    None | Some(State::Dead) => true,
-                    Some(State::Ready | State::Unknown) => self.bad >= self.fall,
+                    None => !weak || self.bad >= needed,
+                    Some(State::Dead) => true,
+                    Some(State::Ready | State::Unknown) => self.bad >= needed,
                     Some(State::NotReady) => false,
                 };
                 return if change {
@@ -110,6 +118,28 @@ mod tests {
     }
     fn unknown() -> Observation {
         Observation::Unknown(Reason::Status(401))
+    }
+    fn slow() -> Observation {
+        Observation::NotReady(Reason::Timeout(crate::reason::Phase::Request))
+    }
+    #[test]
+    fn one_timeout_alone_never_drains() {
+        let mut t = Tracker::new(2, 1);
+        // The first result a timeout: no state yet (still in rotation).
+        assert_eq!(states(&mut t, vec![slow()]), vec![None]);
+        assert_eq!(t.state(), None);
+        assert_eq!(states(&mut t, vec![ready()]), vec![Some(State::Ready)]);
+        // Ready, then one timeout: stays ready; two in a row: not ready.
+        assert_eq!(
+            states(&mut t, vec![slow(), ready(), slow(), slow()]),
+            vec![None, None, None, Some(State::NotReady)]
+        );
+        // A failing status still acts at `fall` (1).
+        let mut t = Tracker::new(2, 1);
+        assert_eq!(
+            states(&mut t, vec![ready(), failing()]),
+            vec![Some(State::Ready), Some(State::NotReady)]
+        );
     }
     fn states(t: &mut Tracker, obs: Vec<Observation>) -> Vec<Option<State>> {
         obs.into_iter()
