@@ -3,17 +3,18 @@
 //! going through the VIP. Asserts states and order, never timings: waits are
 //! generous upper bounds for an emulated VM.
 
-use std::io::Write;
-use std::net::{IpAddr, SocketAddr};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use apiserver_proxy_testkit::apiserver::{FakeApiServer, kubernetes_slice};
 use apiserver_proxy_testkit::kernel::{self, run};
 use apiserver_proxy_testkit::netns::Netns;
-use apiserver_proxy_testkit::tls::{Ca, CertKey};
+use apiserver_proxy_testkit::tls::{self, Ca, CertKey};
 
 const VIP: &str = "10.103.97.2:6443";
 const PORT: u16 = 6443;
@@ -25,55 +26,60 @@ enum Cmd {
     Slice(Vec<(IpAddr, Option<bool>)>),
 }
 
-/// A fake apiserver on its own thread and runtime inside a namespace,
-/// driven over a channel (its methods need that runtime).
+/// A fake apiserver on its own thread and runtime, inside a namespace of
+/// its own (a remote host) or the test's (the node itself), driven over a
+/// channel (its methods need that runtime).
 struct Master {
-    ns: Netns,
+    ns: Option<Netns>,
+    addr: SocketAddr,
     tx: std_mpsc::Sender<Cmd>,
 }
 
 impl Master {
+    /// A remote master on its namespace's IPv4 address.
     fn start(leaf: CertKey) -> Master {
+        Master::remote(leaf, false)
+    }
+
+    /// A remote master on its namespace's address of that family.
+    fn remote(leaf: CertKey, v6: bool) -> Master {
         let ns = Netns::new();
-        let addr = SocketAddr::new(ns.ip(false), PORT);
-        let (tx, rx) = std_mpsc::channel::<Cmd>();
-        let (up_tx, up_rx) = std_mpsc::channel();
-        ns.spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let server = FakeApiServer::tls(addr, &leaf).await.expect("serve");
-                up_tx.send(()).expect("up");
-                loop {
-                    let cmd = match rx.try_recv() {
-                        Ok(c) => c,
-                        Err(std_mpsc::TryRecvError::Empty) => {
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                            continue;
-                        }
-                        Err(std_mpsc::TryRecvError::Disconnected) => return,
-                    };
-                    match cmd {
-                        Cmd::Stop => server.stop(),
-                        Cmd::Start => server.start().expect("restart"),
-                        Cmd::Ready(r) => server.set_ready(r),
-                        Cmd::Slice(eps) => {
-                            server.apply_slice(kubernetes_slice("kubernetes", "IPv4", PORT, &eps))
-                        }
-                    }
-                }
-            });
-        });
+        let addr = SocketAddr::new(ns.ip(v6), PORT);
+        let (tx, up_rx) = {
+            let (tx, rx) = std_mpsc::channel::<Cmd>();
+            let (up_tx, up_rx) = std_mpsc::channel();
+            ns.spawn(move || serve(addr, leaf, rx, up_tx));
+            (tx, up_rx)
+        };
         up_rx
             .recv_timeout(Duration::from_secs(60))
             .expect("fake apiserver up");
-        Master { ns, tx }
+        Master {
+            ns: Some(ns),
+            addr,
+            tx,
+        }
+    }
+
+    /// A master on the node itself: bound to `ip` in the test's namespace.
+    fn local(leaf: CertKey, ip: IpAddr) -> Master {
+        let addr = SocketAddr::new(ip, PORT);
+        let (tx, rx) = std_mpsc::channel::<Cmd>();
+        let (up_tx, up_rx) = std_mpsc::channel();
+        std::thread::spawn(move || serve(addr, leaf, rx, up_tx));
+        up_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("fake apiserver up");
+        Master { ns: None, addr, tx }
+    }
+
+    /// The namespace of a remote master.
+    fn ns(&self) -> &Netns {
+        self.ns.as_ref().expect("a remote master")
     }
 
     fn endpoint(&self) -> String {
-        format!("{}:{PORT}", self.ns.ipv4)
+        self.addr.to_string()
     }
 
     fn send(&self, c: Cmd) {
@@ -81,11 +87,53 @@ impl Master {
     }
 }
 
+/// The body of a master's thread: serves on `addr` until the test drops the
+/// master's sender.
+fn serve(
+    addr: SocketAddr,
+    leaf: CertKey,
+    rx: std_mpsc::Receiver<Cmd>,
+    up_tx: std_mpsc::Sender<()>,
+) {
+    let family = if addr.is_ipv6() { "IPv6" } else { "IPv4" };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let server = FakeApiServer::tls(addr, &leaf).await.expect("serve");
+        up_tx.send(()).expect("up");
+        loop {
+            let cmd = match rx.try_recv() {
+                Ok(c) => c,
+                Err(std_mpsc::TryRecvError::Empty) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                Err(std_mpsc::TryRecvError::Disconnected) => return,
+            };
+            match cmd {
+                Cmd::Stop => server.stop(),
+                Cmd::Start => server.start().expect("restart"),
+                Cmd::Ready(r) => server.set_ready(r),
+                Cmd::Slice(eps) => {
+                    server.apply_slice(kubernetes_slice("kubernetes", family, PORT, &eps))
+                }
+            }
+        }
+    });
+}
+
 /// Our service's destinations and weights, as `ipvsadm` sees them (empty
 /// while the service does not exist).
 fn ipvsadm_dests() -> Vec<(String, u32)> {
+    dests_of(VIP)
+}
+
+/// The destinations and weights of the service `vip`.
+fn dests_of(vip: &str) -> Vec<(String, u32)> {
     let out = Command::new("ipvsadm")
-        .args(["-Ln", "-t", VIP])
+        .args(["-Ln", "-t", vip])
         .output()
         .expect("run ipvsadm");
     String::from_utf8_lossy(&out.stdout)
@@ -103,18 +151,24 @@ fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     while !ok() {
         assert!(
             start.elapsed() < limit,
-            "timed out waiting for {what}; kernel holds {:?}",
-            ipvsadm_dests()
+            "timed out waiting for {what}; kernel holds:\n{}",
+            run("ipvsadm", &["-Ln"])
         );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 fn weights(want: &[(&Master, u32)]) -> impl FnMut() -> bool {
+    weights_at(VIP, want)
+}
+
+/// The service `vip` has exactly these destinations with these weights.
+fn weights_at(vip: &str, want: &[(&Master, u32)]) -> impl FnMut() -> bool + use<> {
+    let vip = vip.to_string();
     let mut want: Vec<(String, u32)> = want.iter().map(|(m, w)| (m.endpoint(), *w)).collect();
     want.sort();
     move || {
-        let mut have = ipvsadm_dests();
+        let mut have = dests_of(&vip);
         have.sort();
         have == want
     }
@@ -153,17 +207,85 @@ fn write(path: &Path, text: &str) -> PathBuf {
     path.to_path_buf()
 }
 
+/// Held for a whole test: these tests run one at a time. Each runs a daemon
+/// probing with an 800 ms timeout, and in the emulated VM (2 vCPUs) tests
+/// running side by side slow each other's fake apiservers past it.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Files and flags for one daemon: kubeconfig pointing at `seed` (which is
+/// also the only `--rs`), the CA, its own state dir and metrics port.
+struct Setup {
+    ca_file: PathBuf,
+    state_dir: PathBuf,
+    args: Vec<String>,
+}
+
+impl Setup {
+    fn new(
+        dir: &tempfile::TempDir,
+        ca: &Ca,
+        seed: &Master,
+        metrics_port: u16,
+        drain: &str,
+    ) -> Setup {
+        let ca_file = write(&dir.path().join("ca.pem"), &ca.cert.cert_pem);
+        let kubeconfig = write(
+            &dir.path().join("kubeconfig"),
+            &format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://{}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: test\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
+                seed.endpoint(),
+                ca_file.display()
+            ),
+        );
+        let state_dir = dir.path().join("state");
+        let args: Vec<String> = [
+            "--vs",
+            VIP,
+            "--rs",
+            &seed.endpoint(),
+            "--kubeconfig",
+            kubeconfig.to_str().expect("utf8"),
+            "--health-ca-file",
+            ca_file.to_str().expect("utf8"),
+            "--health-interval",
+            "1s",
+            "--health-timeout",
+            "800ms",
+            "--drain-timeout",
+            drain,
+            "--state-dir",
+            state_dir.to_str().expect("utf8"),
+            "--metrics-addr",
+            &format!("127.0.0.1:{metrics_port}"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        Setup {
+            ca_file,
+            state_dir,
+            args,
+        }
+    }
+}
+
 /// One request through the VIP, verified as a kubelet would (CA, name
 /// `kubernetes`). True if it got an HTTP answer.
 fn request(ca: &Path) -> bool {
+    request_via(ca, "10.103.97.2")
+}
+
+/// One request to `kubernetes` resolved to `vip` (`[...]` for IPv6).
+fn request_via(ca: &Path, vip: &str) -> bool {
     Command::new("curl")
         .args(["-sS", "-o", "/dev/null", "--max-time", "5", "--cacert"])
         .arg(ca)
-        .args([
-            "--resolve",
-            "kubernetes:6443:10.103.97.2",
-            "https://kubernetes:6443/version",
-        ])
+        .arg("--resolve")
+        .arg(format!("kubernetes:6443:{vip}"))
+        .arg("https://kubernetes:6443/version")
         .status()
         .is_ok_and(|s| s.success())
 }
@@ -172,53 +294,21 @@ fn request(ca: &Path) -> bool {
 #[ignore = "real-kernel: needs IPVS, run by `cargo xtask test` in the VM"]
 fn discovers_fails_over_drains_repairs_and_survives_a_restart() {
     let _netns = kernel::enter();
+    let _one_at_a_time = serial();
     // Not "kubernetes": a CA named like its leaf looks self-signed to OpenSSL (curl).
     let ca = Ca::new("kubernetes-ca");
     let masters: Vec<Master> = (0..3)
         .map(|_| Master::start(ca.apiserver_cert(&[])))
         .collect();
-    let ips: Vec<(IpAddr, Option<bool>)> = masters
-        .iter()
-        .map(|m| (m.ns.ip(false), Some(true)))
-        .collect();
+    let ips: Vec<(IpAddr, Option<bool>)> =
+        masters.iter().map(|m| (m.addr.ip(), Some(true))).collect();
     for m in &masters {
         m.send(Cmd::Slice(ips.clone()));
     }
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let ca_file = write(&dir.path().join("ca.pem"), &ca.cert.cert_pem);
-    let kubeconfig = write(
-        &dir.path().join("kubeconfig"),
-        &format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://{}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: test\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
-            masters[0].endpoint(),
-            ca_file.display()
-        ),
-    );
-    let state_dir = dir.path().join("state");
-    let args: Vec<String> = [
-        "--vs",
-        VIP,
-        "--rs",
-        &masters[0].endpoint(),
-        "--kubeconfig",
-        kubeconfig.to_str().expect("utf8"),
-        "--health-ca-file",
-        ca_file.to_str().expect("utf8"),
-        "--health-interval",
-        "1s",
-        "--health-timeout",
-        "500ms",
-        "--drain-timeout",
-        "5s",
-        "--state-dir",
-        state_dir.to_str().expect("utf8"),
-        "--metrics-addr",
-        "127.0.0.1:18004",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let setup = Setup::new(&dir, &ca, &masters[0], 18004, "5s");
+    let (ca_file, state_dir, args) = (setup.ca_file.clone(), setup.state_dir.clone(), setup.args);
     let mut daemon = Daemon::spawn(&args);
     let (a, b, c) = (&masters[0], &masters[1], &masters[2]);
     let long = Duration::from_secs(90);
@@ -305,4 +395,468 @@ fn discovers_fails_over_drains_repairs_and_survives_a_restart() {
     for m in &masters {
         assert!(saved.contains(&m.endpoint()), "{saved}");
     }
+}
+
+/// Three masters publishing the same slice of `in_slice`, plus the CA.
+fn masters_with_slice(in_slice: &[usize]) -> (Ca, Vec<Master>) {
+    let ca = Ca::new("kubernetes-ca");
+    let masters: Vec<Master> = (0..3)
+        .map(|_| Master::start(ca.apiserver_cert(&[])))
+        .collect();
+    publish(&masters, in_slice);
+    (ca, masters)
+}
+
+/// Sends the slice listing `in_slice` (indexes into `masters`, ready) to
+/// every fake apiserver: they all serve the same cluster.
+fn publish(masters: &[Master], in_slice: &[usize]) {
+    let eps: Vec<(IpAddr, Option<bool>)> = in_slice
+        .iter()
+        .map(|i| (masters[*i].addr.ip(), Some(true)))
+        .collect();
+    for m in masters {
+        m.send(Cmd::Slice(eps.clone()));
+    }
+}
+
+/// The daemon's /metrics, or "" while it does not answer.
+fn metrics(port: u16) -> String {
+    Command::new("curl")
+        .args(["-sS", "--max-time", "5"])
+        .arg(format!("http://127.0.0.1:{port}/metrics"))
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// The value of the sample `series` (name and labels, exactly as exposed).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+/// The backend IPVS sends the TCP connection from local port `port` to, per
+/// the connection table (`ipvsadm -Lnc`: pro expire state source virtual
+/// destination).
+fn ipvs_backend_of(port: u16) -> Option<String> {
+    let out = run("ipvsadm", &["-Lnc"]);
+    let suffix = format!(":{port}");
+    out.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() >= 6 && f[0] == "TCP" && f[3].ends_with(&suffix) && f[4] == VIP)
+            .then(|| f[5].to_string())
+    })
+}
+
+/// Opens TCP connections through the VIP until one is balanced to a master
+/// accepted by `want`; returns it and that master's index.
+fn connection_to(masters: &[Master], want: impl Fn(usize) -> bool) -> (TcpStream, usize) {
+    for _ in 0..30 {
+        let s = TcpStream::connect(VIP).expect("connect through the VIP");
+        let port = s.local_addr().expect("local addr").port();
+        let mut backend = None;
+        wait_for(
+            "the connection in the IPVS table",
+            Duration::from_secs(30),
+            || {
+                backend = ipvs_backend_of(port);
+                backend.is_some()
+            },
+        );
+        let backend = backend.expect("backend");
+        let i = masters
+            .iter()
+            .position(|m| m.endpoint() == backend)
+            .unwrap_or_else(|| panic!("connection balanced to a stranger {backend}"));
+        if want(i) {
+            return (s, i);
+        }
+    }
+    panic!("no connection was balanced to the wanted master");
+}
+
+#[test]
+#[ignore = "real-kernel: needs IPVS, run by `cargo xtask test` in the VM"]
+fn black_hole_failover() {
+    let _netns = kernel::enter();
+    let _one_at_a_time = serial();
+    let (ca, masters) = masters_with_slice(&[0, 1, 2]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let setup = Setup::new(&dir, &ca, &masters[0], 18011, "5s");
+    let _daemon = Daemon::spawn(&setup.args);
+    let (a, b, c) = (&masters[0], &masters[1], &masters[2]);
+    let long = Duration::from_secs(90);
+
+    wait_for(
+        "all three masters",
+        long,
+        weights(&[(a, 1), (b, 1), (c, 1)]),
+    );
+    for _ in 0..6 {
+        assert!(request(&setup.ca_file), "a request through the VIP failed");
+    }
+
+    // Powered off or partitioned: nothing comes back, not even a reset.
+    b.ns().black_hole();
+    wait_for(
+        "the black-holed master to be removed",
+        long,
+        weights(&[(a, 1), (c, 1)]),
+    );
+    for _ in 0..6 {
+        assert!(
+            request(&setup.ca_file),
+            "a request failed after the black hole was handled"
+        );
+    }
+
+    b.ns().restore();
+    wait_for(
+        "the restored master to come back",
+        long,
+        weights(&[(a, 1), (b, 1), (c, 1)]),
+    );
+    for _ in 0..6 {
+        assert!(
+            request(&setup.ca_file),
+            "a request failed after the master came back"
+        );
+    }
+}
+
+#[test]
+#[ignore = "real-kernel: needs IPVS, run by `cargo xtask test` in the VM"]
+fn all_backends_failing_keeps_them_in_rotation() {
+    let _netns = kernel::enter();
+    let _one_at_a_time = serial();
+    let (ca, masters) = masters_with_slice(&[0, 1, 2]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = 18012;
+    let setup = Setup::new(&dir, &ca, &masters[0], port, "5s");
+    let _daemon = Daemon::spawn(&setup.args);
+    let (a, b, c) = (&masters[0], &masters[1], &masters[2]);
+    let long = Duration::from_secs(90);
+    let fail_open = format!("apiserver_proxy_fail_open{{vs=\"{VIP}\"}}");
+
+    wait_for(
+        "all three masters",
+        long,
+        weights(&[(a, 1), (b, 1), (c, 1)]),
+    );
+    wait_for("fail_open to read 0", long, || {
+        sample(&metrics(port), &fail_open) == Some(0.0)
+    });
+
+    // Every /readyz says 500. Whatever order the probes see it in, the
+    // service always has a backend in rotation, and ends with all three.
+    for m in &masters {
+        m.send(Cmd::Ready(false));
+    }
+    let three = [(a, 1), (b, 1), (c, 1)];
+    let mut all_three = weights(&three);
+    // Polls `ok` like `wait_for`, asserting at every step that the service
+    // still has a backend in rotation.
+    let serving = |what: &str, ok: &mut dyn FnMut() -> bool| {
+        let start = Instant::now();
+        loop {
+            let dests = ipvsadm_dests();
+            assert!(
+                dests.iter().any(|(_, w)| *w > 0),
+                "while waiting for {what}, the service had no backend in rotation: {dests:?}"
+            );
+            if ok() {
+                return;
+            }
+            assert!(
+                start.elapsed() < long,
+                "timed out waiting for {what}; kernel holds {dests:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    serving("fail-open", &mut || {
+        sample(&metrics(port), &fail_open) == Some(1.0)
+    });
+    serving("all three kept in rotation", &mut all_three);
+    for _ in 0..3 {
+        assert!(
+            request(&setup.ca_file),
+            "a request failed while failing open"
+        );
+    }
+
+    for m in &masters {
+        m.send(Cmd::Ready(true));
+    }
+    serving("fail_open back to 0", &mut || {
+        sample(&metrics(port), &fail_open) == Some(0.0)
+    });
+    serving("all three ready", &mut all_three);
+}
+
+#[test]
+#[ignore = "real-kernel: needs IPVS, run by `cargo xtask test` in the VM"]
+fn masters_added_removed_and_changing_ip_through_the_api() {
+    let _netns = kernel::enter();
+    let _one_at_a_time = serial();
+    let (ca, masters) = masters_with_slice(&[0, 1]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Long enough that a drain only ends when its connection does.
+    let setup = Setup::new(&dir, &ca, &masters[0], 18013, "5m");
+    let _daemon = Daemon::spawn(&setup.args);
+    let (a, b, c) = (&masters[0], &masters[1], &masters[2]);
+    let long = Duration::from_secs(90);
+
+    wait_for("the two listed masters", long, weights(&[(a, 1), (b, 1)]));
+
+    // Added to the slice: in IPVS.
+    publish(&masters, &[0, 1, 2]);
+    wait_for("the added master", long, weights(&[(a, 1), (b, 1), (c, 1)]));
+
+    // Removed from the slice while a connection uses it: weight 0 (no new
+    // connections) while the connection lasts, deleted once it ends.
+    let (conn, _) = connection_to(&masters, |i| i == 1);
+    publish(&masters, &[0, 2]);
+    wait_for(
+        "the removed master to drain",
+        long,
+        weights(&[(a, 1), (b, 0), (c, 1)]),
+    );
+    for _ in 0..6 {
+        assert!(request(&setup.ca_file), "a request failed during the drain");
+    }
+    let dests = ipvsadm_dests();
+    assert!(
+        dests.contains(&(b.endpoint(), 0)),
+        "the drained master went while its connection was open: {dests:?}"
+    );
+    drop(conn);
+    wait_for(
+        "the drained master to be removed",
+        long,
+        weights(&[(a, 1), (c, 1)]),
+    );
+
+    // A master changes its IP: c's address in the slice is replaced by b's.
+    publish(&masters, &[0, 1]);
+    wait_for(
+        "the new address in, the old one out",
+        long,
+        weights(&[(a, 1), (b, 1)]),
+    );
+    for _ in 0..6 {
+        assert!(
+            request(&setup.ca_file),
+            "a request failed after the change of address"
+        );
+    }
+}
+
+#[test]
+#[ignore = "real-kernel: needs IPVS, run by `cargo xtask test` in the VM"]
+fn an_idle_connection_to_a_crashed_master_is_cut() {
+    let _netns = kernel::enter();
+    let _one_at_a_time = serial();
+    let (ca, masters) = masters_with_slice(&[0, 1, 2]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = 18014;
+    let setup = Setup::new(&dir, &ca, &masters[0], port, "5s");
+    let _daemon = Daemon::spawn(&setup.args);
+    let (a, b, c) = (&masters[0], &masters[1], &masters[2]);
+    let long = Duration::from_secs(90);
+    let destroyed = "apiserver_proxy_sockets_destroyed_total";
+
+    wait_for(
+        "all three masters",
+        long,
+        weights(&[(a, 1), (b, 1), (c, 1)]),
+    );
+    wait_for("the metrics endpoint", long, || {
+        sample(&metrics(port), destroyed) == Some(0.0)
+    });
+
+    // A kubelet's watch: TLS through the VIP, one request, then idle. Not
+    // on the master the daemon watches the API through.
+    let (tcp, victim) = connection_to(&masters, |i| i != 0);
+    tcp.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("read timeout");
+    let config = rustls::ClientConfig::builder_with_provider(tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(ca.root_store())
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("kubernetes").expect("name");
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("tls client");
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(b"GET /version HTTP/1.1\r\nHost: kubernetes\r\n\r\n")
+        .expect("send a request");
+    let mut buf = [0u8; 4096];
+    let n = tls.read(&mut buf).expect("an answer");
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+
+    // The reader blocks on the idle connection, as a watch does.
+    let (done_tx, done_rx) = std_mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let end = loop {
+            match tls.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(_) => continue,
+                Err(e) => break Err(e),
+            }
+        };
+        let _ = done_tx.send(end);
+    });
+
+    // Crash the master silently: no FIN, no reset reaches the client.
+    masters[victim].ns().black_hole();
+    let survivors: Vec<(&Master, u32)> = (0..3)
+        .filter(|i| *i != victim)
+        .map(|i| (&masters[i], 1))
+        .collect();
+    wait_for(
+        "the crashed master to be removed",
+        long,
+        weights(&survivors),
+    );
+    let end = done_rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the reader thread ends");
+    let err = end.expect_err("the connection ended cleanly: something sent a FIN");
+    assert!(
+        matches!(
+            err.kind(),
+            ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+        ),
+        "the idle connection was not cut by the daemon but ended with {err} ({:?})",
+        err.kind()
+    );
+    let cut = sample(&metrics(port), destroyed).expect("the counter");
+    assert!(cut >= 1.0, "sockets_destroyed_total is {cut}");
+    for _ in 0..3 {
+        assert!(request(&setup.ca_file), "a request failed after the crash");
+    }
+}
+
+/// Replaces the value of `flag` in `args`, or appends both.
+fn set_arg(args: &mut Vec<String>, flag: &str, value: &str) {
+    match args.iter().position(|a| a == flag) {
+        Some(i) => args[i + 1] = value.to_string(),
+        None => args.extend([flag.to_string(), value.to_string()]),
+    }
+}
+
+#[test]
+#[ignore = "real-kernel: needs IPVS, run by `cargo xtask test` in the VM"]
+fn ipv6_virtual_server() {
+    let _netns = kernel::enter();
+    let _one_at_a_time = serial();
+    const VIP6: &str = "[fd00::a]:6443";
+    let ca = Ca::new("kubernetes-ca");
+    let masters: Vec<Master> = (0..3)
+        .map(|_| Master::remote(ca.apiserver_cert(&[]), true))
+        .collect();
+    publish(&masters, &[0, 1, 2]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut setup = Setup::new(&dir, &ca, &masters[0], 18015, "5s");
+    set_arg(&mut setup.args, "--vs", VIP6);
+    let _daemon = Daemon::spawn(&setup.args);
+    let (a, b, c) = (&masters[0], &masters[1], &masters[2]);
+    let long = Duration::from_secs(90);
+
+    // Seeded with one, the three from the IPv6 EndpointSlice.
+    wait_for(
+        "all three IPv6 masters",
+        long,
+        weights_at(VIP6, &[(a, 1), (b, 1), (c, 1)]),
+    );
+    for _ in 0..6 {
+        assert!(
+            request_via(&setup.ca_file, "[fd00::a]"),
+            "a request through the IPv6 VIP failed"
+        );
+    }
+
+    // An IPv6 master crashes and comes back.
+    b.send(Cmd::Stop);
+    wait_for(
+        "the crashed IPv6 master to be removed",
+        long,
+        weights_at(VIP6, &[(a, 1), (c, 1)]),
+    );
+    for _ in 0..6 {
+        assert!(
+            request_via(&setup.ca_file, "[fd00::a]"),
+            "a request through the IPv6 VIP failed after the crash"
+        );
+    }
+    b.send(Cmd::Start);
+    wait_for(
+        "the IPv6 master to come back",
+        long,
+        weights_at(VIP6, &[(a, 1), (b, 1), (c, 1)]),
+    );
+}
+
+/// Connections IPVS scheduled to each destination of `vip` so far.
+fn conns_per_dest(vip: &str) -> Vec<(String, u64)> {
+    run("ipvsadm", &["-Ln", "--stats", "-t", vip])
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3 && f[0] == "->" && f[1] != "RemoteAddress:Port")
+                .then(|| (f[1].to_string(), f[2].parse().unwrap_or(0)))
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "real-kernel: needs IPVS, run by `cargo xtask test` in the VM"]
+fn control_plane_layout_with_route_vip() {
+    let _netns = kernel::enter();
+    let _one_at_a_time = serial();
+    let ca = Ca::new("kubernetes-ca");
+    let remote: Vec<Master> = (0..2)
+        .map(|_| Master::start(ca.apiserver_cert(&[])))
+        .collect();
+    // The node itself is a master: bound on its own side of the first link.
+    let node_ip = IpAddr::V4(remote[0].ns().peer_ipv4);
+    let local = Master::local(ca.apiserver_cert(&[]), node_ip);
+    let masters = [&remote[0], &remote[1], &local];
+    let eps: Vec<(IpAddr, Option<bool>)> =
+        masters.iter().map(|m| (m.addr.ip(), Some(true))).collect();
+    for m in &masters {
+        m.send(Cmd::Slice(eps.clone()));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut setup = Setup::new(&dir, &ca, &remote[0], 18016, "5s");
+    set_arg(&mut setup.args, "--vip-mode", "route");
+    let _daemon = Daemon::spawn(&setup.args);
+    let long = Duration::from_secs(90);
+
+    wait_for(
+        "the two remote masters and the node's own",
+        long,
+        weights(&[(&remote[0], 1), (&remote[1], 1), (&local, 1)]),
+    );
+    // Every connection through the VIP works, the local apiserver's included.
+    for i in 0..30 {
+        assert!(
+            request(&setup.ca_file),
+            "request {i} through the route-mode VIP failed"
+        );
+    }
+    let conns = conns_per_dest(VIP);
+    assert_eq!(conns.len(), 3, "{conns:?}");
+    assert!(
+        conns.iter().all(|(_, n)| *n > 0),
+        "a master got no connection: {conns:?}"
+    );
 }
