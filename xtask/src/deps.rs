@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 
-/// Debian packages the VM harness and the real-kernel tests use.
+/// Debian packages the harness, the host tests and the real-kernel tests use.
 pub const VM_PACKAGES: &[&str] = &[
     "qemu-system-x86", // qemu-system-x86_64, run under software emulation
     "busybox-static",  // the initramfs' only userland
@@ -16,6 +16,7 @@ pub const VM_PACKAGES: &[&str] = &[
     "ipvsadm",         // the independent view of what the kernel holds
     "nftables",        // black-holing test hosts, conntrack firewall rules
     "iptables",        // kube-proxy style rules in coexistence tests
+    "curl",            // clients through the VIP in the end-to-end tests
 ];
 
 static UPDATED: AtomicBool = AtomicBool::new(false);

@@ -59,6 +59,9 @@ pub fn run_all(host_only: bool) -> Result<i32> {
     let started = Instant::now();
     let root = crate::workspace_root();
     check_ignore_reasons(&root)?;
+    // Before the host tests: they use network namespaces and nftables too,
+    // not only the VM.
+    crate::deps::ensure(crate::deps::VM_PACKAGES)?;
 
     step("cargo fmt --all -- --check");
     let fmt_ok = cargo(&root, &["fmt", "--all", "--", "--check"])?;
