@@ -4,11 +4,16 @@
 //!   real-kernel test in one VM boot).
 //! - `vm-test FILTER`: only the real-kernel tests matching FILTER, in the VM.
 //! - `vm-run -- CMD...`: any command as root inside the VM (for debugging).
+//! - `demo`: the daemon failing over live, in the VM.
+//! - `image`, `helm`: the OCI image and the chart package.
+//! - `bench`: the benchmarks behind docs/benchmarks.md.
 //!
 //! See docs/testing.md.
 
+mod bench;
 mod deps;
 mod kernel;
+mod package;
 mod test;
 mod vm;
 
@@ -55,6 +60,12 @@ enum Cmd {
         /// Substrings of the test names to run (all real-kernel tests if none).
         filters: Vec<String>,
     },
+    /// Build the OCI image (layout and `docker load` tarball) without Docker.
+    Image(package::ImageArgs),
+    /// Package the Helm chart as a .tgz, versioned from the workspace.
+    Helm(package::HelmArgs),
+    /// Run the benchmarks in the VM and write docs/benchmarks.md.
+    Bench(bench::BenchArgs),
     /// Run a command as root inside the VM, with the host's files visible.
     VmRun {
         /// The command and its arguments (after `--`).
@@ -113,6 +124,9 @@ fn main() {
         Cmd::VmTest { packages, filters } => test::run_vm_only(&packages, &filters),
         Cmd::VmRun { command } => vm::run_command(&command),
         Cmd::Demo { release } => demo(release),
+        Cmd::Image(args) => package::image(args),
+        Cmd::Helm(args) => package::helm(args),
+        Cmd::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -79,7 +79,13 @@ pub fn run_all(host_only: bool) -> Result<i32> {
     )?;
 
     step("host tests: cargo test --workspace --no-fail-fast");
-    let (host_ok, host) = host_tests(&root)?;
+    let (host_ok, mut host) = host_tests(&root)?;
+
+    step("packaging: chart and image checks");
+    let (package_ok, package) = crate::package::tests()?;
+    host.passed += package.passed;
+    host.failed += package.failed;
+    let host_ok = host_ok && package_ok;
 
     let vm = if host_only {
         eprintln!();
