@@ -14,78 +14,26 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use apiserver_proxy_testkit::apiserver::{FakeApiServer, kubernetes_slice};
 use apiserver_proxy_testkit::kernel;
-use apiserver_proxy_testkit::netns::Netns;
-use apiserver_proxy_testkit::tls::{Ca, CertKey, provider};
+use apiserver_proxy_testkit::master::Master;
+use apiserver_proxy_testkit::tls::{Ca, provider};
 
 const VIP: &str = "10.103.97.2:6443";
 const PORT: u16 = 6443;
 
-enum Cmd {
-    Stop,
-    Start,
-    Ready(bool),
-}
-
-struct Master {
+/// A fake apiserver with the name the timeline calls it by.
+struct Named {
     name: String,
-    ns: Netns,
-    tx: mpsc::Sender<Cmd>,
+    m: Master,
 }
 
-impl Master {
-    fn start(name: &str, leaf: CertKey, all: Arc<Mutex<Vec<IpAddr>>>) -> Master {
-        let ns = Netns::new();
-        let addr = SocketAddr::new(ns.ip(false), PORT);
-        let (tx, rx) = mpsc::channel::<Cmd>();
-        let (up_tx, up_rx) = mpsc::channel();
-        ns.spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let server = FakeApiServer::tls(addr, &leaf).await.expect("serve");
-                publish_all_three(&server, all);
-                up_tx.send(()).expect("up");
-                loop {
-                    match rx.try_recv() {
-                        Ok(Cmd::Stop) => server.stop(),
-                        Ok(Cmd::Start) => server.start().expect("restart"),
-                        Ok(Cmd::Ready(r)) => server.set_ready(r),
-                        Err(mpsc::TryRecvError::Empty) => {
-                            tokio::time::sleep(Duration::from_millis(20)).await
-                        }
-                        Err(mpsc::TryRecvError::Disconnected) => return,
-                    }
-                }
-            });
-        });
-        up_rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("apiserver up");
-        Master {
-            name: name.into(),
-            ns,
-            tx,
-        }
-    }
+impl Named {
     fn ip(&self) -> IpAddr {
-        self.ns.ip(false)
+        self.m.addr().ip()
     }
-}
-
-/// Every fake apiserver publishes the same EndpointSlice: all three.
-fn publish_all_three(server: &FakeApiServer, all: Arc<Mutex<Vec<IpAddr>>>) {
-    let ips: Vec<(IpAddr, Option<bool>)> = all
-        .lock()
-        .map(|v| v.iter().map(|ip| (*ip, Some(true))).collect())
-        .unwrap_or_default();
-    server.apply_slice(kubernetes_slice("kubernetes", "IPv4", PORT, &ips));
 }
 
 struct Timeline {
@@ -143,23 +91,17 @@ fn main() {
     let _netns = kernel::enter();
     let ca = Ca::new("kubernetes-ca");
 
-    let all = Arc::new(Mutex::new(Vec::new()));
-    // Namespaces first, so every slice lists all three addresses.
-    let masters: Vec<Master> = {
-        let mut v = Vec::new();
-        let preview: Vec<IpAddr> = (1..=3)
-            .map(|n| IpAddr::from([10, 77, n as u8, 2]))
-            .collect();
-        *all.lock().expect("lock") = preview;
-        for n in 1..=3 {
-            v.push(Master::start(
-                &format!("master-{n}"),
-                ca.apiserver_cert(&[]),
-                all.clone(),
-            ));
-        }
-        v
-    };
+    let masters: Vec<Named> = (1..=3)
+        .map(|n| Named {
+            name: format!("master-{n}"),
+            m: Master::remote(ca.apiserver_cert(&[]), false, PORT),
+        })
+        .collect();
+    // Every fake apiserver publishes the same EndpointSlice: all three.
+    let slice: Vec<(IpAddr, Option<bool>)> = masters.iter().map(|n| (n.ip(), Some(true))).collect();
+    for n in &masters {
+        n.m.publish(slice.clone());
+    }
     for m in &masters {
         println!("setup: {} serves TLS on {}:{PORT}", m.name, m.ip());
     }
@@ -323,10 +265,10 @@ fn main() {
         m1.name
     ));
     let crash_at = tl.t0.elapsed().as_secs_f64();
-    let _ = m1.tx.send(Cmd::Stop);
+    m1.m.stop();
     std::thread::sleep(Duration::from_secs(5));
     step(&format!("RECOVER: {} serves again", m1.name));
-    let _ = m1.tx.send(Cmd::Start);
+    m1.m.start();
     std::thread::sleep(Duration::from_secs(8));
 
     step(&format!(
@@ -334,10 +276,10 @@ fn main() {
         m2.name
     ));
     let hole_at = tl.t0.elapsed().as_secs_f64();
-    m2.ns.black_hole();
+    m2.m.ns().black_hole();
     std::thread::sleep(Duration::from_secs(8));
     step(&format!("RECOVER: {} reachable again", m2.name));
-    m2.ns.restore();
+    m2.m.ns().restore();
     std::thread::sleep(Duration::from_secs(8));
 
     step(&format!(
@@ -346,11 +288,11 @@ fn main() {
     ));
     let drain_at = tl.t0.elapsed().as_secs_f64();
     let failed_before_drain = failed.load(Ordering::Relaxed);
-    let _ = m3.tx.send(Cmd::Ready(false));
+    m3.m.set_ready(false);
     std::thread::sleep(Duration::from_secs(10));
     let failed_in_drain = failed.load(Ordering::Relaxed) - failed_before_drain;
     step(&format!("RECOVER: {}'s /readyz answers 200", m3.name));
-    let _ = m3.tx.send(Cmd::Ready(true));
+    m3.m.set_ready(true);
     std::thread::sleep(Duration::from_secs(8));
     stop.store(true, Ordering::Relaxed);
 

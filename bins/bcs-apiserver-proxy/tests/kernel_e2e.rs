@@ -11,118 +11,12 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use apiserver_proxy_testkit::apiserver::{FakeApiServer, kubernetes_slice};
 use apiserver_proxy_testkit::kernel::{self, run};
-use apiserver_proxy_testkit::netns::Netns;
-use apiserver_proxy_testkit::tls::{self, Ca, CertKey};
+use apiserver_proxy_testkit::master::Master;
+use apiserver_proxy_testkit::tls::{self, Ca};
 
 const VIP: &str = "10.103.97.2:6443";
 const PORT: u16 = 6443;
-
-enum Cmd {
-    Stop,
-    Start,
-    Ready(bool),
-    Slice(Vec<(IpAddr, Option<bool>)>),
-}
-
-/// A fake apiserver on its own thread and runtime, inside a namespace of
-/// its own (a remote host) or the test's (the node itself), driven over a
-/// channel (its methods need that runtime).
-struct Master {
-    ns: Option<Netns>,
-    addr: SocketAddr,
-    tx: std_mpsc::Sender<Cmd>,
-}
-
-impl Master {
-    /// A remote master on its namespace's IPv4 address.
-    fn start(leaf: CertKey) -> Master {
-        Master::remote(leaf, false)
-    }
-
-    /// A remote master on its namespace's address of that family.
-    fn remote(leaf: CertKey, v6: bool) -> Master {
-        let ns = Netns::new();
-        let addr = SocketAddr::new(ns.ip(v6), PORT);
-        let (tx, up_rx) = {
-            let (tx, rx) = std_mpsc::channel::<Cmd>();
-            let (up_tx, up_rx) = std_mpsc::channel();
-            ns.spawn(move || serve(addr, leaf, rx, up_tx));
-            (tx, up_rx)
-        };
-        up_rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("fake apiserver up");
-        Master {
-            ns: Some(ns),
-            addr,
-            tx,
-        }
-    }
-
-    /// A master on the node itself: bound to `ip` in the test's namespace.
-    fn local(leaf: CertKey, ip: IpAddr) -> Master {
-        let addr = SocketAddr::new(ip, PORT);
-        let (tx, rx) = std_mpsc::channel::<Cmd>();
-        let (up_tx, up_rx) = std_mpsc::channel();
-        std::thread::spawn(move || serve(addr, leaf, rx, up_tx));
-        up_rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("fake apiserver up");
-        Master { ns: None, addr, tx }
-    }
-
-    /// The namespace of a remote master.
-    fn ns(&self) -> &Netns {
-        self.ns.as_ref().expect("a remote master")
-    }
-
-    fn endpoint(&self) -> String {
-        self.addr.to_string()
-    }
-
-    fn send(&self, c: Cmd) {
-        self.tx.send(c).expect("master thread");
-    }
-}
-
-/// The body of a master's thread: serves on `addr` until the test drops the
-/// master's sender.
-fn serve(
-    addr: SocketAddr,
-    leaf: CertKey,
-    rx: std_mpsc::Receiver<Cmd>,
-    up_tx: std_mpsc::Sender<()>,
-) {
-    let family = if addr.is_ipv6() { "IPv6" } else { "IPv4" };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async move {
-        let server = FakeApiServer::tls(addr, &leaf).await.expect("serve");
-        up_tx.send(()).expect("up");
-        loop {
-            let cmd = match rx.try_recv() {
-                Ok(c) => c,
-                Err(std_mpsc::TryRecvError::Empty) => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-                Err(std_mpsc::TryRecvError::Disconnected) => return,
-            };
-            match cmd {
-                Cmd::Stop => server.stop(),
-                Cmd::Start => server.start().expect("restart"),
-                Cmd::Ready(r) => server.set_ready(r),
-                Cmd::Slice(eps) => {
-                    server.apply_slice(kubernetes_slice("kubernetes", family, PORT, &eps))
-                }
-            }
-        }
-    });
-}
 
 /// Our service's destinations and weights, as `ipvsadm` sees them (empty
 /// while the service does not exist).
@@ -298,12 +192,14 @@ fn discovers_fails_over_drains_repairs_and_survives_a_restart() {
     // Not "kubernetes": a CA named like its leaf looks self-signed to OpenSSL (curl).
     let ca = Ca::new("kubernetes-ca");
     let masters: Vec<Master> = (0..3)
-        .map(|_| Master::start(ca.apiserver_cert(&[])))
+        .map(|_| Master::remote(ca.apiserver_cert(&[]), false, PORT))
         .collect();
-    let ips: Vec<(IpAddr, Option<bool>)> =
-        masters.iter().map(|m| (m.addr.ip(), Some(true))).collect();
+    let ips: Vec<(IpAddr, Option<bool>)> = masters
+        .iter()
+        .map(|m| (m.addr().ip(), Some(true)))
+        .collect();
     for m in &masters {
-        m.send(Cmd::Slice(ips.clone()));
+        m.publish(ips.clone());
     }
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -324,7 +220,7 @@ fn discovers_fails_over_drains_repairs_and_survives_a_restart() {
     }
 
     // Crash: b stops (its connections close, new ones are refused).
-    b.send(Cmd::Stop);
+    b.stop();
     wait_for(
         "the crashed master to be removed",
         long,
@@ -338,7 +234,7 @@ fn discovers_fails_over_drains_repairs_and_survives_a_restart() {
     }
 
     // Back: b returns after its rise threshold.
-    b.send(Cmd::Start);
+    b.start();
     wait_for(
         "the master to come back",
         long,
@@ -346,7 +242,7 @@ fn discovers_fails_over_drains_repairs_and_survives_a_restart() {
     );
 
     // Graceful: c's /readyz says 500: weight 0 at once, then deleted when idle.
-    c.send(Cmd::Ready(false));
+    c.set_ready(false);
     wait_for(
         "the not-ready master to be drained and removed",
         long,
@@ -355,7 +251,7 @@ fn discovers_fails_over_drains_repairs_and_survives_a_restart() {
     for _ in 0..6 {
         assert!(request(&ca_file), "a request failed during the drain");
     }
-    c.send(Cmd::Ready(true));
+    c.set_ready(true);
     wait_for(
         "the ready master to return",
         long,
@@ -401,7 +297,7 @@ fn discovers_fails_over_drains_repairs_and_survives_a_restart() {
 fn masters_with_slice(in_slice: &[usize]) -> (Ca, Vec<Master>) {
     let ca = Ca::new("kubernetes-ca");
     let masters: Vec<Master> = (0..3)
-        .map(|_| Master::start(ca.apiserver_cert(&[])))
+        .map(|_| Master::remote(ca.apiserver_cert(&[]), false, PORT))
         .collect();
     publish(&masters, in_slice);
     (ca, masters)
@@ -412,10 +308,10 @@ fn masters_with_slice(in_slice: &[usize]) -> (Ca, Vec<Master>) {
 fn publish(masters: &[Master], in_slice: &[usize]) {
     let eps: Vec<(IpAddr, Option<bool>)> = in_slice
         .iter()
-        .map(|i| (masters[*i].addr.ip(), Some(true)))
+        .map(|i| (masters[*i].addr().ip(), Some(true)))
         .collect();
     for m in masters {
-        m.send(Cmd::Slice(eps.clone()));
+        m.publish(eps.clone());
     }
 }
 
@@ -553,7 +449,7 @@ fn all_backends_failing_keeps_them_in_rotation() {
     // Every /readyz says 500. Whatever order the probes see it in, the
     // service always has a backend in rotation, and ends with all three.
     for m in &masters {
-        m.send(Cmd::Ready(false));
+        m.set_ready(false);
     }
     let three = [(a, 1), (b, 1), (c, 1)];
     let mut all_three = weights(&three);
@@ -589,7 +485,7 @@ fn all_backends_failing_keeps_them_in_rotation() {
     }
 
     for m in &masters {
-        m.send(Cmd::Ready(true));
+        m.set_ready(true);
     }
     serving("fail_open back to 0", &mut || {
         sample(&metrics(port), &fail_open) == Some(0.0)
@@ -761,7 +657,7 @@ fn ipv6_virtual_server() {
     const VIP6: &str = "[fd00::a]:6443";
     let ca = Ca::new("kubernetes-ca");
     let masters: Vec<Master> = (0..3)
-        .map(|_| Master::remote(ca.apiserver_cert(&[]), true))
+        .map(|_| Master::remote(ca.apiserver_cert(&[]), true, PORT))
         .collect();
     publish(&masters, &[0, 1, 2]);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -785,7 +681,7 @@ fn ipv6_virtual_server() {
     }
 
     // An IPv6 master crashes and comes back.
-    b.send(Cmd::Stop);
+    b.stop();
     wait_for(
         "the crashed IPv6 master to be removed",
         long,
@@ -797,7 +693,7 @@ fn ipv6_virtual_server() {
             "a request through the IPv6 VIP failed after the crash"
         );
     }
-    b.send(Cmd::Start);
+    b.start();
     wait_for(
         "the IPv6 master to come back",
         long,
@@ -824,16 +720,18 @@ fn control_plane_layout_with_route_vip() {
     let _one_at_a_time = serial();
     let ca = Ca::new("kubernetes-ca");
     let remote: Vec<Master> = (0..2)
-        .map(|_| Master::start(ca.apiserver_cert(&[])))
+        .map(|_| Master::remote(ca.apiserver_cert(&[]), false, PORT))
         .collect();
     // The node itself is a master: bound on its own side of the first link.
     let node_ip = IpAddr::V4(remote[0].ns().peer_ipv4);
-    let local = Master::local(ca.apiserver_cert(&[]), node_ip);
+    let local = Master::local(ca.apiserver_cert(&[]), SocketAddr::new(node_ip, PORT));
     let masters = [&remote[0], &remote[1], &local];
-    let eps: Vec<(IpAddr, Option<bool>)> =
-        masters.iter().map(|m| (m.addr.ip(), Some(true))).collect();
+    let eps: Vec<(IpAddr, Option<bool>)> = masters
+        .iter()
+        .map(|m| (m.addr().ip(), Some(true)))
+        .collect();
     for m in &masters {
-        m.send(Cmd::Slice(eps.clone()));
+        m.publish(eps.clone());
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let mut setup = Setup::new(&dir, &ca, &remote[0], 18016, "5s");
@@ -859,4 +757,67 @@ fn control_plane_layout_with_route_vip() {
         conns.iter().all(|(_, n)| *n > 0),
         "a master got no connection: {conns:?}"
     );
+}
+
+#[test]
+#[ignore = "real-kernel: needs IPVS, run by `cargo xtask test` in the VM"]
+fn a_conntrack_state_firewall_on_the_node() {
+    let _netns = kernel::enter();
+    let _one_at_a_time = serial();
+    // A common host firewall: drop what conntrack calls invalid. IPVS replies
+    // are invalid to conntrack unless vs.conntrack=1, which a fresh namespace
+    // doesn't have, so every request would time out if the daemon didn't set it.
+    run(
+        "nft",
+        &["add table inet nodefw; \
+           add chain inet nodefw in { type filter hook input priority 0; policy accept; }; \
+           add chain inet nodefw out { type filter hook output priority 0; policy accept; }; \
+           add rule inet nodefw in ct state invalid counter drop; \
+           add rule inet nodefw out ct state invalid counter drop"],
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/vs/conntrack")
+            .expect("vs.conntrack")
+            .trim(),
+        "0",
+        "a fresh namespace starts with vs.conntrack=0, or this test proves nothing"
+    );
+    let (ca, masters) = masters_with_slice(&[0, 1, 2]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let setup = Setup::new(&dir, &ca, &masters[0], 18017, "5s");
+    let _daemon = Daemon::spawn(&setup.args);
+    let long = Duration::from_secs(90);
+    let (a, b, c) = (&masters[0], &masters[1], &masters[2]);
+    wait_for(
+        "all three masters behind the firewall",
+        long,
+        weights(&[(a, 1), (b, 1), (c, 1)]),
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/vs/conntrack")
+            .expect("vs.conntrack")
+            .trim(),
+        "1",
+        "the daemon must turn vs.conntrack on"
+    );
+    for i in 0..12 {
+        assert!(
+            request(&setup.ca_file),
+            "request {i} through the VIP failed behind a ct-state firewall"
+        );
+    }
+
+    // Failover still works behind it: new connections go to the survivors.
+    b.stop();
+    wait_for(
+        "the crashed master removed",
+        long,
+        weights(&[(a, 1), (c, 1)]),
+    );
+    for i in 0..12 {
+        assert!(
+            request(&setup.ca_file),
+            "request {i} after the crash failed behind a ct-state firewall"
+        );
+    }
 }

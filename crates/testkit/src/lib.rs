@@ -3,11 +3,14 @@
 //! - [`apiserver`]: a fake kube-apiserver (list/watch of EndpointSlices and
 //!   Endpoints, 410 Gone, dropped watches, readyz) for discovery and health tests.
 //! - [`kernel`]: the guard every real-kernel test starts with.
+//! - [`master`]: a fake apiserver on its own thread (and namespace), driven
+//!   from synchronous code: crash, drain, publish endpoints.
 //! - [`netns`]: named network namespaces joined to the host by veth pairs,
 //!   for test apiservers that can be killed, black-holed or slowed.
 //! - [`tls`]: a throw-away cluster CA and apiserver/client certificates.
 
 pub mod apiserver;
 pub mod kernel;
+pub mod master;
 pub mod netns;
 pub mod tls;
