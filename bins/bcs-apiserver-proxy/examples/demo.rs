@@ -184,12 +184,7 @@ fn main() {
     // Wait until all three are in the kernel.
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(60) {
-        let n = Command::new("ipvsadm")
-            .args(["-Ln", "-t", VIP])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).matches("Masq").count())
-            .unwrap_or(0);
-        if n == 3 && request(&cfg) {
+        if ipvs_dests() == 3 && request(&cfg) {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -293,7 +288,48 @@ fn main() {
     let failed_in_drain = failed.load(Ordering::Relaxed) - failed_before_drain;
     step(&format!("RECOVER: {}'s /readyz answers 200", m3.name));
     m3.m.set_ready(true);
-    std::thread::sleep(Duration::from_secs(8));
+    // Rise 2 at the default 5 s interval: back within about 10 s.
+    std::thread::sleep(Duration::from_secs(14));
+
+    // The control plane changes: master-3 leaves the EndpointSlice, then
+    // returns. The daemon's watch must carry that to the kernel.
+    let three: Vec<(IpAddr, Option<bool>)> = masters.iter().map(|n| (n.ip(), Some(true))).collect();
+    step(&format!("API: {} removed from the EndpointSlice", m3.name));
+    let api_remove_at = tl.t0.elapsed().as_secs_f64();
+    for n in &masters {
+        n.m.publish(three[..2].to_vec());
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    step(&format!("API: {} listed again", m3.name));
+    let api_add_at = tl.t0.elapsed().as_secs_f64();
+    for n in &masters {
+        n.m.publish(three.clone());
+    }
+    std::thread::sleep(Duration::from_secs(6));
+
+    // Tampering: someone deletes our virtual server (as `ipvsadm -C` or a
+    // kube-proxy cleanup would). The periodic resync must put it back.
+    step("TAMPER: `ipvsadm -D` deletes our virtual server");
+    let failed_before_tamper = failed.load(Ordering::Relaxed);
+    let _ = Command::new("ipvsadm").args(["-D", "-t", VIP]).status();
+    let tampered = Instant::now();
+    let mut repaired = None;
+    while tampered.elapsed() < Duration::from_secs(10) {
+        if ipvs_dests() == 3 {
+            repaired = Some(tampered.elapsed().as_secs_f64());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    match repaired {
+        Some(t) => step(&format!(
+            "REPAIRED: the virtual server and its 3 backends are back ({:.0} ms)",
+            t * 1000.0
+        )),
+        None => step("NOT REPAIRED within 10 s"),
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let failed_in_tamper = failed.load(Ordering::Relaxed) - failed_before_tamper;
     stop.store(true, Ordering::Relaxed);
 
     // Footprint: resident memory, and CPU over an idle stretch with three
@@ -350,6 +386,25 @@ fn main() {
     );
     println!("  client requests failed during the drain: {failed_in_drain}");
     println!(
+        "  EndpointSlice: removed -> weight 0: {}",
+        ms(first_after(
+            api_remove_at,
+            &format!(
+                "SetWeight {{ vip: Endpoint({VIP}), backend: Endpoint({}:{PORT}), weight: 0",
+                m3.ip()
+            )
+        ))
+    );
+    println!(
+        "  EndpointSlice: listed  -> in IPVS:  {}",
+        ms(first_after(
+            api_add_at,
+            &format!("Endpoint({}:{PORT}), weight: 1", m3.ip())
+        ))
+    );
+    println!("  tampering (`ipvsadm -D`) -> repaired: {}", ms(repaired));
+    println!("  client requests failed while our virtual server was gone: {failed_in_tamper}");
+    println!(
         "  client requests in all: {} ok, {} failed",
         ok.load(Ordering::Relaxed),
         failed.load(Ordering::Relaxed)
@@ -370,6 +425,24 @@ fn main() {
     );
     let _ = daemon.kill();
     let _ = daemon.wait();
+}
+
+/// How many destinations with a non-zero weight our virtual server has, as
+/// `ipvsadm` (not the daemon) sees it.
+fn ipvs_dests() -> usize {
+    Command::new("ipvsadm")
+        .args(["-Ln", "-t", VIP])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    f.len() >= 4 && f[0] == "->" && f[2] == "Masq" && f[3] != "0"
+                })
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 /// utime + stime of a process, in seconds, from /proc/PID/stat.

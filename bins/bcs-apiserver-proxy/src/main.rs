@@ -3,6 +3,22 @@
 //! A thin binary: it turns flags, environment and the config file into a
 //! [`apiserver_proxy_manager::config::Config`] and hands it to the manager.
 
+// stdout may be a pipe that closes early (`... | head`). println! would
+// panic there, midway through changing the node; a report line that
+// can't be shown is not worth that, so these drop write errors.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod cli;
 mod daemon;
 
@@ -18,7 +34,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(args);
     match cli.command {
         Some(Command::Config(ConfigCommand::Default)) => {
-            print!("{}", config::default_yaml());
+            out!("{}", config::default_yaml());
             ExitCode::SUCCESS
         }
         Some(Command::Config(ConfigCommand::Check { file })) => check(&file),
@@ -27,7 +43,7 @@ fn main() -> ExitCode {
                 for w in warnings {
                     eprintln!("warning: {w}");
                 }
-                println!("{c:#?}");
+                outln!("{c:#?}");
                 ExitCode::SUCCESS
             }
             Err(e) => fail(&e),
@@ -61,7 +77,7 @@ fn check(file: &std::path::Path) -> ExitCode {
         FileFormat::Yaml => "YAML",
         FileFormat::GoJson => "the Go version's JSON",
     };
-    println!(
+    outln!(
         "{}: ok ({format}, {} virtual server(s))",
         file.display(),
         loaded.config.virtual_servers.len()

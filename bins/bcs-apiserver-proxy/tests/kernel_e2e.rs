@@ -266,7 +266,10 @@ fn discovers_fails_over_drains_repairs_and_survives_a_restart() {
         weights(&[(a, 1), (b, 1), (c, 1)]),
     );
 
-    // SIGKILL: the rules stay while nothing runs; a new daemon keeps them.
+    // SIGKILL: the rules stay while nothing runs; a new daemon keeps them,
+    // and a client's established connection lives through it all.
+    let mut kept = KeepAlive::open(&ca);
+    assert!(kept.get(), "a keep-alive request through the VIP failed");
     daemon.kill();
     assert_eq!(ipvsadm_dests().len(), 3, "rules must survive the daemon");
     for _ in 0..3 {
@@ -286,10 +289,66 @@ fn discovers_fails_over_drains_repairs_and_survives_a_restart() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    assert!(
+        kept.get(),
+        "an established connection did not survive the daemon's restart"
+    );
+
     // The state file that `apiserver-proxy-tools reload` restores at boot.
     let saved = std::fs::read_to_string(state_dir.join("state.json")).expect("state file");
     for m in &masters {
         assert!(saved.contains(&m.endpoint()), "{saved}");
+    }
+}
+
+/// One TLS connection through the VIP, reused for request after request as
+/// a kubelet's HTTP/1.1 keep-alive would.
+struct KeepAlive {
+    tls: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+}
+
+impl KeepAlive {
+    fn open(ca: &Ca) -> KeepAlive {
+        let config = rustls::ClientConfig::builder_with_provider(tls::provider())
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(ca.root_store())
+            .with_no_client_auth();
+        let tcp = TcpStream::connect(VIP).expect("connect through the VIP");
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let name = rustls::pki_types::ServerName::try_from("kubernetes").expect("name");
+        let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("TLS client");
+        KeepAlive {
+            tls: rustls::StreamOwned::new(conn, tcp),
+        }
+    }
+
+    /// `GET /version` on the same connection; true on a 200 with its body.
+    fn get(&mut self) -> bool {
+        if self
+            .tls
+            .write_all(b"GET /version HTTP/1.1\r\nHost: kubernetes\r\n\r\n")
+            .is_err()
+        {
+            return false;
+        }
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match self.tls.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => return false,
+            }
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        head.starts_with("http/1.1 200") && self.tls.read_exact(&mut body).is_ok()
     }
 }
 

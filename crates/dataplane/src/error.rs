@@ -59,6 +59,13 @@ pub enum Error {
     )]
     IpvsSysctlMissing { name: &'static str, path: String },
 
+    #[error(
+        "cannot set sysctl {name}: /proc/sys is read-only here (an unprivileged \
+         container); set it on the node instead: `apiserver-proxy-tools init` or \
+         `reload` do, or `sysctl -w {name}=VALUE`"
+    )]
+    SysctlReadOnly { name: &'static str },
+
     #[error("sysctl {name} ({path}): {source}")]
     Sysctl {
         name: &'static str,

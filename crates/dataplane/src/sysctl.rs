@@ -173,8 +173,11 @@ fn io_error(sysctl: IpvsSysctl, op: &'static str, path: &Path, e: io::Error) -> 
             path: path.display().to_string(),
         },
         io::ErrorKind::PermissionDenied => Error::PermissionDenied { op },
-        // EROFS: /proc/sys mounted read-only (an unprivileged container).
-        _ if e.raw_os_error() == Some(30) => Error::PermissionDenied { op },
+        // EROFS: /proc/sys mounted read-only (an unprivileged container,
+        // even with CAP_NET_ADMIN). Not a missing capability: say so.
+        _ if e.raw_os_error() == Some(30) => Error::SysctlReadOnly {
+            name: sysctl.name(),
+        },
         _ => Error::Sysctl {
             name: sysctl.name(),
             path: path.display().to_string(),
@@ -272,7 +275,8 @@ mod tests {
         let eperm = io_error(c, c.write_op(), path, io::Error::from_raw_os_error(1));
         assert!(matches!(eperm, Error::PermissionDenied { .. }), "{eperm:?}");
         let rofs = io_error(c, c.write_op(), path, io::Error::from_raw_os_error(30));
-        assert!(matches!(rofs, Error::PermissionDenied { .. }), "{rofs:?}");
+        assert!(matches!(rofs, Error::SysctlReadOnly { .. }), "{rofs:?}");
+        assert!(rofs.to_string().contains("read-only"), "{rofs}");
         let missing = io_error(c, c.read_op(), path, io::Error::from_raw_os_error(2));
         assert!(
             matches!(missing, Error::IpvsSysctlMissing { .. }),

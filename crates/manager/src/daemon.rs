@@ -80,8 +80,9 @@ fn source_name(s: Source) -> &'static str {
 }
 
 /// Prepares the host once at start: the dummy interface, the VIPs, and the
-/// sysctls IPVS needs. Reports what it changed in the log.
-fn prepare_host(c: &Config) -> Result<()> {
+/// sysctls IPVS needs. Reports what it changed in the log, and returns the
+/// sysctls it found wrong but could not write.
+fn prepare_host(c: &Config) -> Result<Vec<&'static str>> {
     let mut rtnl = Rtnl::connect()?;
     let link = rtnl.ensure_dummy(&c.interface)?;
     if link.created {
@@ -103,6 +104,7 @@ fn prepare_host(c: &Config) -> Result<()> {
         tracing::info!(vip = %vs.vip.ip(), interface = %c.interface, ?mode, ?change, "VIP in place");
     }
     let sysctls = Sysctls::new();
+    let mut unset = Vec::new();
     // A deleted real server's connections are reset on their next packet
     // instead of hanging; conntrack lets stateful host firewalls see the
     // replies (measured: `ct state invalid drop` drops them otherwise).
@@ -110,7 +112,19 @@ fn prepare_host(c: &Config) -> Result<()> {
         (IpvsSysctl::ExpireNodestConn, 1),
         (IpvsSysctl::Conntrack, 1),
     ] {
-        let change = sysctls.ensure(s, v)?;
+        // In a pod with CAP_NET_ADMIN but not privileged, /proc/sys is
+        // read-only. The node's boot-time `apiserver-proxy-tools reload`
+        // sets these, so a wrong value here is a degraded node, not a
+        // reason to crash-loop and leave it with no one reconciling.
+        let change = match sysctls.ensure(s, v) {
+            Ok(change) => change,
+            Err(e @ apiserver_proxy_dataplane::Error::SysctlReadOnly { .. }) => {
+                tracing::error!(sysctl = s.name(), want = v, error = %e, "sysctl NOT set: failover is slower until it is");
+                unset.push(s.name());
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         if change.written {
             tracing::info!(
                 sysctl = s.name(),
@@ -120,7 +134,7 @@ fn prepare_host(c: &Config) -> Result<()> {
             );
         }
     }
-    Ok(())
+    Ok(unset)
 }
 
 /// Builds the kube client configuration: the kubeconfig given, else the
@@ -161,9 +175,18 @@ pub async fn run(
     let _lock = StateLock::acquire(&config.state_dir, Duration::ZERO)?;
     {
         let c = config.clone();
-        tokio::task::spawn_blocking(move || prepare_host(&c))
+        let unset = tokio::task::spawn_blocking(move || prepare_host(&c))
             .await
             .map_err(|e| Error::Runtime(e.to_string()))??;
+        for s in [
+            IpvsSysctl::ExpireNodestConn.name(),
+            IpvsSysctl::Conntrack.name(),
+        ] {
+            metrics
+                .sysctl_unset
+                .with_label_values(&[s])
+                .set(i64::from(unset.contains(&s)));
+        }
     }
     let kernel = Arc::new(Mutex::new(
         tokio::task::spawn_blocking(Netlink::connect)

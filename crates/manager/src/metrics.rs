@@ -23,6 +23,7 @@ pub struct Metrics {
     pub ipvs_packets: IntGaugeVec,
     pub sockets_destroyed: IntCounter,
     pub fail_open: IntGaugeVec,
+    pub sysctl_unset: IntGaugeVec,
     pub discovery_source: IntGaugeVec,
     pub discovery_rejected: IntCounter,
     pub build_info: IntGaugeVec,
@@ -129,6 +130,13 @@ impl Metrics {
                 ),
                 &["vs"],
             )),
+            sysctl_unset: must(IntGaugeVec::new(
+                opts(
+                    "sysctl_unset",
+                    "1 when an IPVS sysctl the daemon needs is wrong and it could not set it (read-only /proc/sys)",
+                ),
+                &["sysctl"],
+            )),
             discovery_source: must(IntGaugeVec::new(
                 opts(
                     "discovery_source",
@@ -159,6 +167,7 @@ impl Metrics {
             Box::new(m.ipvs_packets.clone()),
             Box::new(m.sockets_destroyed.clone()),
             Box::new(m.fail_open.clone()),
+            Box::new(m.sysctl_unset.clone()),
             Box::new(m.discovery_source.clone()),
             Box::new(m.discovery_rejected.clone()),
             Box::new(m.build_info.clone()),
@@ -214,6 +223,7 @@ mod tests {
         m.ipvs_packets.with_label_values(&["vs", "b", "in"]).set(1);
         m.sockets_destroyed.inc();
         m.fail_open.with_label_values(&["vs"]).set(0);
+        m.sysctl_unset.with_label_values(&["s"]).set(1);
         m.discovery_source
             .with_label_values(&["vs", "cluster"])
             .set(1);
@@ -229,6 +239,7 @@ mod tests {
             "apiserver_proxy_ipvs_packets{",
             "apiserver_proxy_sockets_destroyed_total ",
             "apiserver_proxy_fail_open{",
+            "apiserver_proxy_sysctl_unset{",
             "apiserver_proxy_discovery_source{",
             "apiserver_proxy_build_info{version=",
         ] {
