@@ -3,21 +3,8 @@
 //! A thin binary: it turns flags, environment and the config file into a
 //! [`apiserver_proxy_manager::config::Config`] and hands it to the manager.
 
-// stdout may be a pipe that closes early (`... | head`). println! would
-// panic there, midway through changing the node; a report line that
-// can't be shown is not worth that, so these drop write errors.
-macro_rules! outln {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
-}
-macro_rules! out {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = write!(std::io::stdout(), $($arg)*);
-    }};
-}
+#[macro_use]
+extern crate apiserver_proxy_types;
 
 mod cli;
 mod daemon;

@@ -1,12 +1,33 @@
 //! Types every crate of bcs-apiserver-proxy agrees on.
 //!
 //! Kept deliberately small: an [`Endpoint`] (an `IP:PORT` that parses with
-//! errors a person can act on) and the address [`Family`]. Anything richer
-//! belongs to the crate that owns the concept.
+//! errors a person can act on), the address [`Family`], and the binaries'
+//! [`outln!`]. Anything richer belongs to the crate that owns the concept.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
+
+/// `println!` for the binaries' reports, minus the panic when stdout is a
+/// pipe that closed early (`apiserver-proxy-tools init | head -1`): a panic
+/// there would stop the tool midway through changing the node, and a report
+/// line nobody can read is not worth that.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` without the panic on a closed stdout; see [`outln!`].
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 

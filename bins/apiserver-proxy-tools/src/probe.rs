@@ -1,0 +1,178 @@
+//! One probe of each backend, with the health crate's `probe_once` (the
+//! daemon's own checks, without thresholds), all at once.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use apiserver_proxy_health::{HealthConfig, Mode, ProbeResult, State, probe_once};
+use apiserver_proxy_types::Endpoint;
+
+use crate::cli::{DEFAULT_CA_FILE, HealthArgs, Scheme};
+use crate::fail::Failure;
+
+/// How backends are probed, and how to say it.
+#[derive(Debug, Clone)]
+pub struct Prober {
+    config: HealthConfig,
+    /// "https GET /readyz, CA /etc/kubernetes/pki/ca.crt".
+    pub summary: String,
+}
+
+/// A backend's probe result: in service or not, and a line about it.
+#[derive(Debug, Clone)]
+pub struct Probed {
+    pub backend: Endpoint,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// Ready, or alive with readiness unknown (401/403): what the daemon keeps
+/// in rotation.
+pub fn passes(state: State) -> bool {
+    matches!(state, State::Ready | State::Unknown)
+}
+
+fn millis(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
+}
+
+fn detail(r: &ProbeResult) -> String {
+    let took = r
+        .probe_latency
+        .map_or(r.connect_latency, |p| r.connect_latency + p);
+    format!("{} ({}) in {}", r.state, r.reason, millis(took))
+}
+
+impl Prober {
+    /// Builds the probe configuration. Without a CA file given and without
+    /// the default one, https probes cannot verify certificates: they run
+    /// unverified and the summary says so (a node before `kubeadm join` has
+    /// no CA yet, and the Go tool did not verify either).
+    pub fn new(h: &HealthArgs) -> Prober {
+        let mut config = HealthConfig {
+            mode: match h.health_scheme {
+                Scheme::Https => Mode::Https,
+                Scheme::Http => Mode::Http,
+                Scheme::Tcp => Mode::Tcp,
+            },
+            path: h.health_path.clone(),
+            ..HealthConfig::default()
+        };
+        config.tls.server_name = h.health_server_name.clone();
+        config.tls.insecure_skip_verify = h.health_insecure_skip_verify;
+        let mut summary = match config.mode {
+            Mode::Tcp => "tcp connect".to_string(),
+            m => format!("{m} GET {}", config.path),
+        };
+        if config.mode == Mode::Https {
+            let ca: Option<PathBuf> = match &h.health_ca_file {
+                Some(f) => Some(f.clone()),
+                None if Path::new(DEFAULT_CA_FILE).exists() => Some(DEFAULT_CA_FILE.into()),
+                None => None,
+            };
+            if config.tls.insecure_skip_verify {
+                summary.push_str(", certificates not verified");
+            } else if let Some(ca) = ca {
+                summary.push_str(&format!(", CA {}", ca.display()));
+                config.tls.ca_file = Some(ca);
+            } else {
+                config.tls.insecure_skip_verify = true;
+                summary.push_str(&format!(
+                    ", certificates NOT verified: no CA at {DEFAULT_CA_FILE} (give --health-ca-file)"
+                ));
+            }
+        }
+        Prober { config, summary }
+    }
+
+    /// Probes every backend at once. A configuration the health crate
+    /// refuses (an unreadable CA file) is an error.
+    pub fn probe_all(&self, backends: &[Endpoint]) -> Result<Vec<Probed>, Failure> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Failure::new(format!("cannot start the probes: {e}")))?;
+        let results = rt.block_on(futures::future::join_all(
+            backends.iter().map(|b| probe_once(&self.config, *b)),
+        ));
+        backends
+            .iter()
+            .zip(results)
+            .map(|(b, r)| {
+                let r = r?;
+                Ok(Probed {
+                    backend: *b,
+                    passed: passes(r.state),
+                    detail: detail(&r),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Prints probe results, one backend a line.
+pub fn show(results: &[Probed]) {
+    let width = results
+        .iter()
+        .map(|r| r.backend.to_string().len())
+        .max()
+        .unwrap_or(0);
+    for r in results {
+        let verdict = if r.passed { "ok  " } else { "FAIL" };
+        outln!(
+            "  {:width$}  {verdict}  {}",
+            r.backend.to_string(),
+            r.detail
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn health(args: &[&str]) -> HealthArgs {
+        let mut all = vec!["t", "status"];
+        all.extend_from_slice(args);
+        crate::cli::Cli::parse_from(all).common.health
+    }
+
+    #[test]
+    fn summary_says_what_is_verified() {
+        let p = Prober::new(&health(&["--health-ca-file", "/x/ca.pem"]));
+        assert!(
+            p.summary.contains("https GET /readyz, CA /x/ca.pem"),
+            "{}",
+            p.summary
+        );
+        let p = Prober::new(&health(&["--health-scheme", "tcp"]));
+        assert_eq!(p.summary, "tcp connect");
+        let p = Prober::new(&health(&["--health-insecure-skip-verify"]));
+        assert!(p.summary.contains("not verified"), "{}", p.summary);
+    }
+
+    #[test]
+    fn an_unreadable_ca_is_one_error_not_a_dead_backend() {
+        let p = Prober::new(&health(&["--health-ca-file", "/nonexistent/ca.pem"]));
+        let err = p
+            .probe_all(&["127.0.0.1:1".parse().expect("ep")])
+            .expect_err("no CA")
+            .to_string();
+        assert!(
+            err.contains("/nonexistent/ca.pem") && err.contains("--no-probe"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_refused_backend_fails_its_probe() {
+        // Port 1 on loopback: nothing listens, the kernel refuses at once.
+        let p = Prober::new(&health(&["--health-scheme", "tcp"]));
+        let r = p
+            .probe_all(&["127.0.0.1:1".parse().expect("ep")])
+            .expect("probe");
+        assert!(!r[0].passed, "{r:?}");
+        assert!(r[0].detail.contains("dead"), "{r:?}");
+    }
+}

@@ -1,0 +1,327 @@
+//! What the node saved: our state file (`STATE_DIR/state.json`, shared with
+//! the daemon), the Go tool's `ipvsConfig.yaml`, and the daemon's
+//! last-known-good cache (`STATE_DIR/backends.json`). Reading and writing
+//! go through `manager::state` and `discovery::cache`; nothing here knows
+//! their formats.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use apiserver_proxy_discovery::cache::{self, CachedSets};
+use apiserver_proxy_manager::state::{self, NodeState, SavedVs};
+use apiserver_proxy_types::Endpoint;
+
+use crate::cli::{Common, VipModeArg};
+use crate::fail::Failure;
+
+/// The daemon's cache file name in the state folder.
+pub const CACHE_FILE: &str = "backends.json";
+
+/// Where a virtual server to restore came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    StateFile,
+    GoFile,
+}
+
+/// One virtual server to restore, with where it and its backends came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restore {
+    pub vs: SavedVs,
+    pub source: Source,
+    /// The backends are the daemon's cache's (newer than the state file).
+    pub from_cache: bool,
+}
+
+/// Everything saved on this node, read once.
+#[derive(Debug, Default)]
+pub struct Saved {
+    pub state_path: PathBuf,
+    pub go_path: PathBuf,
+    pub cache_path: PathBuf,
+    pub state: Option<NodeState>,
+    pub go: Option<SavedVs>,
+    /// The daemon's cache, only when it is newer than the state file.
+    pub newer_cache: Option<CachedSets>,
+    /// Files that could not be read; each is an error for the command.
+    pub problems: Vec<Failure>,
+    /// Things worth saying that are not errors (an unreadable cache).
+    pub warnings: Vec<String>,
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl Saved {
+    /// Reads every file. Unreadable ones are recorded in `problems`, so that
+    /// `reload` can still restore from the others.
+    pub fn load(common: &Common) -> Saved {
+        let mut s = Saved {
+            state_path: state::path_in(&common.state_dir),
+            go_path: common.persist_dir.join(state::GO_FILE_NAME),
+            cache_path: common.state_dir.join(CACHE_FILE),
+            ..Saved::default()
+        };
+        match state::load(&common.state_dir) {
+            Ok(st) => s.state = st,
+            Err(e) => s.problems.push(e.into()),
+        }
+        match state::load_go(&common.persist_dir) {
+            Ok(go) => s.go = go,
+            Err(e) => s.problems.push(e.into()),
+        }
+        let cache_newer = match (modified(&s.cache_path), modified(&s.state_path)) {
+            (Some(c), Some(st)) => c > st,
+            _ => false,
+        };
+        if cache_newer {
+            match cache::load(&s.cache_path) {
+                Ok(c) => s.newer_cache = c,
+                Err(e) => s.warnings.push(format!("ignoring the daemon's cache: {e}")),
+            }
+        }
+        s
+    }
+
+    /// [`Saved::load`] for commands that change the state or judge it: an
+    /// unreadable file stops them before they touch anything.
+    pub fn load_strict(common: &Common) -> Result<Saved, Failure> {
+        let mut s = Saved::load(common);
+        match s.problems.is_empty() {
+            true => Ok(s),
+            false => Err(s.problems.remove(0)),
+        }
+    }
+
+    /// The interface and VIP mode the state file records, else the flag's.
+    pub fn interface<'a>(&'a self, common: &'a Common) -> &'a str {
+        self.state
+            .as_ref()
+            .map(|st| st.interface.as_str())
+            .unwrap_or(&common.interface)
+    }
+
+    pub fn vip_mode(&self) -> VipModeArg {
+        VipModeArg::from_saved(self.state.as_ref().map_or("address", |st| &st.vip_mode))
+    }
+
+    /// What `reload` restores: the state file's virtual servers, then the Go
+    /// tool's if its VIP is not among them. Where the daemon's cache is
+    /// newer than the state file and has backends for a VIP, those are used.
+    pub fn restore_list(&self) -> Vec<Restore> {
+        let mut out: Vec<Restore> = Vec::new();
+        let from_state = self.state.iter().flat_map(|st| st.virtual_servers.iter());
+        for vs in from_state {
+            out.push(Restore {
+                vs: vs.clone(),
+                source: Source::StateFile,
+                from_cache: false,
+            });
+        }
+        if let Some(go) = &self.go
+            && !out.iter().any(|r| r.vs.vip == go.vip)
+        {
+            out.push(Restore {
+                vs: go.clone(),
+                source: Source::GoFile,
+                from_cache: false,
+            });
+        }
+        if let Some(cache) = &self.newer_cache {
+            for r in &mut out {
+                if let Some(backends) = cache.get(&r.vs.vip)
+                    && !backends.is_empty()
+                {
+                    r.vs.backends = backends.iter().copied().collect();
+                    r.from_cache = true;
+                }
+            }
+        }
+        out
+    }
+
+    /// Every VIP a state file names.
+    pub fn vips(&self) -> Vec<Endpoint> {
+        self.restore_list().into_iter().map(|r| r.vs.vip).collect()
+    }
+
+    /// The saved virtual server `vip`, if any file names it.
+    pub fn find(&self, vip: Endpoint) -> Option<Restore> {
+        self.restore_list().into_iter().find(|r| r.vs.vip == vip)
+    }
+}
+
+/// Records `vs` in the state file (replacing an entry with the same VIP),
+/// with the interface and VIP mode used for it.
+pub fn remember(common: &Common, mode: VipModeArg, vs: SavedVs) -> Result<PathBuf, Failure> {
+    let mut st = state::load(&common.state_dir)?
+        .unwrap_or_else(|| NodeState::new(&common.interface, mode.as_str(), Vec::new()));
+    st.interface = common.interface.clone();
+    st.vip_mode = mode.as_str().to_string();
+    match st.virtual_servers.iter_mut().find(|v| v.vip == vs.vip) {
+        Some(old) => *old = vs,
+        None => st.virtual_servers.push(vs),
+    }
+    Ok(state::save(&common.state_dir, &st)?)
+}
+
+/// Drops `vip` from the state file; when none is left, removes the file and
+/// the daemon's cache. Returns how many saved virtual servers remain.
+pub fn forget(common: &Common, vip: Endpoint) -> Result<usize, Failure> {
+    let Some(mut st) = state::load(&common.state_dir)? else {
+        return Ok(0);
+    };
+    let before = st.virtual_servers.len();
+    st.virtual_servers.retain(|v| v.vip != vip);
+    if st.virtual_servers.len() != before {
+        outln!(
+            "removed {vip} from {}",
+            state::path_in(&common.state_dir).display()
+        );
+    }
+    if st.virtual_servers.is_empty() {
+        for path in [
+            state::path_in(&common.state_dir),
+            common.state_dir.join(CACHE_FILE),
+        ] {
+            remove_file(&path)?;
+        }
+        return Ok(0);
+    }
+    if st.virtual_servers.len() != before {
+        state::save(&common.state_dir, &st)?;
+    }
+    Ok(st.virtual_servers.len())
+}
+
+/// Removes the Go tool's `ipvsConfig.yaml` if it names `vip` (it would bring
+/// the virtual server back at the next `reload`).
+pub fn forget_go(common: &Common, vip: Endpoint) -> Result<(), Failure> {
+    if state::load_go(&common.persist_dir)?.is_some_and(|go| go.vip == vip) {
+        remove_file(&common.persist_dir.join(state::GO_FILE_NAME))?;
+    }
+    Ok(())
+}
+
+/// Removes a file, saying so; a missing one is fine.
+pub fn remove_file(path: &Path) -> Result<(), Failure> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {
+            outln!("removed {}", path.display());
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(
+            Failure::new(format!("cannot remove {}: {e}", path.display()))
+                .todo("remove it by hand"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn common(dir: &Path) -> Common {
+        let state = dir.join("state");
+        let go = dir.join("go");
+        crate::cli::Cli::parse_from([
+            "t",
+            "reload",
+            "--state-dir",
+            state.to_str().expect("utf8"),
+            "--persist-dir",
+            go.to_str().expect("utf8"),
+        ])
+        .common
+    }
+
+    fn ep(s: &str) -> Endpoint {
+        s.parse().expect("endpoint")
+    }
+
+    fn vs(vip: &str, scheduler: &str, backends: &[&str]) -> SavedVs {
+        SavedVs {
+            vip: ep(vip),
+            scheduler: scheduler.into(),
+            backends: backends.iter().map(|b| ep(b)).collect(),
+        }
+    }
+
+    #[test]
+    fn state_file_then_go_file_then_newer_cache() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = common(dir.path());
+        std::fs::create_dir_all(&c.persist_dir).expect("mkdir");
+        std::fs::write(
+            c.persist_dir.join(state::GO_FILE_NAME),
+            "vs: 10.0.0.9:6443\nrs:\n- 192.168.1.9:6443\nscheduler: sh\n",
+        )
+        .expect("write");
+        remember(
+            &c,
+            VipModeArg::Address,
+            vs("10.0.0.1:6443", "wrr", &["192.168.1.1:6443"]),
+        )
+        .expect("remember");
+        let s = Saved::load_strict(&c).expect("load");
+        let list = s.restore_list();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].vs.scheduler, "wrr");
+        assert_eq!(list[1].source, Source::GoFile);
+        assert_eq!(
+            list[1].vs.scheduler, "sh",
+            "the Go file's scheduler is kept"
+        );
+
+        // The daemon's cache, written after the state file, wins for its VIPs.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut sets = CachedSets::new();
+        sets.insert(ep("10.0.0.1:6443"), [ep("192.168.1.2:6443")].into());
+        cache::store(&c.state_dir.join(CACHE_FILE), &sets).expect("store");
+        let list = Saved::load(&c).restore_list();
+        assert!(list[0].from_cache);
+        assert_eq!(list[0].vs.backends, vec![ep("192.168.1.2:6443")]);
+        assert_eq!(list[0].vs.scheduler, "wrr");
+        assert!(!list[1].from_cache);
+    }
+
+    #[test]
+    fn forget_removes_the_files_with_the_last_virtual_server() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = common(dir.path());
+        remember(
+            &c,
+            VipModeArg::Address,
+            vs("10.0.0.1:6443", "rr", &["192.168.1.1:6443"]),
+        )
+        .expect("remember");
+        remember(
+            &c,
+            VipModeArg::Address,
+            vs("10.0.0.2:6443", "rr", &["192.168.1.1:6443"]),
+        )
+        .expect("remember");
+        assert_eq!(forget(&c, ep("10.0.0.1:6443")).expect("forget"), 1);
+        assert!(state::path_in(&c.state_dir).exists());
+        assert_eq!(forget(&c, ep("10.0.0.2:6443")).expect("forget"), 0);
+        assert!(!state::path_in(&c.state_dir).exists());
+    }
+
+    #[test]
+    fn a_corrupt_state_file_stops_strict_commands() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = common(dir.path());
+        std::fs::create_dir_all(&c.state_dir).expect("mkdir");
+        std::fs::write(state::path_in(&c.state_dir), "{oops").expect("write");
+        let err = Saved::load_strict(&c).expect_err("corrupt").to_string();
+        assert!(
+            err.contains("state.json") && err.contains("not JSON"),
+            "{err}"
+        );
+        assert!(err.contains("move it away"), "{err}");
+        assert_eq!(Saved::load(&c).problems.len(), 1);
+    }
+}

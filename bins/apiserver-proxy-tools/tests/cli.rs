@@ -1,0 +1,340 @@
+//! The CLI as a process, on the host: parsing, the Go tool's syntax, every
+//! bad input refused in one line with exit code 1 before the kernel is
+//! touched, and the static-pod manifest. (Everything that needs IPVS is in
+//! tests/kernel.rs and runs in the VM.)
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use apiserver_proxy_manager::lock::StateLock;
+use common::{BIN, Run, run_cli};
+use serde_yaml_ng::Value;
+
+/// Runs the CLI with its state, Go and boot folders in `dir`, so that a
+/// host test never reads or writes the machine's.
+fn tools(dir: &Path, line: &str) -> Run {
+    let go = dir.join("go");
+    run_cli(
+        BIN.as_ref(),
+        line,
+        &["--persist-dir".as_ref(), go.as_os_str()],
+        &[
+            ("APISERVER_PROXY_STATE_DIR", dir.join("state").as_os_str()),
+            ("APISERVER_PROXY_TOOLS_ROOT", dir.join("root").as_os_str()),
+        ],
+    )
+}
+
+/// Runs the CLI with nothing but `line` (for what reads no state).
+fn bare(line: &str) -> Run {
+    run_cli(BIN.as_ref(), line, &[], &[])
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+#[test]
+fn help_teaches_every_command_and_the_exit_codes() {
+    let help = bare("--help").ok().stdout();
+    for want in [
+        "add",
+        "delete",
+        "list",
+        "status",
+        "init",
+        "reload",
+        "cleanup",
+        "static-pod",
+        "Exit codes",
+        "-cmd add",
+        "3 `status`",
+    ] {
+        assert!(help.contains(want), "{want:?} missing from --help:\n{help}");
+    }
+    let add = bare("add --help").ok().stdout();
+    for want in ["never", "--no-probe", "--scheduler", "IPv6", "Example"] {
+        assert!(
+            add.contains(want),
+            "{want:?} missing from add --help:\n{add}"
+        );
+    }
+    let go = bare("-cmd init -help").ok().stdout();
+    assert!(go.contains("boot-time"), "{go}");
+}
+
+#[test]
+fn no_command_shows_help_and_fails() {
+    let r = bare("");
+    assert_eq!(r.code(), 1);
+    assert!(r.stderr().contains("Usage"), "{}", r.stderr());
+}
+
+#[test]
+fn malformed_addresses_are_refused_in_one_line() {
+    let dir = tempdir();
+    let d = dir.path();
+    for (line, want) in [
+        (
+            "add --vs apiserver:6443 --rs 192.168.1.10:6443",
+            &["\"apiserver\" is not an IP address"][..],
+        ),
+        (
+            "add --vs 10.103.97.2 --rs 192.168.1.10:6443",
+            &["has no port", "10.103.97.2:6443"],
+        ),
+        (
+            "add --vs 10.103.97.2:6443 --rs 192.168.1.10",
+            &["has no port"],
+        ),
+        (
+            "add --vs fd00::2:6443 --rs [fd00::10]:6443",
+            &["[ADDR]:PORT"],
+        ),
+        (
+            "add --vs 10.103.97.2:99999 --rs 192.168.1.10:6443",
+            &["not a port"],
+        ),
+        ("add --rs 192.168.1.10:6443", &["--vs"]),
+        ("add --vs 10.103.97.2:6443", &["--rs"]),
+        ("list -o xml", &["xml"]),
+    ] {
+        tools(d, line).refused(want);
+    }
+}
+
+#[test]
+fn mixed_families_and_unknown_schedulers_are_refused() {
+    let dir = tempdir();
+    let d = dir.path();
+    for (line, want) in [
+        (
+            "add --vs [fd00::2]:6443 --rs 192.168.1.10:6443 --no-probe",
+            &[
+                "192.168.1.10:6443 is IPv4",
+                "[fd00::2]:6443 is IPv6",
+                "cannot mix",
+            ][..],
+        ),
+        (
+            "init --vs 10.103.97.2:6443 --rs [fd00::10]:6443 --no-probe",
+            &["is IPv6", "cannot mix"],
+        ),
+        (
+            "add --vs 10.103.97.2:6443 --rs 192.168.1.10:6443 --scheduler fast",
+            &["unknown IPVS scheduler \"fast\"", "rr, wrr"],
+        ),
+        (
+            "add --vs [fd00::2]:6443 --rs [fd00::10]:6443 --vip-mode route --no-probe",
+            &["IPv4 only", "--vip-mode address"],
+        ),
+    ] {
+        tools(d, line).refused(want);
+    }
+    assert!(!d.join("state").exists(), "nothing was started");
+}
+
+#[test]
+fn the_go_tools_syntax_is_accepted() {
+    let dir = tempdir();
+    let d = dir.path();
+    // Parsed up to the scheduler check, which proves every flag was read.
+    tools(
+        d,
+        "-cmd add -vs 10.103.97.2:6443 -rs 192.168.1.10:6443 -rs 192.168.1.11:6443 -scheduler nope",
+    )
+    .refused(&["unknown IPVS scheduler \"nope\""]);
+    tools(d, "-cmd init -vs 10.103.97.2:6443 -rs x").refused(&["\"x\" has no port"]);
+    tools(d, "-cmd").refused(&["-cmd needs a command"]);
+    tools(d, "-cmd frobnicate").refused(&["frobnicate"]);
+    // Every Go flag is known to every command: reload gets as far as
+    // finding nothing to restore.
+    tools(
+        d,
+        "-cmd reload -toolPath /usr/bin/x -healthScheme https -healthPath /healthz",
+    )
+    .refused(&["nothing to restore", "ipvsConfig.yaml", "init"]);
+}
+
+#[test]
+fn a_corrupt_state_file_is_named_and_nothing_runs() {
+    let dir = tempdir();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("state")).expect("mkdir");
+    std::fs::write(d.join("state/state.json"), "{\"kind\": ").expect("write");
+    for line in [
+        "reload",
+        "status",
+        "list",
+        "cleanup --vs 10.103.97.2:6443",
+        "delete --vs 10.103.97.2:6443",
+        "init --vs 10.103.97.2:6443 --rs 192.168.1.10:6443 --no-probe",
+    ] {
+        tools(d, line).refused(&["state.json", "not JSON", "move it away"]);
+    }
+    std::fs::remove_file(d.join("state/state.json")).expect("rm");
+    std::fs::create_dir_all(d.join("go")).expect("mkdir");
+    std::fs::write(d.join("go/ipvsConfig.yaml"), "vs: [1, 2]\n").expect("write");
+    tools(d, "reload").refused(&["ipvsConfig.yaml", "not the Go tool's format"]);
+    assert!(!d.join("root").exists(), "nothing was installed");
+}
+
+const ADD: &str = "add --vs 10.103.97.2:6443 --rs 192.168.1.10:6443 --no-probe";
+
+/// The lock a running daemon holds: the CLI waits briefly, then says who
+/// holds it and what to do, before touching the kernel.
+#[test]
+fn a_held_state_lock_is_refused() {
+    let dir = tempdir();
+    let d = dir.path();
+    let _daemon = StateLock::acquire(&d.join("state"), Duration::ZERO).expect("lock");
+    tools(d, ADD).refused(&["holds the lock", "stop it first"]);
+}
+
+/// A kernel without IPVS (our build machines') is named, with the fix,
+/// before anything changes. In a private network namespace, so that the
+/// test could never change the machine's network.
+#[test]
+fn a_kernel_without_ipvs_is_named() {
+    assert!(
+        !Path::new("/proc/net/ip_vs").exists(),
+        "this host test checks the message on a kernel without IPVS, and this kernel has it: \
+         the real-kernel tests in tests/kernel.rs cover this machine"
+    );
+    let dir = tempdir();
+    let d = dir.path().to_path_buf();
+    let run = std::thread::spawn(move || {
+        apiserver_proxy_testkit::netns::isolate();
+        let r = tools(&d, ADD);
+        let links = Command::new("ip")
+            .args(["-o", "link"])
+            .output()
+            .expect("ip");
+        (r, String::from_utf8_lossy(&links.stdout).into_owned())
+    });
+    let (r, links) = run.join().expect("thread");
+    r.refused(&["no IPVS", "modprobe ip_vs"]);
+    assert!(
+        !links.contains("apiproxy0"),
+        "the dummy was created: {links}"
+    );
+    tools(dir.path(), "list").refused(&["no IPVS"]);
+}
+
+fn pod(flags: &str) -> Value {
+    let r = bare(&format!("static-pod {flags}")).ok();
+    serde_yaml_ng::from_str(&r.stdout()).expect("the manifest is YAML")
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_sequence()
+        .map(|s| {
+            s.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn static_pod_is_a_node_critical_host_network_pod() {
+    // What the packaging tests validate with kubernetes-validate.
+    let p = pod("--vs 10.103.97.2:6443 --rs 192.168.1.10:6443");
+    assert_eq!(p["apiVersion"], "v1");
+    assert_eq!(p["kind"], "Pod");
+    assert_eq!(p["metadata"]["namespace"], "kube-system");
+    let spec = &p["spec"];
+    assert_eq!(spec["hostNetwork"], true);
+    assert_eq!(spec["priorityClassName"], "system-node-critical");
+    let c = &spec["containers"][0];
+    let image = format!(
+        "ghcr.io/bcs-apiserver-proxy/bcs-apiserver-proxy:{}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(c["image"], image.as_str());
+    let sc = &c["securityContext"];
+    assert_eq!(strings(&sc["capabilities"]["add"]), ["NET_ADMIN"]);
+    assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"]);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["livenessProbe"]["httpGet"]["port"], 8004);
+    assert!(c["livenessProbe"]["httpGet"]["host"].is_null());
+    let args = strings(&c["args"]).join(" ");
+    for want in [
+        "--vs 10.103.97.2:6443",
+        "--rs 192.168.1.10:6443",
+        "--state-dir /var/lib/bcs-apiserver-proxy",
+        "--metrics-addr 0.0.0.0:8004",
+        "--kubeconfig /etc/kubernetes/kubelet.conf",
+        "--health-ca-file /etc/kubernetes/pki/ca.crt",
+    ] {
+        assert!(args.contains(want), "{want} missing from {args}");
+    }
+    // Every path the daemon reads is mounted from the host, read-only but
+    // the state folder; nothing from /lib/modules (the kernel loads IPVS).
+    let mounts = c["volumeMounts"].as_sequence().expect("mounts");
+    let volumes = spec["volumes"].as_sequence().expect("volumes");
+    assert_eq!(mounts.len(), volumes.len());
+    for m in mounts {
+        let path = m["mountPath"].as_str().expect("path");
+        assert!(!path.starts_with("/lib/modules"), "{path}");
+        let v = volumes
+            .iter()
+            .find(|v| v["name"] == m["name"])
+            .expect("volume of mount");
+        assert_eq!(v["hostPath"]["path"].as_str(), Some(path));
+        let writable = path == "/var/lib/bcs-apiserver-proxy";
+        assert_eq!(m["readOnly"], !writable, "{path}");
+    }
+    for want in [
+        "/etc/kubernetes/kubelet.conf",
+        "/var/lib/kubelet/pki",
+        "/etc/kubernetes/pki/ca.crt",
+    ] {
+        assert!(
+            mounts.iter().any(|m| m["mountPath"] == want),
+            "{want} not mounted"
+        );
+    }
+}
+
+#[test]
+fn static_pod_takes_its_flags() {
+    let p = pod(
+        "--vs [fd00::2]:6443 --rs [fd00::10]:6443 --image registry.local/proxy:1 \
+         --scheduler wrr --state-dir /data/proxy --metrics-addr 127.0.0.1:9004 --kubeconfig /etc/k/kc",
+    );
+    let c = &p["spec"]["containers"][0];
+    assert_eq!(c["image"], "registry.local/proxy:1");
+    let args = strings(&c["args"]).join(" ");
+    for want in [
+        "--vs [fd00::2]:6443",
+        "--rs [fd00::10]:6443",
+        "--scheduler wrr",
+        "--state-dir /data/proxy",
+        "--metrics-addr 127.0.0.1:9004",
+        "--kubeconfig /etc/k/kc",
+    ] {
+        assert!(args.contains(want), "{want} missing from {args}");
+    }
+    assert_eq!(c["readinessProbe"]["httpGet"]["port"], 9004);
+    assert_eq!(c["readinessProbe"]["httpGet"]["host"], "127.0.0.1");
+
+    bare("static-pod --vs 10.0.0.1:6443 --vs 10.0.0.2:6443").refused(&["one --vs", "--config"]);
+    bare("static-pod --vs 10.0.0.1:6443 --rs [fd00::1]:6443").refused(&["cannot mix"]);
+    let p = pod("--config /etc/bcs-apiserver-proxy/config.yaml");
+    let args = strings(&p["spec"]["containers"][0]["args"]).join(" ");
+    assert!(
+        args.contains("--config /etc/bcs-apiserver-proxy/config.yaml"),
+        "{args}"
+    );
+}
+
+#[test]
+fn bad_paths_are_refused() {
+    bare("static-pod --vs 10.0.0.1:6443 --kubeconfig kc").refused(&["absolute"]);
+}
