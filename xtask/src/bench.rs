@@ -1,14 +1,249 @@
 //! `cargo xtask bench`: failover, dataplane, convergence, scale and footprint,
-//! measured in the VM side by side with haproxy and nginx.
+//! measured in the VM side by side with haproxy and nginx, then written to
+//! docs/benchmarks.md (tables, timeline plots) and docs/bench/ (raw JSON).
 //!
-//! Not built yet (issue 9).
+//! The measuring is done by `crates/bench` (`apiserver-proxy-bench run`)
+//! inside one VM boot; the document is written on the host by
+//! `apiserver-proxy-bench report` from the JSON that run produced.
 
-use anyhow::{Result, bail};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use crate::{deps, vm};
+
+/// What the peers and the report need on the host (the VM runs the host's
+/// userland, so they are installed here, before the boot).
+const BENCH_PACKAGES: &[&str] = &[
+    "haproxy",
+    "nginx",
+    "libnginx-mod-stream",
+    "wrk",
+    "fonts-dejavu-core",
+];
 
 /// Flags of `cargo xtask bench`.
 #[derive(clap::Args, Debug)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// Only these sections (comma-separated): failover, convergence,
+    /// dataplane, scale, footprint.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Failover trials per scenario for our daemon (peers: as many as fit
+    /// their time budget).
+    #[arg(long, default_value_t = 20)]
+    trials: usize,
+    /// Development run: 3 trials, short budgets and windows. The document
+    /// says it was a quick run.
+    #[arg(long)]
+    quick: bool,
+    /// Where benchmarks.md and bench/ are written.
+    #[arg(long, default_value = "docs")]
+    docs: PathBuf,
+    /// Skip the VM: write the document from an earlier results file.
+    #[arg(long, value_name = "JSON")]
+    report_only: Option<PathBuf>,
+}
 
-pub fn run(_args: BenchArgs) -> Result<i32> {
-    bail!("cargo xtask bench is not implemented yet (issue 9)")
+pub fn run(args: BenchArgs) -> Result<i32> {
+    let started = Instant::now();
+    let root = crate::workspace_root();
+    let load_before = std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
+    deps::ensure(deps::VM_PACKAGES)?;
+    deps::ensure(BENCH_PACKAGES)?;
+    build(&root)?;
+    let release = root.join("target/release");
+    let bench = release.join("apiserver-proxy-bench");
+
+    let (json, vm_wall) = match &args.report_only {
+        Some(json) => (json.clone(), 0.0),
+        None => {
+            let vm_started = Instant::now();
+            let json = run_in_vm(&root, &args, &bench, &release.join("bcs-apiserver-proxy"))?;
+            (json, vm_started.elapsed().as_secs_f64())
+        }
+    };
+
+    let mut command: Vec<String> = std::env::args().skip(1).collect();
+    command.insert(0, "cargo xtask".into());
+    let binaries: Vec<serde_json::Value> = ["bcs-apiserver-proxy", "apiserver-proxy-tools"]
+        .iter()
+        .filter_map(|b| {
+            let len = std::fs::metadata(release.join(b)).ok()?.len();
+            Some(serde_json::json!([b, len]))
+        })
+        .collect();
+    let meta = serde_json::json!({
+        "command": command.join(" "),
+        "date": output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        "host_cpu": cpu_model(),
+        "host_cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "host_kernel": output("uname", &["-r"]),
+        "qemu": output("qemu-system-x86_64", &["--version"]).lines().next().unwrap_or("").to_string(),
+        "load_before": load_before,
+        "binaries": binaries,
+        "image": image(&root),
+        "total_wall_s": started.elapsed().as_secs_f64(),
+        "vm_wall_s": vm_wall,
+    });
+    let meta_path = root.join("target/xtask/bench-meta.json");
+    std::fs::create_dir_all(root.join("target/xtask"))?;
+    std::fs::write(&meta_path, serde_json::to_string_pretty(&meta)?)?;
+    let docs = if args.docs.is_absolute() {
+        args.docs.clone()
+    } else {
+        root.join(&args.docs)
+    };
+    let status = Command::new(&bench)
+        .arg("report")
+        .arg("--json")
+        .arg(&json)
+        .arg("--meta")
+        .arg(&meta_path)
+        .arg("--docs")
+        .arg(&docs)
+        .status()
+        .context("run apiserver-proxy-bench report")?;
+    if !status.success() {
+        bail!("writing the report failed ({status})");
+    }
+    println!(
+        "xtask: bench finished in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(0)
+}
+
+/// Release builds: the daemon and the CLI (their sizes are reported), then
+/// the bench. Two invocations, so that the bench's dependencies do not change
+/// the features the daemon is built with (and so its size).
+fn build(root: &Path) -> Result<()> {
+    for packages in [
+        &["-p", "bcs-apiserver-proxy", "-p", "apiserver-proxy-tools"][..],
+        &["-p", "apiserver-proxy-bench"][..],
+    ] {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--release"])
+            .args(packages)
+            .current_dir(root)
+            .status()
+            .context("cargo build --release")?;
+        if !status.success() {
+            bail!("the release build failed");
+        }
+    }
+    Ok(())
+}
+
+/// Boots the VM with the bench as its job; returns the results file. The
+/// VM gets an hour (unless APISERVER_PROXY_VM_TIMEOUT says otherwise): the
+/// full run takes about 25 minutes under emulation.
+fn run_in_vm(root: &Path, args: &BenchArgs, bench: &Path, daemon: &Path) -> Result<PathBuf> {
+    let mut flags = vec![format!("--trials {}", args.trials)];
+    if args.quick {
+        flags.push("--quick".into());
+    }
+    if !args.only.is_empty() {
+        flags.push(format!("--only {}", vm::shell_quote(&args.only.join(","))));
+    }
+    // The job runs in the VM's results folder, which is the host's.
+    let job = format!(
+        "ulimit -n 65536 2>/dev/null || ulimit -n 8192\n\
+         results=$(sed -n 's/.*apiproxy.results=\\([^ ]*\\).*/\\1/p' /proc/cmdline)\n\
+         exec {} run --daemon {} --out \"$results/bench-results.json\" {}\n",
+        vm::shell_quote(&bench.to_string_lossy()),
+        vm::shell_quote(&daemon.to_string_lossy()),
+        flags.join(" ")
+    );
+    // Through cargo rather than our own executable: a rebuild of the xtask
+    // meanwhile would have replaced it.
+    let timeout = std::env::var("APISERVER_PROXY_VM_TIMEOUT").unwrap_or_else(|_| "3600".into());
+    let mut child = Command::new(env!("CARGO"))
+        .args(["xtask", "vm-run", "--", "sh", "-c", &job])
+        .env("APISERVER_PROXY_VM_TIMEOUT", timeout)
+        .current_dir(root)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("start the VM")?;
+    let mut results = None;
+    let stdout = child.stdout.take().context("VM output")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(path) = line.trim().strip_prefix("bench: results ") {
+            results = Some(PathBuf::from(path.trim()));
+        }
+    }
+    let status = child.wait()?;
+    let results = results.context("the bench did not report where its results are")?;
+    if !status.success() {
+        if !results.exists() {
+            bail!("the bench failed in the VM ({status}); see the output above");
+        }
+        eprintln!(
+            "xtask: WARNING: the bench ended with {status}; writing the report from what it saved"
+        );
+    }
+    Ok(results)
+}
+
+fn output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_default()
+}
+
+/// The `docker load` tarball `cargo xtask image` writes, if there is one.
+fn image(root: &Path) -> Option<serde_json::Value> {
+    let base = root.join("target/xtask");
+    let mut found: Vec<(PathBuf, u64)> = Vec::new();
+    for entry in std::fs::read_dir(&base).ok()?.flatten() {
+        let dir = entry.path();
+        if !dir.is_dir()
+            || !dir
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("image"))
+        {
+            continue;
+        }
+        for f in std::fs::read_dir(&dir).ok()?.flatten() {
+            let p = f.path();
+            if p.to_string_lossy().ends_with(".docker.tar")
+                && let Ok(m) = p.metadata()
+            {
+                found.push((p, m.len()));
+            }
+        }
+    }
+    let (p, len) = found.into_iter().max_by_key(|(p, _)| {
+        p.metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .unwrap_or(std::time::UNIX_EPOCH)
+    })?;
+    let rel = p
+        .strip_prefix(root)
+        .unwrap_or(&p)
+        .to_string_lossy()
+        .into_owned();
+    Some(serde_json::json!([rel, len]))
 }

@@ -1,0 +1,200 @@
+//! The JSON the VM run writes and the report reads. Every figure in
+//! docs/benchmarks.md comes from here.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::RunArgs;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Results {
+    pub trials: usize,
+    pub quick: bool,
+    pub sections: Vec<String>,
+    /// `uname -r` inside the VM.
+    pub vm_kernel: String,
+    pub vm_cpus: usize,
+    pub vm_cpu_model: String,
+    pub wall_seconds: f64,
+    /// Wall time of each section.
+    pub section_wall_s: Vec<(String, f64)>,
+    /// Sections that failed, and why.
+    pub errors: Vec<(String, String)>,
+    pub failover: Option<Failover>,
+    pub convergence: Option<Convergence>,
+    pub dataplane: Option<Dataplane>,
+    pub scale: Option<Scale>,
+    pub footprint: Option<Footprint>,
+}
+
+impl Results {
+    pub fn new(args: &RunArgs) -> Results {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        Results {
+            trials: args.trials,
+            quick: args.quick,
+            sections: args.only.clone(),
+            vm_kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+            vm_cpus: cpuinfo
+                .lines()
+                .filter(|l| l.starts_with("processor"))
+                .count(),
+            vm_cpu_model: cpuinfo
+                .lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+                .unwrap_or_default(),
+            ..Results::default()
+        }
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self)?;
+        std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
+    }
+}
+
+/// One load balancer set-up in the failover comparison.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetupInfo {
+    pub id: String,
+    pub label: String,
+    /// What it was configured with, in one line.
+    pub config: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Failover {
+    pub setups: Vec<SetupInfo>,
+    pub client_period_ms: u64,
+    pub client_timeout_s: f64,
+    pub slow_threshold_s: f64,
+    pub settle_s: f64,
+    pub cap_s: f64,
+    pub idle_cap_s: f64,
+    /// Scenario budget in seconds (peers stop starting trials after it).
+    pub budgets: Vec<(String, f64)>,
+    pub trials: Vec<Trial>,
+    /// The request log around one trial per set-up and scenario (the one
+    /// with the median failover time): what the timeline plots show.
+    pub timelines: Vec<Timeline>,
+    pub scenario_wall_s: Vec<(String, f64)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Trial {
+    pub setup: String,
+    pub scenario: String,
+    pub n: usize,
+    pub victim: usize,
+    /// Seconds from the failure to the start of the last client request that
+    /// failed, was slow, or was answered by the victim. `None`: still
+    /// happening at the cap.
+    pub failover_s: Option<f64>,
+    pub failed: usize,
+    pub slow: usize,
+    /// The slow threshold of this trial (seconds).
+    #[serde(default)]
+    pub slow_s: f64,
+    pub to_victim: usize,
+    pub requests: usize,
+    /// Seconds the idle connection on the victim stayed open after the
+    /// failure. `None`: open at the idle cap; absent for the drain.
+    pub idle_stuck_s: Option<f64>,
+    pub idle_measured: bool,
+    /// Ours only: from the failure to the victim leaving rotation in the
+    /// kernel (deleted or weight 0), read over netlink every 10 ms.
+    pub kernel_s: Option<f64>,
+    /// How long injecting the failure took (the black hole runs nft).
+    pub inject_s: f64,
+    /// Whether all three masters were in rotation before the failure.
+    pub ready_before: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Timeline {
+    pub setup: String,
+    pub scenario: String,
+    pub trial: usize,
+    pub victim: usize,
+    pub failover_s: Option<f64>,
+    pub kernel_s: Option<f64>,
+    pub idle_stuck_s: Option<f64>,
+    /// (start relative to the failure, latency, backend index or -1 for a failure)
+    pub requests: Vec<(f64, f64, i32)>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Convergence {
+    /// Seconds from publishing a slice with a new endpoint to the kernel rule.
+    pub add_s: Vec<f64>,
+    /// Seconds from publishing a slice without it to it leaving rotation.
+    pub remove_s: Vec<f64>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Dataplane {
+    pub duration_s: f64,
+    pub connections: u32,
+    pub rounds: usize,
+    /// One per path, workload and round.
+    pub runs: Vec<WrkRun>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WrkRun {
+    pub path: String,
+    pub workload: String,
+    pub round: usize,
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub errors: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Scale {
+    pub foreign_services: usize,
+    pub create_foreign_s: f64,
+    /// Mean reconcile pass of the running daemon, from its histogram.
+    pub reconcile_mean_ms_before: Option<f64>,
+    pub reconcile_mean_ms_with_foreign: Option<f64>,
+    /// Smallest histogram bucket holding every pass of the window.
+    pub reconcile_max_bucket_ms_with_foreign: Option<f64>,
+    pub reconcile_passes_with_foreign: u64,
+    /// What reading the whole table would cost (a full service dump), for comparison.
+    pub full_dump_ms: Option<f64>,
+    pub backends: usize,
+    /// Daemon start to every backend in the kernel.
+    pub backends_converge_s: Option<f64>,
+    pub reconcile_mean_ms_backends: Option<f64>,
+    pub rss_kib_backends: Option<u64>,
+    pub cpu_pct_backends: Option<f64>,
+    pub nodes: usize,
+    pub probe_interval_s: f64,
+    pub probe_rps_computed: f64,
+    pub probe_rps_measured: Option<f64>,
+    pub probe_window_s: f64,
+    pub probers_ready: usize,
+    /// Why the simulated nodes could not be measured, if so.
+    #[serde(default)]
+    pub probe_error: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Footprint {
+    pub idle_window_s: f64,
+    pub idle_rss_kib: Option<u64>,
+    pub idle_cpu_pct: Option<f64>,
+    pub churn_window_s: f64,
+    pub churn_events: usize,
+    pub churn_rss_kib: Option<u64>,
+    pub churn_cpu_pct: Option<f64>,
+    /// RSS of the peers while they ran the failover comparison (all processes).
+    pub peers_rss_kib: Vec<(String, u64)>,
+}
