@@ -826,14 +826,7 @@ fn a_conntrack_state_firewall_on_the_node() {
     // A common host firewall: drop what conntrack calls invalid. IPVS replies
     // are invalid to conntrack unless vs.conntrack=1, which a fresh namespace
     // doesn't have, so every request would time out if the daemon didn't set it.
-    run(
-        "nft",
-        &["add table inet nodefw; \
-           add chain inet nodefw in { type filter hook input priority 0; policy accept; }; \
-           add chain inet nodefw out { type filter hook output priority 0; policy accept; }; \
-           add rule inet nodefw in ct state invalid counter drop; \
-           add rule inet nodefw out ct state invalid counter drop"],
-    );
+    kernel::ct_state_firewall();
     assert_eq!(
         std::fs::read_to_string("/proc/sys/net/ipv4/vs/conntrack")
             .expect("vs.conntrack")

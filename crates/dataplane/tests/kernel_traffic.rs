@@ -355,14 +355,7 @@ fn route_via_the_dummy_loses_every_connection_to_the_local_apiserver() {
 fn conntrack_state_firewall_works_with_vs_conntrack_on() {
     let _netns = apiserver_proxy_testkit::kernel::enter();
     let cluster = three_apiservers();
-    run(
-        "nft",
-        &["add table inet apxfw; \
-           add chain inet apxfw in { type filter hook input priority 0; policy accept; }; \
-           add chain inet apxfw out { type filter hook output priority 0; policy accept; }; \
-           add rule inet apxfw in ct state invalid counter drop; \
-           add rule inet apxfw out ct state invalid counter drop"],
-    );
+    apiserver_proxy_testkit::kernel::ct_state_firewall();
     let sysctls = Sysctls::new();
 
     // Without vs.conntrack the firewall drops the replies.
@@ -395,7 +388,7 @@ fn conntrack_state_firewall_works_with_vs_conntrack_on() {
         true,
         "control-plane v4, route-only VIP via lo, behind ct-state firewall",
     );
-    eprintln!("{}", run("nft", &["list", "table", "inet", "apxfw"]));
+    eprintln!("{}", run("nft", &["list", "table", "inet", "nodefw"]));
 }
 
 #[test]

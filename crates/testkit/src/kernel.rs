@@ -84,3 +84,18 @@ pub fn run(program: &str, args: &[&str]) -> String {
     }
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Installs, in the calling thread's network namespace, the stateful host
+/// firewall many nodes run: drop what conntrack calls invalid, in and out.
+/// IPVS replies are invalid to conntrack unless `net.ipv4.vs.conntrack=1`,
+/// which is what tests using this show.
+pub fn ct_state_firewall() {
+    run(
+        "nft",
+        &["add table inet nodefw; \
+           add chain inet nodefw in { type filter hook input priority 0; policy accept; }; \
+           add chain inet nodefw out { type filter hook output priority 0; policy accept; }; \
+           add rule inet nodefw in ct state invalid counter drop; \
+           add rule inet nodefw out ct state invalid counter drop"],
+    );
+}
