@@ -43,7 +43,9 @@ pub struct BenchArgs {
     /// Where benchmarks.md and bench/ are written.
     #[arg(long, default_value = "docs")]
     docs: PathBuf,
-    /// Skip the VM: write the document from an earlier results file.
+    /// Skip the VM: write the document from an earlier results file (for
+    /// example docs/bench/results.json). A meta.json beside it supplies the
+    /// run's date, load and wall times.
     #[arg(long, value_name = "JSON")]
     report_only: Option<PathBuf>,
 }
@@ -94,9 +96,26 @@ pub fn run(args: BenchArgs) -> Result<i32> {
         "total_wall_s": started.elapsed().as_secs_f64(),
         "vm_wall_s": vm_wall,
     });
-    let meta_path = root.join("target/xtask/bench-meta.json");
-    std::fs::create_dir_all(root.join("target/xtask"))?;
-    std::fs::write(&meta_path, serde_json::to_string_pretty(&meta)?)?;
+    // A report rewritten from an earlier run keeps that run's facts (date,
+    // load, wall times) when they were saved beside its results, as in
+    // docs/bench/; this invocation's would describe a run that did not happen.
+    let earlier_meta = args
+        .report_only
+        .as_ref()
+        .and_then(|j| Some(j.parent()?.join("meta.json")))
+        .filter(|m| m.is_file());
+    let meta_path = match earlier_meta {
+        Some(m) => {
+            println!("xtask: keeping the run's facts from {}", m.display());
+            m
+        }
+        None => {
+            let m = root.join("target/xtask/bench-meta.json");
+            std::fs::create_dir_all(root.join("target/xtask"))?;
+            std::fs::write(&m, serde_json::to_string_pretty(&meta)?)?;
+            m
+        }
+    };
     let docs = if args.docs.is_absolute() {
         args.docs.clone()
     } else {

@@ -201,7 +201,9 @@ pub fn run(env: &Env, ours: &mut Ours) -> Result<Dataplane> {
         ("tls-new", "https", true),
     ];
     let secs = if env.quick { 2.0 } else { 3.0 };
-    let rounds = if env.quick { 1 } else { 3 };
+    // Five rounds: with three, the round-to-round spread under emulation
+    // (±10–25 %) was larger than the 5 % the goal asks us to resolve.
+    let rounds = if env.quick { 1 } else { 5 };
     let conns = 4;
     for (_, target) in &paths {
         let _ = wrk(&format!("http://{target}/"), true, conns, 1.0);

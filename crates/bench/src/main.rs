@@ -122,7 +122,24 @@ fn run(args: RunArgs) -> Result<()> {
             .push((name.to_string(), t.elapsed().as_secs_f64()));
         out.wall_seconds = started.elapsed().as_secs_f64();
         out.save(&args.out)?;
+        keep_daemon_logs(&env, &args.out);
     }
     println!("bench: done in {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Copies our daemons' logs (JSON, one health event per line with its reason)
+/// beside the results, which the VM shares with the host: the temporary
+/// folder they are written to dies with the VM, and an outlier is explained
+/// only by them.
+fn keep_daemon_logs(env: &util::Env, out: &std::path::Path) {
+    for name in ["ours", "scale"] {
+        let from = env.path(name).join("daemon.log");
+        if from.is_file() {
+            let to = out.with_file_name(format!("daemon-{name}.log"));
+            if let Err(e) = std::fs::copy(&from, &to) {
+                println!("bench: cannot keep {}: {e}", from.display());
+            }
+        }
+    }
 }
