@@ -713,7 +713,9 @@ fn dataplane_section(w: &mut String, d: &crate::results::Dataplane, m: &Medians)
          `new`: a new TCP connection per request (`Connection: close`); `keepalive`: {} persistent connections; \
          `tls-new`: a new TLS connection per request. Balancers forward TCP (haproxy `mode tcp`, nginx `stream`, \
          IPVS masquerade); client, balancer and server share the VM's two vCPUs, so a user-space proxy's CPU comes \
-         out of the throughput, as it would on a busy node.\n",
+         out of the throughput, as it would on a busy node. *Spread over rounds* is the slowest and fastest \
+         round, and half that range as a share of the median: a gap between two paths smaller than their \
+         spreads is not resolved by this run.\n",
         d.connections, d.duration_s, d.rounds, d.connections
     );
     let paths = ["direct", "bare-ipvs", "ours", "haproxy", "nginx"];
