@@ -758,3 +758,103 @@ fn dataplane_section(w: &mut String, d: &crate::results::Dataplane, m: &Medians)
         let _ = writeln!(w);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::{Dataplane, WrkRun};
+
+    /// `new` only, three rounds per path, requests/s as given.
+    fn dataplane(paths: &[(&str, [f64; 3])]) -> Dataplane {
+        let mut runs = Vec::new();
+        for (path, rps) in paths {
+            for (round, rps) in rps.iter().enumerate() {
+                runs.push(WrkRun {
+                    path: path.to_string(),
+                    workload: "new".to_string(),
+                    round,
+                    rps: *rps,
+                    p50_ms: 1.0,
+                    p99_ms: 2.0,
+                    errors: 0,
+                });
+            }
+        }
+        Dataplane {
+            duration_s: 3.0,
+            connections: 4,
+            rounds: 3,
+            runs,
+        }
+    }
+
+    fn report(r: &Results) -> String {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let json = dir.path().join("results.json");
+        std::fs::write(&json, serde_json::to_string(r).expect("json")).expect("write");
+        let args = ReportArgs {
+            json,
+            // Missing on purpose: the report must not need it.
+            meta: dir.path().join("no-meta.json"),
+            docs: dir.path().join("docs"),
+        };
+        std::fs::create_dir_all(&args.docs).expect("docs");
+        write(&args).expect("report");
+        std::fs::read_to_string(args.docs.join("benchmarks.md")).expect("read")
+    }
+
+    #[test]
+    fn medians_and_spread_over_rounds() {
+        let d = dataplane(&[("bare-ipvs", [110.0, 90.0, 100.0])]);
+        let m = dataplane_medians(&d);
+        let c = &m[&("bare-ipvs".to_string(), "new".to_string())];
+        assert_eq!((c.rps, c.rps_min, c.rps_max), (100.0, 90.0, 110.0));
+        assert!((c.spread_pct() - 10.0).abs() < 1e-9, "{}", c.spread_pct());
+    }
+
+    #[test]
+    fn goals_are_judged_on_medians_and_show_the_spread() {
+        let r = Results {
+            dataplane: Some(dataplane(&[
+                ("direct", [100.0, 100.0, 100.0]),
+                ("bare-ipvs", [90.0, 100.0, 110.0]),
+                ("ours", [90.0, 94.0, 99.0]),
+                ("haproxy", [50.0, 50.0, 50.0]),
+                ("nginx", [60.0, 60.0, 60.0]),
+            ])),
+            ..Results::default()
+        };
+        let md = report(&r);
+        assert!(
+            md.contains(
+                "| dataplane `new`: our VIP within 5 % of bare IPVS | 0.94 of bare IPVS \
+                 (round-to-round spread: ours ±4.8 %, bare ±10.0 %) | **missed** by 1.0 points |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| new connections: ≥ 1.7× haproxy | 1.88× | met |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| new connections: ≥ 1.7× nginx | 1.57× | **missed** (0.13× short of 1.7×) |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| bare-ipvs | 100 | 90–110 (±10.0 %) |"),
+            "{md}"
+        );
+    }
+
+    /// The committed raw figures must stay readable, so that
+    /// `cargo xtask bench --report-only docs/bench/results.json` can rewrite
+    /// the document after a change to the report alone.
+    #[test]
+    fn the_committed_results_still_parse() {
+        let text = include_str!("../../../docs/bench/results.json");
+        let r: Results = serde_json::from_str(text).expect("docs/bench/results.json");
+        assert!(r.failover.is_some() && r.dataplane.is_some() && r.scale.is_some());
+    }
+}
