@@ -430,19 +430,10 @@ fn main() {
 /// How many destinations with a non-zero weight our virtual server has, as
 /// `ipvsadm` (not the daemon) sees it.
 fn ipvs_dests() -> usize {
-    Command::new("ipvsadm")
-        .args(["-Ln", "-t", VIP])
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .filter(|l| {
-                    let f: Vec<&str> = l.split_whitespace().collect();
-                    f.len() >= 4 && f[0] == "->" && f[2] == "Masq" && f[3] != "0"
-                })
-                .count()
-        })
-        .unwrap_or(0)
+    kernel::ipvsadm_dests(VIP)
+        .iter()
+        .filter(|(_, weight)| *weight > 0)
+        .count()
 }
 
 /// utime + stime of a process, in seconds, from /proc/PID/stat.

@@ -21,23 +21,7 @@ const PORT: u16 = 6443;
 /// Our service's destinations and weights, as `ipvsadm` sees them (empty
 /// while the service does not exist).
 fn ipvsadm_dests() -> Vec<(String, u32)> {
-    dests_of(VIP)
-}
-
-/// The destinations and weights of the service `vip`.
-fn dests_of(vip: &str) -> Vec<(String, u32)> {
-    let out = Command::new("ipvsadm")
-        .args(["-Ln", "-t", vip])
-        .output()
-        .expect("run ipvsadm");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 4 && f[0] == "->" && f[1] != "RemoteAddress:Port")
-                .then(|| (f[1].to_string(), f[3].parse().unwrap_or(u32::MAX)))
-        })
-        .collect()
+    kernel::ipvsadm_dests(VIP)
 }
 
 fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
@@ -62,7 +46,7 @@ fn weights_at(vip: &str, want: &[(&Master, u32)]) -> impl FnMut() -> bool + use<
     let mut want: Vec<(String, u32)> = want.iter().map(|(m, w)| (m.endpoint(), *w)).collect();
     want.sort();
     move || {
-        let mut have = dests_of(&vip);
+        let mut have = kernel::ipvsadm_dests(&vip);
         have.sort();
         have == want
     }

@@ -66,6 +66,25 @@ pub fn require_ipvs() {
     }
 }
 
+/// The destinations of the TCP virtual server `vip` (`IP:PORT`) and their
+/// weights, as `ipvsadm -Ln` prints them: a view independent of our own
+/// netlink code. Empty while the service does not exist (ipvsadm then fails),
+/// so a test can wait for it to come back.
+pub fn ipvsadm_dests(vip: &str) -> Vec<(String, u32)> {
+    let out = Command::new("ipvsadm")
+        .args(["-Ln", "-t", vip])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ipvsadm: {e}"));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 4 && f[0] == "->" && f[1] != "RemoteAddress:Port")
+                .then(|| (f[1].to_string(), f[3].parse().unwrap_or(u32::MAX)))
+        })
+        .collect()
+}
+
 /// Runs a command that the test cannot do without, panicking with its output
 /// when it fails.
 pub fn run(program: &str, args: &[&str]) -> String {
