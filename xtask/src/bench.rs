@@ -4,7 +4,9 @@
 //!
 //! The measuring is done by `crates/bench` (`apiserver-proxy-bench run`)
 //! inside one VM boot; the document is written on the host by
-//! `apiserver-proxy-bench report` from the JSON that run produced.
+//! `apiserver-proxy-bench report` from the JSON that run produced. Before
+//! the VM it also builds the image (as `cargo xtask image` does), so that the
+//! footprint table's image size is that of the code it measured.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -65,6 +67,15 @@ pub fn run(args: BenchArgs) -> Result<i32> {
     let release = root.join("target/release");
     let bench = release.join("apiserver-proxy-bench");
 
+    // Built here, so that the size reported is that of the code measured.
+    // Not fatal: the image's size is one line of the report.
+    let image = match args.report_only {
+        Some(_) => None,
+        None => crate::package::build_image(crate::package::ImageArgs::default())
+            .map_err(|e| eprintln!("xtask: WARNING: the image was not built: {e:#}"))
+            .ok(),
+    };
+
     let (json, vm_wall) = match &args.report_only {
         Some(json) => (json.clone(), 0.0),
         None => {
@@ -92,7 +103,13 @@ pub fn run(args: BenchArgs) -> Result<i32> {
         "qemu": output("qemu-system-x86_64", &["--version"]).lines().next().unwrap_or("").to_string(),
         "load_before": load_before,
         "binaries": binaries,
-        "image": image(&root),
+        "image": image.as_ref().map(|i| {
+            let rel = i.docker_archive.strip_prefix(&root).unwrap_or(&i.docker_archive);
+            let len = std::fs::metadata(&i.docker_archive).map_or(0, |m| m.len());
+            serde_json::json!([rel.to_string_lossy(), len])
+        }),
+        "image_compressed": image.as_ref().map(|i| i.compressed),
+        "image_unpacked": image.as_ref().map(|i| i.unpacked),
         "total_wall_s": started.elapsed().as_secs_f64(),
         "vm_wall_s": vm_wall,
     });
@@ -229,40 +246,4 @@ fn cpu_model() -> String {
         .find_map(|l| l.strip_prefix("model name"))
         .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
         .unwrap_or_default()
-}
-
-/// The `docker load` tarball `cargo xtask image` writes, if there is one.
-fn image(root: &Path) -> Option<serde_json::Value> {
-    let base = root.join("target/xtask");
-    let mut found: Vec<(PathBuf, u64)> = Vec::new();
-    for entry in std::fs::read_dir(&base).ok()?.flatten() {
-        let dir = entry.path();
-        if !dir.is_dir()
-            || !dir
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("image"))
-        {
-            continue;
-        }
-        for f in std::fs::read_dir(&dir).ok()?.flatten() {
-            let p = f.path();
-            if p.to_string_lossy().ends_with(".docker.tar")
-                && let Ok(m) = p.metadata()
-            {
-                found.push((p, m.len()));
-            }
-        }
-    }
-    let (p, len) = found.into_iter().max_by_key(|(p, _)| {
-        p.metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .unwrap_or(std::time::UNIX_EPOCH)
-    })?;
-    let rel = p
-        .strip_prefix(root)
-        .unwrap_or(&p)
-        .to_string_lossy()
-        .into_owned();
-    Some(serde_json::json!([rel, len]))
 }

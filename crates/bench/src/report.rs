@@ -36,7 +36,11 @@ pub struct Meta {
     pub qemu: String,
     pub load_before: String,
     pub binaries: Vec<(String, u64)>,
+    /// The `docker load` tarball and its size.
     pub image: Option<(String, u64)>,
+    /// The image's layer as pulled (gzip) and as unpacked on the node.
+    pub image_compressed: Option<u64>,
+    pub image_unpacked: Option<u64>,
     pub total_wall_s: f64,
     pub vm_wall_s: f64,
 }
@@ -493,19 +497,25 @@ pub fn write(args: &ReportArgs) -> Result<()> {
                 *bytes as f64 / 1048576.0
             );
         }
+        let bytes_mib = |bytes: u64| format!("{:.1} MiB", bytes as f64 / 1048576.0);
+        if let (Some(gz), Some(tar)) = (meta.image_compressed, meta.image_unpacked) {
+            let _ = writeln!(
+                w,
+                "| image (built by this run, static binaries): download / unpacked on the node | {} / {} |",
+                bytes_mib(gz),
+                bytes_mib(tar)
+            );
+        }
         match &meta.image {
             Some((path, bytes)) => {
                 let _ = writeln!(
                     w,
-                    "| image `{path}` | {:.1} MiB |",
-                    *bytes as f64 / 1048576.0
+                    "| image as a `docker load` tarball `{path}` | {} |",
+                    bytes_mib(*bytes)
                 );
             }
             None => {
-                let _ = writeln!(
-                    w,
-                    "| image | not built (no `cargo xtask image` output found) |"
-                );
+                let _ = writeln!(w, "| image | not built (see the command's output) |");
             }
         }
         let _ = writeln!(w);
@@ -789,13 +799,21 @@ mod tests {
     }
 
     fn report(r: &Results) -> String {
+        report_with_meta(r, None)
+    }
+
+    fn report_with_meta(r: &Results, meta: Option<&str>) -> String {
         let dir = tempfile::tempdir().expect("tempdir");
         let json = dir.path().join("results.json");
         std::fs::write(&json, serde_json::to_string(r).expect("json")).expect("write");
+        let meta_path = dir.path().join("meta.json");
+        if let Some(m) = meta {
+            std::fs::write(&meta_path, m).expect("write meta");
+        }
         let args = ReportArgs {
             json,
-            // Missing on purpose: the report must not need it.
-            meta: dir.path().join("no-meta.json"),
+            // Without meta.json the report must still be written.
+            meta: meta_path,
             docs: dir.path().join("docs"),
         };
         std::fs::create_dir_all(&args.docs).expect("docs");
@@ -846,6 +864,35 @@ mod tests {
             md.contains("| bare-ipvs | 100 | 90–110 (±10.0 %) |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn image_sizes_come_from_the_meta_and_older_metas_still_read() {
+        let r = Results {
+            footprint: Some(crate::results::Footprint::default()),
+            ..Results::default()
+        };
+        let md = report_with_meta(
+            &r,
+            Some(
+                r#"{"image": ["target/xtask/image/x.docker.tar", 20971520],
+                    "image_compressed": 8388608, "image_unpacked": 19922944}"#,
+            ),
+        );
+        assert!(
+            md.contains("static binaries): download / unpacked on the node | 8.0 MiB / 19.0 MiB |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| image as a `docker load` tarball `target/xtask/image/x.docker.tar` | 20.0 MiB |"
+            ),
+            "{md}"
+        );
+        // A meta.json written before the layer sizes existed.
+        let md = report_with_meta(&r, Some(r#"{"image": ["old.docker.tar", 1048576]}"#));
+        assert!(md.contains("tarball `old.docker.tar` | 1.0 MiB |"), "{md}");
+        assert!(!md.contains("download / unpacked"), "{md}");
     }
 
     /// The committed raw figures must stay readable, so that
