@@ -346,6 +346,16 @@ impl HttpConn {
                 };
                 match delivered {
                     Some(answer @ Ok(Ok((_, true)))) => answer,
+                    // A socket error while a request waits (the kernel's
+                    // user timeout under a black hole) goes to the request;
+                    // hyper then ends the connection cleanly or with an
+                    // error of its own shutdown (EPIPE). The cause is the
+                    // request's: read as a close, it would cost a reconnect.
+                    Some(Ok(Err(e))) => {
+                        let cause = Reason::from_hyper_io(&e, ca_label, name).unwrap_or(reason);
+                        *ended = Some(cause.clone());
+                        return Requested::Lost(cause);
+                    }
                     _ => return Requested::Lost(reason),
                 }
             }

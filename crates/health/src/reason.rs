@@ -246,14 +246,23 @@ impl Reason {
         }
     }
 
-    /// Sorts an error from hyper's client connection or request.
-    pub(crate) fn from_hyper(e: &hyper::Error, ca: &str, name: &str) -> Reason {
+    /// The socket error behind a hyper error, sorted; `None` when hyper's
+    /// error is its own (a close, a protocol error).
+    pub(crate) fn from_hyper_io(e: &hyper::Error, ca: &str, name: &str) -> Option<Reason> {
         let mut source = std::error::Error::source(e);
         while let Some(s) = source {
             if let Some(io) = s.downcast_ref::<io::Error>() {
-                return Reason::from_io(io, None, ca, name);
+                return Some(Reason::from_io(io, None, ca, name));
             }
             source = s.source();
+        }
+        None
+    }
+
+    /// Sorts an error from hyper's client connection or request.
+    pub(crate) fn from_hyper(e: &hyper::Error, ca: &str, name: &str) -> Reason {
+        if let Some(r) = Reason::from_hyper_io(e, ca, name) {
+            return r;
         }
         if e.is_incomplete_message() || e.is_closed() || e.is_canceled() {
             Reason::Closed

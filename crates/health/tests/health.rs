@@ -136,6 +136,39 @@ fn black_hole_under_an_outstanding_request_is_dead_from_retransmits() {
     });
 }
 
+/// The kernel gives up on a readiness request (`TCP_USER_TIMEOUT`) before
+/// anything else does. hyper hands that error to the request and ends the
+/// connection cleanly, so the cause has to be taken from the request: read
+/// as a clean close, it cost a reconnect into the black hole (1 s more)
+/// before the backend was dead.
+#[test]
+fn kernel_timeout_under_a_request_is_dead_at_once_not_a_close() {
+    in_netns(|| async {
+        let ns = Netns::new();
+        let pki = Pki::new(&[ns.ip(false)]);
+        let backend = ep(ns.ip(false), PORT);
+        let _server = start_in(&ns, backend.0, pki.server());
+        // Only the kernel's user timeout can end the request: no socket
+        // inspection, a request timeout far beyond it.
+        let mut config = HealthConfig {
+            timeout: Duration::from_secs(15),
+            ..pki.config()
+        };
+        config.keepalive.inspect_socket = false;
+        config.keepalive.user_timeout = Duration::from_secs(2);
+        let checker = Checker::new(config).expect("checker");
+        let mut rx = checker.subscribe();
+        checker.watch(backend);
+        expect_state(&mut rx, State::Ready).await;
+        // The next probe (300 ms interval) goes out into the black hole.
+        ns.black_hole();
+        let dead = expect_state(&mut rx, State::Dead).await;
+        assert_eq!(dead.reason, Reason::KeepaliveTimeout, "{dead:?}");
+        ns.restore();
+        expect_state(&mut rx, State::Ready).await;
+    });
+}
+
 #[test]
 fn without_socket_inspection_a_black_hole_under_a_request_is_confirmed_by_reconnect() {
     in_netns(|| async {
