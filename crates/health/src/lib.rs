@@ -52,7 +52,7 @@
 //! | TLS error (name, CA, validity, alert) or TLS handshake timeout | liveness failure: `Dead` at once, reason names the TLS problem |
 //! | reset or FIN on the persistent connection, idle or mid-request | reconnect at once; if that fails: `Dead` at once ([`Reason::Lost`] with cause and confirmation); if it works: nothing is counted, and readiness is probed on the new connection when it is next due (one interval after the last probe). A reconnect that dies under its first request: `Dead`; one closed before its first probe is replaced when that probe is due, not at once |
 //! | an answer, then the connection closes (`Connection: close`, or a reset right behind it) | the answer counts; the close is then like a FIN |
-//! | kernel timeout on the connection (keepalive / `TCP_USER_TIMEOUT`: black hole) | liveness failure: `Dead` at once (the kernel already waited) |
+//! | kernel timeout on the connection (keepalive / `TCP_USER_TIMEOUT`: black hole), idle or under a readiness request | liveness failure: `Dead` at once (the kernel already waited) |
 //! | a readiness request retransmitted twice without any ACK (the host went silent mid-request; read from `/proc/thread-self/net/tcp{,6}`, opened beside the socket in its namespace and read on tokio's blocking pool, every 200 ms while a request waits) | liveness failure: `Dead` at once ([`Reason::Unacknowledged`]) |
 //! | readiness request timeout (2 s) | connection dropped, reconnect at once; if that fails: `Dead` at once; if it works: one readiness failure (`fall`), however often it happens (a slow apiserver stays `NotReady`, never `Dead`) |
 //! | HTTP status not in `success_statuses`/`unknown_statuses` (500, 503, 404) | one readiness failure (`fall`) |
