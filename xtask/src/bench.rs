@@ -67,21 +67,17 @@ pub fn run(args: BenchArgs) -> Result<i32> {
     let release = root.join("target/release");
     let bench = release.join("apiserver-proxy-bench");
 
-    // Built here, so that the size reported is that of the code measured.
-    // Not fatal: the image's size is one line of the report.
-    let image = match args.report_only {
-        Some(_) => None,
-        None => crate::package::build_image(crate::package::ImageArgs::default())
-            .map_err(|e| eprintln!("xtask: WARNING: the image was not built: {e:#}"))
-            .ok(),
-    };
-
-    let (json, vm_wall) = match &args.report_only {
-        Some(json) => (json.clone(), 0.0),
+    let (json, vm_wall, image) = match &args.report_only {
+        Some(json) => (json.clone(), 0.0, None),
         None => {
+            // Built here, so that the size reported is that of the code
+            // measured. Not fatal: the image's size is one line of the report.
+            let image = crate::package::build_image(crate::package::ImageArgs::default())
+                .map_err(|e| eprintln!("xtask: WARNING: the image was not built: {e:#}"))
+                .ok();
             let vm_started = Instant::now();
             let json = run_in_vm(&root, &args, &bench, &release.join("bcs-apiserver-proxy"))?;
-            (json, vm_started.elapsed().as_secs_f64())
+            (json, vm_started.elapsed().as_secs_f64(), image)
         }
     };
 
