@@ -120,15 +120,7 @@ fn add(a: &AddArgs, c: &Common, init: bool) -> Result<u8, Failure> {
         return Ok(EXIT_OK);
     }
     let count = backends.len();
-    let path = saved::remember(
-        c,
-        a.vip_mode,
-        SavedVs {
-            vip: a.vs,
-            scheduler,
-            backends,
-        },
-    )?;
+    let path = saved::remember(c, a.vip_mode, SavedVs::new(a.vs, scheduler, backends))?;
     outln!(
         "saved {} with {count} backend(s) in {}",
         a.vs,
@@ -140,8 +132,14 @@ fn add(a: &AddArgs, c: &Common, init: bool) -> Result<u8, Failure> {
 
 /// Whether `vs` is ours: a state file names it, or its VIP is on our
 /// interface. Anything else in the kernel is never touched.
-fn owned(node: &mut Node, saved: &Saved, interface: &str, vs: Endpoint) -> Result<bool, Failure> {
-    Ok(saved.find(vs).is_some() || node.vip_on(interface, vs.ip())?)
+fn owned(
+    node: &mut Node,
+    saved: &Saved,
+    c: &Common,
+    interface: &str,
+    vs: Endpoint,
+) -> Result<bool, Failure> {
+    Ok(saved.find(c, vs).is_some() || node.vip_on(interface, vs.ip())?)
 }
 
 fn refuse_foreign(vs: Endpoint, interface: &str) -> Failure {
@@ -158,7 +156,7 @@ fn delete(vs: Endpoint, c: &Common) -> Result<u8, Failure> {
     let interface = saved.interface(c).to_string();
     let _lock = lock(c)?;
     let mut node = Node::connect()?;
-    if !owned(&mut node, &saved, &interface, vs)? {
+    if !owned(&mut node, &saved, c, &interface, vs)? {
         if node.exists(vs)? {
             return Err(refuse_foreign(vs, &interface));
         }
@@ -169,10 +167,11 @@ fn delete(vs: Endpoint, c: &Common) -> Result<u8, Failure> {
         outln!("virtual server {vs} is not in the kernel");
     }
     node.release_vip(&interface, vs.ip())?;
-    if let Some(r) = saved.find(vs) {
+    if let Some(r) = saved.find(c, vs) {
         let file = match r.source {
             Source::StateFile => &saved.state_path,
             Source::GoFile => &saved.go_path,
+            Source::Cache => &saved.cache_path,
         };
         outln!(
             "note: {} still lists {vs}, so `reload` (at boot) brings it back; \
@@ -186,7 +185,7 @@ fn delete(vs: Endpoint, c: &Common) -> Result<u8, Failure> {
 fn list(output: Output, c: &Common) -> Result<u8, Failure> {
     let saved = Saved::load_strict(c)?;
     let mut node = Node::connect()?;
-    let ours = node.ours(saved.interface(c), &saved.vips())?;
+    let ours = node.ours(saved.interface(c), &saved.vips(c))?;
     let listed = show::listed(&ours, &node.read(&ours)?);
     match output {
         Output::Table => out!("{}", show::list_table(&listed)),
@@ -198,13 +197,13 @@ fn list(output: Output, c: &Common) -> Result<u8, Failure> {
 fn status(c: &Common) -> Result<u8, Failure> {
     let saved = Saved::load_strict(c)?;
     let mut node = Node::connect()?;
-    let ours = node.ours(saved.interface(c), &saved.vips())?;
+    let ours = node.ours(saved.interface(c), &saved.vips(c))?;
     let listed = show::listed(&ours, &node.read(&ours)?);
     let mut backends: Vec<Endpoint> = Vec::new();
     for vs in &listed {
         let in_kernel = vs.backends.iter().map(|b| b.address);
         let kept = saved
-            .find(vs.vip)
+            .find(c, vs.vip)
             .map(|r| r.vs.backends)
             .unwrap_or_default();
         for b in in_kernel.chain(kept) {
@@ -219,7 +218,13 @@ fn status(c: &Common) -> Result<u8, Failure> {
     } else {
         prober.probe_all(&backends)?
     };
-    let report = show::status(&saved, &listed, &probes, &prober.summary);
+    let report = show::status(
+        &saved,
+        &saved.restore_list(c),
+        &listed,
+        &probes,
+        &prober.summary,
+    );
     out!("{}", report.text);
     Ok(if report.problems.is_empty() {
         EXIT_OK
@@ -234,7 +239,7 @@ fn reload(c: &Common) -> Result<u8, Failure> {
         eprintln!("warning: {w}");
     }
     let mut failures = saved.problems.clone();
-    let list = saved.restore_list();
+    let list = saved.restore_list(c);
     if list.is_empty() {
         return Err(failures.pop().unwrap_or_else(|| {
             Failure::new(format!(
@@ -246,40 +251,33 @@ fn reload(c: &Common) -> Result<u8, Failure> {
             .todo("set the node up with `apiserver-proxy-tools init`")
         }));
     }
-    let interface = saved.interface(c).to_string();
     let _lock = lock(c)?;
     let mut node = Node::connect()?;
     node::tune_sysctls();
     for r in &list {
         let vs = &r.vs;
-        let from = match (r.source, r.from_cache) {
-            (_, true) => "backends from the daemon's newer cache",
-            (Source::StateFile, false) => "from the state file",
-            (Source::GoFile, false) => "from the Go tool's ipvsConfig.yaml",
-        };
         outln!(
-            "restoring {} ({}, {} backend(s), {from})",
+            "restoring {} ({}, {} backend(s), {})",
             vs.vip,
             vs.scheduler,
-            vs.backends.len()
+            vs.backends.len(),
+            r.describe_source()
         );
         if vs.backends.is_empty() {
             failures.push(
-                Failure::new(format!("{} has no saved backend: not created", vs.vip)).todo(
-                    "an empty virtual server only drops connections; run `init` with its --rs",
-                ),
+                Failure::new(format!(
+                    "{} has no saved backend, in the state file or the daemon's cache: not created",
+                    vs.vip
+                ))
+                .todo("an empty virtual server only drops connections; run `init` with its --rs"),
             );
             continue;
         }
-        let mode = match r.source {
-            Source::StateFile => saved.vip_mode(),
-            Source::GoFile => VipModeArg::Address,
-        };
         let done = node
             .place_vip(
-                &interface,
+                &r.interface,
                 vs.vip.ip(),
-                mode,
+                r.vip_mode,
                 vs.backends.first().map(|b| b.ip()),
             )
             .and_then(|()| node.converge(vs.vip, Some(&vs.scheduler), &vs.backends));
@@ -303,7 +301,7 @@ fn cleanup(vs: Endpoint, c: &Common) -> Result<u8, Failure> {
     let interface = saved.interface(c).to_string();
     let _lock = lock(c)?;
     let mut node = Node::connect()?;
-    if owned(&mut node, &saved, &interface, vs)? {
+    if owned(&mut node, &saved, c, &interface, vs)? {
         node.delete_service(vs)?;
         node.release_vip(&interface, vs.ip())?;
     } else if node.exists(vs)? {

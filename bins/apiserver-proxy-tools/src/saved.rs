@@ -22,15 +22,44 @@ pub const CACHE_FILE: &str = "backends.json";
 pub enum Source {
     StateFile,
     GoFile,
+    /// Only the daemon's cache names it: the state file is unreadable.
+    Cache,
 }
 
-/// One virtual server to restore, with where it and its backends came from.
+/// Why the backends of a restored virtual server are the daemon's cache's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FromCache {
+    /// The cache was written after the state file: it is the newer truth.
+    Newer,
+    /// The state file lists no backend for this VIP.
+    StateEmpty,
+}
+
+/// One virtual server to restore, with where it and its backends came from,
+/// and where it goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Restore {
     pub vs: SavedVs,
     pub source: Source,
-    /// The backends are the daemon's cache's (newer than the state file).
-    pub from_cache: bool,
+    /// Set when the backends are the daemon's cache's.
+    pub from_cache: Option<FromCache>,
+    pub interface: String,
+    pub vip_mode: VipModeArg,
+}
+
+impl Restore {
+    /// Where its backends come from, as `reload` says it.
+    pub fn describe_source(&self) -> &'static str {
+        match (self.source, self.from_cache) {
+            (Source::Cache, _) => "from the daemon's cache, the state file being unreadable",
+            (_, Some(FromCache::Newer)) => "backends from the daemon's newer cache",
+            (_, Some(FromCache::StateEmpty)) => {
+                "backends from the daemon's cache: the state file lists none"
+            }
+            (Source::StateFile, None) => "from the state file",
+            (Source::GoFile, None) => "from the Go tool's ipvsConfig.yaml",
+        }
+    }
 }
 
 /// Everything saved on this node, read once.
@@ -41,8 +70,10 @@ pub struct Saved {
     pub cache_path: PathBuf,
     pub state: Option<NodeState>,
     pub go: Option<SavedVs>,
-    /// The daemon's cache, only when it is newer than the state file.
-    pub newer_cache: Option<CachedSets>,
+    /// The daemon's cache.
+    pub cache: Option<CachedSets>,
+    /// The cache was written after the state file.
+    pub cache_newer: bool,
     /// Files that could not be read; each is an error for the command.
     pub problems: Vec<Failure>,
     /// Things worth saying that are not errors (an unreadable cache).
@@ -71,15 +102,15 @@ impl Saved {
             Ok(go) => s.go = go,
             Err(e) => s.problems.push(e.into()),
         }
-        let cache_newer = match (modified(&s.cache_path), modified(&s.state_path)) {
+        s.cache_newer = match (modified(&s.cache_path), modified(&s.state_path)) {
             (Some(c), Some(st)) => c > st,
             _ => false,
         };
-        if cache_newer {
-            match cache::load(&s.cache_path) {
-                Ok(c) => s.newer_cache = c,
-                Err(e) => s.warnings.push(format!("ignoring the daemon's cache: {e}")),
-            }
+        // Read whatever its age: it is the fallback for a VIP the state file
+        // has no backends for, and for an unreadable state file.
+        match cache::load(&s.cache_path) {
+            Ok(c) => s.cache = c,
+            Err(e) => s.warnings.push(format!("ignoring the daemon's cache: {e}")),
         }
         s
     }
@@ -102,22 +133,24 @@ impl Saved {
             .unwrap_or(&common.interface)
     }
 
-    pub fn vip_mode(&self) -> VipModeArg {
-        VipModeArg::from_saved(self.state.as_ref().map_or("address", |st| &st.vip_mode))
-    }
-
     /// What `reload` restores: the state file's virtual servers, then the Go
-    /// tool's if its VIP is not among them. Where the daemon's cache is
-    /// newer than the state file and has backends for a VIP, those are used.
-    pub fn restore_list(&self) -> Vec<Restore> {
+    /// tool's if its VIP is not among them. A VIP's backends are the daemon's
+    /// cache's where the cache is newer than the state file, or where the
+    /// state file lists none. When the state file cannot be read, the
+    /// cache's VIPs are restored on the flags' interface and mode: a corrupt
+    /// file must not cost the node its path to the API.
+    pub fn restore_list(&self, common: &Common) -> Vec<Restore> {
         let mut out: Vec<Restore> = Vec::new();
-        let from_state = self.state.iter().flat_map(|st| st.virtual_servers.iter());
-        for vs in from_state {
-            out.push(Restore {
-                vs: vs.clone(),
-                source: Source::StateFile,
-                from_cache: false,
-            });
+        if let Some(st) = &self.state {
+            for vs in &st.virtual_servers {
+                out.push(Restore {
+                    vs: vs.clone(),
+                    source: Source::StateFile,
+                    from_cache: None,
+                    interface: st.interface_of(vs).to_string(),
+                    vip_mode: VipModeArg::from_saved(st.vip_mode_of(vs)),
+                });
+            }
         }
         if let Some(go) = &self.go
             && !out.iter().any(|r| r.vs.vip == go.vip)
@@ -125,30 +158,67 @@ impl Saved {
             out.push(Restore {
                 vs: go.clone(),
                 source: Source::GoFile,
-                from_cache: false,
+                from_cache: None,
+                interface: self.interface(common).to_string(),
+                vip_mode: VipModeArg::Address,
             });
         }
-        if let Some(cache) = &self.newer_cache {
-            for r in &mut out {
-                if let Some(backends) = cache.get(&r.vs.vip)
-                    && !backends.is_empty()
-                {
-                    r.vs.backends = backends.iter().copied().collect();
-                    r.from_cache = true;
+        let Some(cache) = &self.cache else {
+            return out;
+        };
+        for r in &mut out {
+            let Some(backends) = cache.get(&r.vs.vip).filter(|b| !b.is_empty()) else {
+                continue;
+            };
+            let why = if r.vs.backends.is_empty() {
+                FromCache::StateEmpty
+            } else if self.cache_newer {
+                FromCache::Newer
+            } else {
+                continue;
+            };
+            r.vs.backends = backends.iter().copied().collect();
+            r.from_cache = Some(why);
+        }
+        if self.state.is_none() && self.state_unreadable() {
+            for (vip, backends) in cache {
+                if backends.is_empty() || out.iter().any(|r| r.vs.vip == *vip) {
+                    continue;
                 }
+                out.push(Restore {
+                    vs: SavedVs::new(
+                        *vip,
+                        crate::node::DEFAULT_SCHEDULER,
+                        backends.iter().copied().collect(),
+                    ),
+                    source: Source::Cache,
+                    from_cache: Some(FromCache::StateEmpty),
+                    interface: common.interface.clone(),
+                    vip_mode: VipModeArg::Address,
+                });
             }
         }
         out
     }
 
+    /// The state file exists but could not be read.
+    fn state_unreadable(&self) -> bool {
+        self.state.is_none() && self.state_path.exists()
+    }
+
     /// Every VIP a state file names.
-    pub fn vips(&self) -> Vec<Endpoint> {
-        self.restore_list().into_iter().map(|r| r.vs.vip).collect()
+    pub fn vips(&self, common: &Common) -> Vec<Endpoint> {
+        self.restore_list(common)
+            .into_iter()
+            .map(|r| r.vs.vip)
+            .collect()
     }
 
     /// The saved virtual server `vip`, if any file names it.
-    pub fn find(&self, vip: Endpoint) -> Option<Restore> {
-        self.restore_list().into_iter().find(|r| r.vs.vip == vip)
+    pub fn find(&self, common: &Common, vip: Endpoint) -> Option<Restore> {
+        self.restore_list(common)
+            .into_iter()
+            .find(|r| r.vs.vip == vip)
     }
 }
 
@@ -157,12 +227,7 @@ impl Saved {
 pub fn remember(common: &Common, mode: VipModeArg, vs: SavedVs) -> Result<PathBuf, Failure> {
     let mut st = state::load(&common.state_dir)?
         .unwrap_or_else(|| NodeState::new(&common.interface, mode.as_str(), Vec::new()));
-    st.interface = common.interface.clone();
-    st.vip_mode = mode.as_str().to_string();
-    match st.virtual_servers.iter_mut().find(|v| v.vip == vs.vip) {
-        Some(old) => *old = vs,
-        None => st.virtual_servers.push(vs),
-    }
+    st.upsert(vs, &common.interface, mode.as_str());
     Ok(state::save(&common.state_dir, &st)?)
 }
 
@@ -243,11 +308,7 @@ mod tests {
     }
 
     fn vs(vip: &str, scheduler: &str, backends: &[&str]) -> SavedVs {
-        SavedVs {
-            vip: ep(vip),
-            scheduler: scheduler.into(),
-            backends: backends.iter().map(|b| ep(b)).collect(),
-        }
+        SavedVs::new(ep(vip), scheduler, backends.iter().map(|b| ep(b)).collect())
     }
 
     #[test]
@@ -267,7 +328,7 @@ mod tests {
         )
         .expect("remember");
         let s = Saved::load_strict(&c).expect("load");
-        let list = s.restore_list();
+        let list = s.restore_list(&c);
         assert_eq!(list.len(), 2);
         assert_eq!(list[0].vs.scheduler, "wrr");
         assert_eq!(list[1].source, Source::GoFile);
@@ -281,11 +342,11 @@ mod tests {
         let mut sets = CachedSets::new();
         sets.insert(ep("10.0.0.1:6443"), [ep("192.168.1.2:6443")].into());
         cache::store(&c.state_dir.join(CACHE_FILE), &sets).expect("store");
-        let list = Saved::load(&c).restore_list();
-        assert!(list[0].from_cache);
+        let list = Saved::load(&c).restore_list(&c);
+        assert_eq!(list[0].from_cache, Some(FromCache::Newer));
         assert_eq!(list[0].vs.backends, vec![ep("192.168.1.2:6443")]);
         assert_eq!(list[0].vs.scheduler, "wrr");
-        assert!(!list[1].from_cache);
+        assert_eq!(list[1].from_cache, None);
     }
 
     #[test]
@@ -323,5 +384,67 @@ mod tests {
         );
         assert!(err.contains("move it away"), "{err}");
         assert_eq!(Saved::load(&c).problems.len(), 1);
+    }
+
+    #[test]
+    fn a_vip_the_state_file_saved_empty_takes_the_caches_backends() {
+        // What an earlier daemon left after its discovery never answered:
+        // the VIP with no backend. The cache is older than the state file.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = common(dir.path());
+        std::fs::create_dir_all(&c.state_dir).expect("mkdir");
+        let mut sets = CachedSets::new();
+        sets.insert(ep("10.0.0.1:6443"), [ep("192.168.1.2:6443")].into());
+        cache::store(&c.state_dir.join(CACHE_FILE), &sets).expect("store");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        remember(&c, VipModeArg::Address, vs("10.0.0.1:6443", "rr", &[])).expect("remember");
+        let list = Saved::load_strict(&c).expect("load").restore_list(&c);
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].from_cache, Some(FromCache::StateEmpty));
+        assert_eq!(list[0].vs.backends, vec![ep("192.168.1.2:6443")]);
+        assert!(
+            list[0]
+                .describe_source()
+                .contains("the state file lists none")
+        );
+    }
+
+    #[test]
+    fn a_corrupt_state_file_still_restores_what_the_cache_knows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = common(dir.path());
+        std::fs::create_dir_all(&c.state_dir).expect("mkdir");
+        let mut sets = CachedSets::new();
+        sets.insert(ep("10.0.0.1:6443"), [ep("192.168.1.2:6443")].into());
+        cache::store(&c.state_dir.join(CACHE_FILE), &sets).expect("store");
+        std::fs::write(state::path_in(&c.state_dir), "{oops").expect("write");
+        let s = Saved::load(&c);
+        assert_eq!(s.problems.len(), 1, "the corrupt file is still reported");
+        let list = s.restore_list(&c);
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].source, Source::Cache);
+        assert_eq!(list[0].interface, c.interface);
+        assert!(list[0].describe_source().contains("unreadable"));
+    }
+
+    #[test]
+    fn init_of_a_second_vip_in_another_mode_keeps_the_firsts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = common(dir.path());
+        remember(
+            &c,
+            VipModeArg::Route,
+            vs("10.0.0.1:6443", "rr", &["192.168.1.1:6443"]),
+        )
+        .expect("remember");
+        remember(
+            &c,
+            VipModeArg::Address,
+            vs("10.0.0.2:6443", "rr", &["192.168.1.1:6443"]),
+        )
+        .expect("remember");
+        let list = Saved::load_strict(&c).expect("load").restore_list(&c);
+        assert_eq!(list[0].vip_mode, VipModeArg::Route);
+        assert_eq!(list[1].vip_mode, VipModeArg::Address);
     }
 }

@@ -8,7 +8,7 @@ use apiserver_proxy_types::Endpoint;
 use serde::Serialize;
 
 use crate::probe::Probed;
-use crate::saved::{Saved, Source};
+use crate::saved::{Restore, Saved, Source};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -167,7 +167,13 @@ pub struct Report {
 /// The `status` report: the saved view, each virtual server with live
 /// probes, then every problem. `probes` covers every backend listed or
 /// saved.
-pub fn status(saved: &Saved, list: &[ListedVs], probes: &[Probed], probe_summary: &str) -> Report {
+pub fn status(
+    saved: &Saved,
+    restore: &[Restore],
+    list: &[ListedVs],
+    probes: &[Probed],
+    probe_summary: &str,
+) -> Report {
     let mut r = Report::default();
     let mut say = |line: String| {
         r.text.push_str(&line);
@@ -193,7 +199,7 @@ pub fn status(saved: &Saved, list: &[ListedVs], probes: &[Probed], probe_summary
             go.vip
         ));
     }
-    if saved.newer_cache.is_some() {
+    if saved.cache.is_some() && saved.cache_newer {
         say(format!(
             "daemon cache: {} is newer than the state file; `reload` takes its backends",
             saved.cache_path.display()
@@ -210,7 +216,7 @@ pub fn status(saved: &Saved, list: &[ListedVs], probes: &[Probed], probe_summary
     header.extend(cells(&["SAVED", "PROBE"]));
     let mut rows = vec![header];
     for vs in list {
-        let restore = saved.find(vs.vip);
+        let restore = restore.iter().find(|r| r.vs.vip == vs.vip);
         let saved_backends: BTreeSet<Endpoint> = restore
             .as_ref()
             .map(|x| x.vs.backends.iter().copied().collect())
@@ -279,9 +285,9 @@ pub fn status(saved: &Saved, list: &[ListedVs], probes: &[Probed], probe_summary
         }
     }
     if list.iter().any(|v| {
-        saved
-            .find(v.vip)
-            .is_some_and(|x| x.source == Source::GoFile)
+        restore
+            .iter()
+            .any(|x| x.vs.vip == v.vip && x.source == Source::GoFile)
     }) {
         say(
             "note: a virtual server comes from the Go tool's file; `init` saves it in ours"
@@ -354,11 +360,11 @@ mod tests {
             passed: false,
             detail: "dead (connection refused) in 1ms".into(),
         }];
-        let r = status(&Saved::default(), &list, &probes, "tcp connect");
+        let r = status(&Saved::default(), &[], &list, &probes, "tcp connect");
         assert_eq!(r.problems.len(), 2, "{}", r.text);
         assert!(r.text.contains("fails its probe"), "{}", r.text);
         assert!(r.text.contains("not saved"), "{}", r.text);
-        let r = status(&Saved::default(), &[], &[], "tcp connect");
+        let r = status(&Saved::default(), &[], &[], &[], "tcp connect");
         assert_eq!(r.problems.len(), 1, "{}", r.text);
     }
 }

@@ -247,6 +247,7 @@ pub async fn run(
         seed_rx
     };
 
+    let l_state_dir = config.state_dir.clone();
     let mut l = Loop {
         config,
         metrics,
@@ -257,7 +258,7 @@ pub async fn run(
         health: BTreeMap::new(),
         drains: Drains::default(),
         fail_open: BTreeSet::new(),
-        saved: None,
+        saved: load_saved_state(&l_state_dir),
         rejected_seen: 0,
     };
     let mut resync = tokio::time::interval(l.config.resync_interval);
@@ -553,27 +554,52 @@ impl Loop {
     }
 
     /// Keeps the node's state file (what `apiserver-proxy-tools reload`
-    /// restores at boot) in step with what the daemon serves.
+    /// restores at boot) in step with what the daemon serves, merged with
+    /// what it holds already (see `state::merge_served`).
     fn save_state(&mut self, desired: &[DesiredVs]) {
-        let vss = desired
+        let served: Vec<SavedVs> = desired
             .iter()
-            .map(|d| SavedVs {
-                vip: d.vip,
-                scheduler: d.scheduler.clone(),
-                backends: d.backends.keys().copied().collect(),
+            .map(|d| {
+                SavedVs::new(
+                    d.vip,
+                    d.scheduler.clone(),
+                    d.backends.keys().copied().collect(),
+                )
             })
             .collect();
         let mode = match self.config.vip_mode {
             VipMode::Address => "address",
             VipMode::Route => "route",
         };
-        let st = NodeState::new(&self.config.interface, mode, vss);
+        let st = state::merge_served(self.saved.clone(), &self.config.interface, mode, &served);
         if self.saved.as_ref() == Some(&st) {
             return;
         }
         match state::save(&self.config.state_dir, &st) {
             Ok(_) => self.saved = Some(st),
             Err(e) => tracing::warn!(error = %e, "cannot write the state file"),
+        }
+    }
+}
+
+/// The state file as the daemon finds it at start. A file it cannot read is
+/// moved aside (never silently overwritten), so that what it held can still
+/// be recovered by hand.
+fn load_saved_state(state_dir: &std::path::Path) -> Option<NodeState> {
+    match state::load(state_dir) {
+        Ok(st) => st,
+        Err(e) => {
+            let path = state::path_in(state_dir);
+            let aside = path.with_extension("json.unreadable");
+            match std::fs::rename(&path, &aside) {
+                Ok(()) => {
+                    tracing::error!(error = %e, moved_to = %aside.display(), "the state file is unreadable: moved it aside and writing a new one")
+                }
+                Err(re) => {
+                    tracing::error!(error = %e, rename_error = %re, "the state file is unreadable and could not be moved aside")
+                }
+            }
+            None
         }
     }
 }

@@ -4,6 +4,15 @@
 //! `STATE_DIR/state.json`, written atomically (temp file, fsync, rename,
 //! fsync of the folder). The Go tool's `ipvsConfig.yaml` (keys `vs`, `rs`,
 //! `scheduler`) is read too, so a node set up by the Go tool reloads.
+//!
+//! Two writers share the file, one at a time under the state lock:
+//! - `apiserver-proxy-tools` owns the list of virtual servers: `init` adds
+//!   or replaces one, `cleanup` removes one;
+//! - the daemon owns the *backends* of the virtual servers its configuration
+//!   lists: it records what it serves ([`merge_served`]), but never replaces a
+//!   non-empty backend list with an empty one (a daemon whose discovery never
+//!   answered must not leave the node nothing to restore at boot), and never
+//!   drops or rewrites an entry it does not manage.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -27,6 +36,25 @@ pub struct SavedVs {
     pub vip: Endpoint,
     pub scheduler: String,
     pub backends: Vec<Endpoint>,
+    /// This virtual server's interface, where it differs from the file's.
+    /// Optional so that older builds still read the file (they ignore it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// This virtual server's VIP mode, where it differs from the file's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip_mode: Option<String>,
+}
+
+impl SavedVs {
+    pub fn new(vip: Endpoint, scheduler: impl Into<String>, backends: Vec<Endpoint>) -> SavedVs {
+        SavedVs {
+            vip,
+            scheduler: scheduler.into(),
+            backends,
+            interface: None,
+            vip_mode: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +78,59 @@ impl NodeState {
             virtual_servers,
         }
     }
+
+    /// The interface `vs` is restored on.
+    pub fn interface_of<'a>(&'a self, vs: &'a SavedVs) -> &'a str {
+        vs.interface.as_deref().unwrap_or(&self.interface)
+    }
+
+    /// The VIP mode `vs` is restored with.
+    pub fn vip_mode_of<'a>(&'a self, vs: &'a SavedVs) -> &'a str {
+        vs.vip_mode.as_deref().unwrap_or(&self.vip_mode)
+    }
+
+    /// Adds `vs` or replaces the entry with its VIP, recording its interface
+    /// and mode on the entry where they differ from the file's, so that the
+    /// other entries keep theirs.
+    pub fn upsert(&mut self, mut vs: SavedVs, interface: &str, vip_mode: &str) {
+        if self.virtual_servers.iter().all(|v| v.vip == vs.vip) {
+            // Alone in the file: the file's own settings are this entry's.
+            self.interface = interface.into();
+            self.vip_mode = vip_mode.into();
+        }
+        vs.interface = (interface != self.interface).then(|| interface.into());
+        vs.vip_mode = (vip_mode != self.vip_mode).then(|| vip_mode.into());
+        match self.virtual_servers.iter_mut().find(|v| v.vip == vs.vip) {
+            Some(old) => *old = vs,
+            None => self.virtual_servers.push(vs),
+        }
+    }
+}
+
+/// The state file after the daemon served `served` (its configured virtual
+/// servers, with the backends it wants now) on `interface` in `vip_mode`.
+///
+/// Entries the daemon does not manage are kept as they are. A managed entry
+/// takes the daemon's scheduler, interface and mode, and its backends only
+/// when the daemon has some: an empty desired set (no seeds, discovery that
+/// never answered) never replaces a list `init` or an earlier run saved.
+pub fn merge_served(
+    existing: Option<NodeState>,
+    interface: &str,
+    vip_mode: &str,
+    served: &[SavedVs],
+) -> NodeState {
+    let mut st = existing.unwrap_or_else(|| NodeState::new(interface, vip_mode, Vec::new()));
+    for vs in served {
+        let mut next = vs.clone();
+        if let Some(old) = st.virtual_servers.iter().find(|v| v.vip == vs.vip)
+            && next.backends.is_empty()
+        {
+            next.backends = old.backends.clone();
+        }
+        st.upsert(next, interface, vip_mode);
+    }
+    st
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
@@ -166,11 +247,7 @@ pub fn load_go(persist_dir: &Path) -> Result<Option<SavedVs>> {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "rr".into());
     crate::config::check_scheduler(&scheduler).map_err(|e| bad(format!("scheduler: {e}")))?;
-    Ok(Some(SavedVs {
-        vip,
-        scheduler,
-        backends,
-    }))
+    Ok(Some(SavedVs::new(vip, scheduler, backends)))
 }
 
 #[cfg(test)]
@@ -187,11 +264,11 @@ mod tests {
         let state = NodeState::new(
             "apiproxy0",
             "address",
-            vec![SavedVs {
-                vip: ep("[fd00::2]:6443"),
-                scheduler: "wrr".into(),
-                backends: vec![ep("[fd00::10]:6443")],
-            }],
+            vec![SavedVs::new(
+                ep("[fd00::2]:6443"),
+                "wrr",
+                vec![ep("[fd00::10]:6443")],
+            )],
         );
         let path = save(dir.path(), &state).expect("save");
         assert_eq!(load(dir.path()).expect("load"), Some(state));
@@ -244,5 +321,99 @@ mod tests {
             err.contains("ipvsConfig.yaml") && err.contains("vs:"),
             "{err}"
         );
+    }
+
+    fn state_with(vss: Vec<SavedVs>) -> NodeState {
+        NodeState::new("apiproxy0", "address", vss)
+    }
+
+    #[test]
+    fn the_daemon_never_saves_an_empty_list_over_a_good_one() {
+        let init = state_with(vec![SavedVs::new(
+            ep("10.103.97.2:6443"),
+            "rr",
+            vec![ep("192.168.1.10:6443")],
+        )]);
+        // No seeds, and discovery never answered: the daemon serves nothing.
+        let served = [SavedVs::new(ep("10.103.97.2:6443"), "rr", vec![])];
+        let st = merge_served(Some(init.clone()), "apiproxy0", "address", &served);
+        assert_eq!(st, init, "the saved backends must survive");
+
+        // With backends, the daemon's list replaces the saved one.
+        let served = [SavedVs::new(
+            ep("10.103.97.2:6443"),
+            "wrr",
+            vec![ep("192.168.1.11:6443")],
+        )];
+        let st = merge_served(Some(init), "apiproxy0", "address", &served);
+        assert_eq!(
+            st.virtual_servers[0].backends,
+            vec![ep("192.168.1.11:6443")]
+        );
+        assert_eq!(st.virtual_servers[0].scheduler, "wrr");
+    }
+
+    #[test]
+    fn the_daemon_keeps_entries_it_does_not_manage_and_their_settings() {
+        // `init` saved two VIPs in route mode on its own interface.
+        let mut init = NodeState::new("cp0", "route", Vec::new());
+        init.upsert(
+            SavedVs::new(ep("10.103.97.2:6443"), "rr", vec![ep("192.168.1.10:6443")]),
+            "cp0",
+            "route",
+        );
+        init.upsert(
+            SavedVs::new(ep("10.103.97.3:6443"), "rr", vec![ep("192.168.1.10:6443")]),
+            "cp0",
+            "route",
+        );
+        // The daemon manages only the first, in address mode on apiproxy0.
+        let served = [SavedVs::new(
+            ep("10.103.97.2:6443"),
+            "rr",
+            vec![ep("192.168.1.12:6443")],
+        )];
+        let st = merge_served(Some(init), "apiproxy0", "address", &served);
+        assert_eq!(st.virtual_servers.len(), 2, "{st:?}");
+        let (ours, other) = (&st.virtual_servers[0], &st.virtual_servers[1]);
+        assert_eq!(
+            (st.interface_of(ours), st.vip_mode_of(ours)),
+            ("apiproxy0", "address")
+        );
+        assert_eq!(
+            (st.interface_of(other), st.vip_mode_of(other)),
+            ("cp0", "route")
+        );
+        assert_eq!(other.backends, vec![ep("192.168.1.10:6443")]);
+
+        // A fresh node: the daemon's settings become the file's.
+        let st = merge_served(None, "apiproxy0", "address", &served);
+        assert_eq!(st.interface, "apiproxy0");
+        assert_eq!(st.virtual_servers[0].interface, None);
+    }
+
+    #[test]
+    fn per_entry_settings_round_trip_and_older_files_still_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut st = state_with(vec![SavedVs::new(
+            ep("10.103.97.2:6443"),
+            "rr",
+            vec![ep("192.168.1.10:6443")],
+        )]);
+        st.upsert(
+            SavedVs::new(ep("10.103.97.3:6443"), "rr", vec![ep("192.168.1.10:6443")]),
+            "lo",
+            "route",
+        );
+        save(dir.path(), &st).expect("save");
+        assert_eq!(load(dir.path()).expect("load"), Some(st));
+        // A file written by an earlier build has no per-entry settings.
+        std::fs::write(
+            dir.path().join(FILE_NAME),
+            "{\"kind\": \"bcs-apiserver-proxy/node-state\", \"version\": 1, \"interface\": \"apiproxy0\", \"vipMode\": \"address\", \"virtualServers\": [{\"vip\": \"10.0.0.1:6443\", \"scheduler\": \"rr\", \"backends\": [\"192.168.1.1:6443\"]}]}",
+        )
+        .expect("write");
+        let old = load(dir.path()).expect("load").expect("present");
+        assert_eq!(old.interface_of(&old.virtual_servers[0]), "apiproxy0");
     }
 }
