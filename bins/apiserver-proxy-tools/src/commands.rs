@@ -11,7 +11,7 @@ use apiserver_proxy_types::{Endpoint, Family};
 use crate::boot::Boot;
 use crate::cli::{AddArgs, Cli, Command, Common, Output, VipModeArg};
 use crate::fail::{EXIT_OK, EXIT_UNHEALTHY, Failure};
-use crate::node::{self, Node};
+use crate::node::Node;
 use crate::probe::{self, Prober};
 use crate::saved::{self, Saved, Source};
 use crate::{show, static_pod};
@@ -108,13 +108,7 @@ fn add(a: &AddArgs, c: &Common, init: bool) -> Result<u8, Failure> {
     } else {
         choose(&backends, c)?
     };
-    node.place_vip(
-        &c.interface,
-        a.vs.ip(),
-        a.vip_mode,
-        backends.first().map(|b| b.ip()),
-    )?;
-    node::tune_sysctls();
+    node.place_vip(&c.interface, a.vs, a.vip_mode, &backends)?;
     let scheduler = node.converge(a.vs, a.scheduler.as_deref(), &chosen)?;
     if !init {
         return Ok(EXIT_OK);
@@ -253,7 +247,6 @@ fn reload(c: &Common) -> Result<u8, Failure> {
     }
     let _lock = lock(c)?;
     let mut node = Node::connect()?;
-    node::tune_sysctls();
     for r in &list {
         let vs = &r.vs;
         outln!(
@@ -274,12 +267,7 @@ fn reload(c: &Common) -> Result<u8, Failure> {
             continue;
         }
         let done = node
-            .place_vip(
-                &r.interface,
-                vs.vip.ip(),
-                r.vip_mode,
-                vs.backends.first().map(|b| b.ip()),
-            )
+            .place_vip(&r.interface, vs.vip, r.vip_mode, &vs.backends)
             .and_then(|()| node.converge(vs.vip, Some(&vs.scheduler), &vs.backends));
         if let Err(f) = done {
             failures.push(f.context(format!("restoring {}", vs.vip)));

@@ -26,10 +26,9 @@ pub struct Probed {
     pub detail: String,
 }
 
-/// Ready, or alive with readiness unknown (401/403): what the daemon keeps
-/// in rotation.
+/// What the daemon keeps in rotation, decided where the daemon decides it.
 pub fn passes(state: State) -> bool {
-    matches!(state, State::Ready | State::Unknown)
+    apiserver_proxy_manager::reconcile::condition(Some(state)).in_service()
 }
 
 fn millis(d: Duration) -> String {

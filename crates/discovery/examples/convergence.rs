@@ -61,7 +61,7 @@ async fn run(trials: usize, with_cache: bool) -> Vec<Duration> {
     let mut d = Discovery::start(config, base).expect("start");
     // Seed, then the first cluster answer.
     loop {
-        let s = d.updates.recv().await.expect("update");
+        let s = d.recv().await.expect("update");
         if s.source == Source::Cluster {
             break;
         }
@@ -78,7 +78,7 @@ async fn run(trials: usize, with_cache: bool) -> Vec<Duration> {
             p,
             &[(me, Some(true)), (other, Some(true))],
         ));
-        let s = d.updates.recv().await.expect("update");
+        let s = d.recv().await.expect("update");
         samples.push(started.elapsed());
         assert!(s.backends.contains(&Endpoint::new(other, p)));
     }

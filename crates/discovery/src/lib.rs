@@ -227,8 +227,8 @@ fn load_cache(path: &std::path::Path, counters: &Counters) -> Option<cache::Cach
 #[derive(Debug)]
 pub struct Discovery {
     /// Every desired set, in order. Discovery waits for the receiver when it
-    /// is full; it stops when the receiver is dropped.
-    pub updates: mpsc::Receiver<DesiredSet>,
+    /// is full; it stops when `Discovery` is dropped.
+    updates: mpsc::Receiver<DesiredSet>,
     latest: watch::Receiver<BTreeMap<Endpoint, DesiredSet>>,
     counters: Arc<Counters>,
     task: tokio::task::JoinHandle<()>,
@@ -266,6 +266,18 @@ impl Discovery {
 
     pub fn counters(&self) -> Arc<Counters> {
         self.counters.clone()
+    }
+}
+
+impl Discovery {
+    /// The next desired set, in order; `None` once discovery has stopped.
+    pub async fn recv(&mut self) -> Option<DesiredSet> {
+        self.updates.recv().await
+    }
+
+    /// A desired set that has already arrived, without waiting.
+    pub fn try_recv(&mut self) -> Option<DesiredSet> {
+        self.updates.try_recv().ok()
     }
 }
 

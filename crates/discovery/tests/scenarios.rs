@@ -65,7 +65,7 @@ fn vs(vip: Endpoint, seeds: &[Endpoint]) -> VirtualServer {
 }
 
 async fn next(d: &mut Discovery) -> DesiredSet {
-    match tokio::time::timeout(WAIT, d.updates.recv()).await {
+    match tokio::time::timeout(WAIT, d.recv()).await {
         Ok(Some(s)) => s,
         Ok(None) => panic!("discovery stopped"),
         Err(_) => panic!(
@@ -77,7 +77,7 @@ async fn next(d: &mut Discovery) -> DesiredSet {
 
 /// Nothing is emitted for a while (used after answers that must be ignored).
 async fn quiet(d: &mut Discovery, dur: Duration) {
-    if let Ok(got) = tokio::time::timeout(dur, d.updates.recv()).await {
+    if let Ok(got) = tokio::time::timeout(dur, d.recv()).await {
         panic!("expected no desired set, got {got:?}");
     }
 }

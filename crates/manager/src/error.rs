@@ -14,10 +14,10 @@ pub enum Error {
     Locked { path: String },
 
     #[error("health checks: {0}")]
-    Health(String),
+    Health(#[from] apiserver_proxy_health::Error),
 
     #[error("discovery: {0}")]
-    Discovery(String),
+    Discovery(#[from] apiserver_proxy_discovery::DiscoveryError),
 
     #[error("internal: {0}")]
     Runtime(String),

@@ -1,38 +1,91 @@
-//! The manager's view of the kernel: read our services, apply a plan.
+//! The manager's view of the kernel: read our services, apply a plan, and
+//! keep the host around them (interface, VIPs, sysctls) right.
 //!
-//! [`Kernel`] is a trait so that the loop can be tested on hosts without
-//! IPVS against a fake; [`Netlink`] is the real one, on the dataplane crate.
+//! [`Kernel`] is the one seam between the manager and a dataplane: the
+//! loop and the CLI only ever talk to it, so the loop's decisions are tested
+//! on any host against the in-memory fake in the testkit
+//! (`apiserver_proxy_testkit::fake_kernel`), and the real kernel
+//! ([`Netlink`], IPVS) proves the fake in the VM. A second dataplane is a
+//! second implementation of this trait.
+
+use std::fmt;
+use std::net::IpAddr;
 
 use apiserver_proxy_dataplane::conntable::{self, IpvsConn};
 use apiserver_proxy_dataplane::sockdiag::SockDiag;
-use apiserver_proxy_dataplane::{DestSpec, Error as DpError, Ipvs, ServiceKey, ServiceSpec};
+use apiserver_proxy_dataplane::sysctl::Sysctls;
+use apiserver_proxy_dataplane::{
+    Change, DestSpec, Error as DpError, Ipvs, Protocol, Rtnl, ServiceKey, ServiceSpec,
+    VipMode as Placement,
+};
 use apiserver_proxy_types::Endpoint;
 
+use crate::config::VipMode;
 use crate::error::{Error, Result};
+use crate::host::{HostChange, HostReport, HostSpec, IPVS_SYSCTLS, Placed, SysctlUnset};
 use crate::plan::{ActualDest, ActualVs, DeleteReason, Op, Plan};
 
-/// What the manager needs from the kernel.
-pub trait Kernel {
+/// What the manager needs from the kernel. `&mut self` throughout: one
+/// owner (the loop, or the CLI) holds it and moves it to a blocking thread
+/// for each batch of calls, so there is nothing to lock.
+pub trait Kernel: Send + 'static {
     /// Our services as the kernel holds them: one entry per VIP that exists.
     /// Only these VIPs are looked at; nothing else in the table is read.
-    fn read_ours(&self, vips: &[Endpoint]) -> Result<Vec<ActualVs>>;
+    fn read_ours(&mut self, vips: &[Endpoint]) -> Result<Vec<ActualVs>>;
     /// Applies one operation, idempotently (creating what exists updates it,
     /// deleting what is gone succeeds).
-    fn apply(&self, op: &Op) -> Result<()>;
-    /// The IPVS connections through `vip` to `backend`.
-    fn connections(&self, vip: Endpoint, backend: Endpoint) -> Result<Vec<IpvsConn>>;
+    fn apply(&mut self, op: &Op) -> Result<()>;
+    /// The connections through `vip` to `backend`.
+    fn connections(&mut self, vip: Endpoint, backend: Endpoint) -> Result<Vec<IpvsConn>>;
     /// Destroys the node-local client sockets of these connections.
-    fn cut(&self, conns: &[IpvsConn]) -> Result<usize>;
+    fn cut(&mut self, conns: &[IpvsConn]) -> Result<usize>;
+    /// Makes the host hold `spec` (interface up, every VIP placed, sysctls
+    /// set), changing only what is wrong; idempotent, so the daemon calls
+    /// it on every host event and resync to repair tampering.
+    fn ensure_host(&mut self, spec: &HostSpec) -> Result<HostReport>;
+}
+
+/// One step of [`apply_plan`] that failed.
+#[derive(Debug)]
+pub enum Step {
+    /// Reading the connections to a dead backend (they are then not cut).
+    ReadConnections {
+        backend: Endpoint,
+    },
+    Apply(Op),
+    /// Destroying the node's sockets to a dead backend.
+    Cut {
+        backend: Endpoint,
+    },
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::ReadConnections { backend } => write!(f, "reading the connections to {backend}"),
+            Step::Apply(op) => write!(f, "{op}"),
+            Step::Cut { backend } => write!(f, "cutting the node's sockets to {backend}"),
+        }
+    }
+}
+
+/// A failed step and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{step}: {source}")]
+pub struct StepError {
+    pub step: Step,
+    #[source]
+    pub source: Error,
 }
 
 /// What applying a plan did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Applied {
     pub ops: usize,
     /// Node-local sockets destroyed because their backend died.
     pub sockets_destroyed: usize,
-    /// Operations that failed, with why. The next pass retries them.
-    pub errors: Vec<String>,
+    /// Steps that failed. The next pass retries them.
+    pub errors: Vec<StepError>,
 }
 
 /// Applies a plan in order. A failed operation does not stop the others:
@@ -41,7 +94,7 @@ pub struct Applied {
 /// For a dead backend, the connections through it are read *before* the
 /// delete (afterwards IPVS may expire them) and cut *after* it (so that the
 /// client's reconnect cannot be balanced to the dead backend again).
-pub fn apply_plan(kernel: &dyn Kernel, plan: &Plan) -> Applied {
+pub fn apply_plan<K: Kernel + ?Sized>(kernel: &mut K, plan: &Plan) -> Applied {
     let mut out = Applied::default();
     for op in &plan.ops {
         let doomed = match op {
@@ -51,9 +104,11 @@ pub fn apply_plan(kernel: &dyn Kernel, plan: &Plan) -> Applied {
                 why: DeleteReason::Dead,
             } => match kernel.connections(*vip, *backend) {
                 Ok(c) => c,
-                Err(e) => {
-                    out.errors
-                        .push(format!("reading connections to {backend}: {e}"));
+                Err(source) => {
+                    out.errors.push(StepError {
+                        step: Step::ReadConnections { backend: *backend },
+                        source,
+                    });
                     Vec::new()
                 }
             },
@@ -61,31 +116,42 @@ pub fn apply_plan(kernel: &dyn Kernel, plan: &Plan) -> Applied {
         };
         match kernel.apply(op) {
             Ok(()) => out.ops += 1,
-            Err(e) => {
-                out.errors.push(format!("{op:?}: {e}"));
+            Err(source) => {
+                out.errors.push(StepError {
+                    step: Step::Apply(op.clone()),
+                    source,
+                });
                 continue;
             }
         }
         if !doomed.is_empty() {
             match kernel.cut(&doomed) {
                 Ok(n) => out.sockets_destroyed += n,
-                Err(e) => out.errors.push(format!("cutting sockets: {e}")),
+                Err(source) => out.errors.push(StepError {
+                    step: Step::Cut {
+                        backend: op.backend().unwrap_or_else(|| op.vip()),
+                    },
+                    source,
+                }),
             }
         }
     }
     out
 }
 
-/// The real kernel, over netlink.
+/// The real kernel, over netlink: IPVS, rtnetlink for the host, sock_diag.
 #[derive(Debug)]
 pub struct Netlink {
     ipvs: Ipvs,
     diag: Option<SockDiag>,
+    rtnl: Rtnl,
+    sysctls: Sysctls,
 }
 
 impl Netlink {
     pub fn connect() -> Result<Netlink> {
         let ipvs = Ipvs::connect()?;
+        let rtnl = Rtnl::connect()?;
         // Without sock_diag the manager still works; idle clients then only
         // notice a dead backend through their own timeouts.
         let diag = match SockDiag::connect() {
@@ -95,12 +161,103 @@ impl Netlink {
                 None
             }
         };
-        Ok(Netlink { ipvs, diag })
+        Ok(Netlink {
+            ipvs,
+            diag,
+            rtnl,
+            sysctls: Sysctls::new(),
+        })
     }
 
-    pub fn ipvs(&self) -> &Ipvs {
-        &self.ipvs
+    /// Asks IPVS one question: a kernel without IPVS, or a caller without
+    /// CAP_NET_ADMIN, fails here before anything changes.
+    pub fn check_ipvs(&self) -> Result<()> {
+        self.ipvs.info()?;
+        Ok(())
     }
+
+    /// The addresses on `interface` (none if it does not exist).
+    pub fn addresses(&mut self, interface: &str) -> Result<Vec<IpAddr>> {
+        match self.rtnl.addresses(interface) {
+            Ok(a) => Ok(a.into_iter().map(|a| a.addr).collect()),
+            Err(DpError::InterfaceNotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every TCP, UDP or SCTP virtual server on `ip`, ours or not.
+    pub fn services_on(&self, ip: IpAddr) -> Result<Vec<ServiceKey>> {
+        Ok(self
+            .ipvs
+            .services()?
+            .into_iter()
+            .map(|s| s.spec.key)
+            .filter(|k| k.addr.ip() == ip)
+            .collect())
+    }
+
+    /// The TCP virtual servers whose address is one of `ips`.
+    pub fn tcp_services_on(&self, ips: &[IpAddr]) -> Result<Vec<Endpoint>> {
+        Ok(self
+            .ipvs
+            .services()?
+            .into_iter()
+            .map(|s| s.spec.key)
+            .filter(|k| k.protocol == Protocol::Tcp && ips.contains(&k.addr.ip()))
+            .map(|k| Endpoint(k.addr))
+            .collect())
+    }
+
+    /// Whether the kernel has the virtual server `vip`.
+    pub fn exists(&self, vip: Endpoint) -> Result<bool> {
+        Ok(self.ipvs.service(&key(vip))?.is_some())
+    }
+
+    /// Deletes the virtual server `vip` with its destinations. False if there
+    /// was none. Only for an explicit cleanup: the daemon never deletes one.
+    pub fn delete_service(&self, vip: Endpoint) -> Result<bool> {
+        match self.ipvs.del_service(&key(vip)) {
+            Ok(()) => Ok(true),
+            Err(DpError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes the VIP's address from `interface` and, for IPv4, its
+    /// route-mode route via lo. Returns (address change, route change).
+    pub fn remove_vip(&mut self, interface: &str, ip: IpAddr) -> Result<(Change, Change)> {
+        let address = self.rtnl.remove_vip(interface, ip, Placement::Address)?;
+        let route = if ip.is_ipv4() {
+            // The source does not matter for a removal.
+            self.rtnl
+                .remove_vip(interface, ip, Placement::Route { src: ip })?
+        } else {
+            Change::AlreadyAbsent
+        };
+        Ok((address, route))
+    }
+
+    /// Whether `interface` exists, and whether it is a dummy.
+    pub fn interface_kind(&mut self, interface: &str) -> Result<InterfaceKind> {
+        Ok(match self.rtnl.link(interface)? {
+            None => InterfaceKind::Missing,
+            Some(l) if l.kind.as_deref() == Some("dummy") => InterfaceKind::Dummy,
+            Some(_) => InterfaceKind::Other,
+        })
+    }
+
+    pub fn delete_interface(&mut self, interface: &str) -> Result<Change> {
+        Ok(self.rtnl.delete_link(interface)?)
+    }
+}
+
+/// What kind of interface a name is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InterfaceKind {
+    Missing,
+    Dummy,
+    /// A real or other virtual interface: never ours to delete.
+    Other,
 }
 
 fn key(vip: Endpoint) -> ServiceKey {
@@ -108,7 +265,7 @@ fn key(vip: Endpoint) -> ServiceKey {
 }
 
 impl Kernel for Netlink {
-    fn read_ours(&self, vips: &[Endpoint]) -> Result<Vec<ActualVs>> {
+    fn read_ours(&mut self, vips: &[Endpoint]) -> Result<Vec<ActualVs>> {
         let mut out = Vec::new();
         for vip in vips {
             // One GET per VIP: the cost does not grow with foreign services.
@@ -144,7 +301,7 @@ impl Kernel for Netlink {
         Ok(out)
     }
 
-    fn apply(&self, op: &Op) -> Result<()> {
+    fn apply(&mut self, op: &Op) -> Result<()> {
         let r = match op {
             Op::CreateService { vip, scheduler } => {
                 let spec = ServiceSpec::new(key(*vip), scheduler);
@@ -192,15 +349,65 @@ impl Kernel for Netlink {
         r.map_err(Error::from)
     }
 
-    fn connections(&self, vip: Endpoint, backend: Endpoint) -> Result<Vec<IpvsConn>> {
+    fn connections(&mut self, vip: Endpoint, backend: Endpoint) -> Result<Vec<IpvsConn>> {
         let all = conntable::read()?;
         Ok(conntable::tcp_through(&all, vip.0, backend.0))
     }
 
-    fn cut(&self, conns: &[IpvsConn]) -> Result<usize> {
+    fn cut(&mut self, conns: &[IpvsConn]) -> Result<usize> {
         match &self.diag {
             Some(d) => Ok(d.destroy_clients(conns)?),
             None => Ok(0),
         }
+    }
+
+    fn ensure_host(&mut self, spec: &HostSpec) -> Result<HostReport> {
+        let mut report = HostReport::default();
+        let link = self.rtnl.ensure_dummy(&spec.interface)?;
+        let interface = spec.interface.clone();
+        if link.created {
+            report
+                .changes
+                .push(HostChange::InterfaceCreated { interface });
+        } else if link.brought_up {
+            report.changes.push(HostChange::InterfaceUp { interface });
+        }
+        for vip in &spec.vips {
+            let placed = match spec.vip_mode {
+                VipMode::Address => Placed::OnInterface(spec.interface.clone()),
+                VipMode::Route => Placed::RoutedViaLo {
+                    src: self.rtnl.preferred_source(vip.towards)?,
+                },
+            };
+            let change = self
+                .rtnl
+                .ensure_vip(&spec.interface, vip.ip, placed.placement())?;
+            if change.changed() {
+                report.changes.push(HostChange::Vip {
+                    ip: vip.ip,
+                    placement: placed,
+                    change,
+                });
+            }
+        }
+        for (s, want) in IPVS_SYSCTLS {
+            match self.sysctls.ensure(s, want) {
+                Ok(c) if c.written => report.changes.push(HostChange::Sysctl {
+                    name: s.name(),
+                    previous: c.previous,
+                    now: want,
+                }),
+                Ok(_) => {}
+                // In a pod with CAP_NET_ADMIN but not privileged, /proc/sys
+                // is read-only; the node's boot-time `reload` sets them.
+                Err(e @ DpError::SysctlReadOnly { .. }) => report.sysctls_unset.push(SysctlUnset {
+                    name: s.name(),
+                    want,
+                    error: e.to_string(),
+                }),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(report)
     }
 }

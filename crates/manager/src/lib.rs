@@ -1,17 +1,20 @@
-//! The manager: composes discovery, health and the dataplane into the
-//! daemon's reconcile loop.
-//!
-//! So far it holds the configuration schema both binaries share
-//! ([`config`]); the reconcile loop arrives with its issue.
+//! The manager: the one place that composes discovery, health and the
+//! dataplane. It owns the configuration schema both binaries share
+//! ([`config`]), the kernel seam ([`kernel::Kernel`]) and the host around it
+//! ([`host`]), the pure plan ([`plan`]), the daemon's decisions
+//! ([`reconcile`]) and its event loop ([`daemon`]), and the node's state
+//! file ([`state`]). The binaries parse flags and call it.
 
 pub mod config;
 pub mod daemon;
 mod error;
+pub mod host;
 pub mod http;
 pub mod kernel;
 pub mod lock;
 pub mod metrics;
 pub mod plan;
+pub mod reconcile;
 pub mod state;
 
 pub use error::{Error, Result};

@@ -22,6 +22,7 @@ pub struct Metrics {
     pub ipvs_bytes: IntGaugeVec,
     pub ipvs_packets: IntGaugeVec,
     pub sockets_destroyed: IntCounter,
+    pub host_repairs: IntCounter,
     pub fail_open: IntGaugeVec,
     pub sysctl_unset: IntGaugeVec,
     pub discovery_source: IntGaugeVec,
@@ -123,6 +124,11 @@ impl Metrics {
                 "sockets_destroyed_total",
                 "Node-local sockets cut because their apiserver died",
             ))),
+
+            host_repairs: must(IntCounter::with_opts(opts(
+                "host_repairs_total",
+                "Changes made to put the host back as the daemon needs it: the interface created or brought up, a VIP or its route restored, a sysctl set",
+            ))),
             fail_open: must(IntGaugeVec::new(
                 opts(
                     "fail_open",
@@ -166,6 +172,7 @@ impl Metrics {
             Box::new(m.ipvs_bytes.clone()),
             Box::new(m.ipvs_packets.clone()),
             Box::new(m.sockets_destroyed.clone()),
+            Box::new(m.host_repairs.clone()),
             Box::new(m.fail_open.clone()),
             Box::new(m.sysctl_unset.clone()),
             Box::new(m.discovery_source.clone()),
@@ -222,6 +229,7 @@ mod tests {
         m.ipvs_bytes.with_label_values(&["vs", "b", "in"]).set(10);
         m.ipvs_packets.with_label_values(&["vs", "b", "in"]).set(1);
         m.sockets_destroyed.inc();
+        m.host_repairs.inc();
         m.fail_open.with_label_values(&["vs"]).set(0);
         m.sysctl_unset.with_label_values(&["s"]).set(1);
         m.discovery_source
@@ -238,6 +246,7 @@ mod tests {
             "apiserver_proxy_ipvs_bytes{",
             "apiserver_proxy_ipvs_packets{",
             "apiserver_proxy_sockets_destroyed_total ",
+            "apiserver_proxy_host_repairs_total ",
             "apiserver_proxy_fail_open{",
             "apiserver_proxy_sysctl_unset{",
             "apiserver_proxy_discovery_source{",

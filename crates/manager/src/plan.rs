@@ -16,6 +16,7 @@
 //!   helps some.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use apiserver_proxy_types::Endpoint;
@@ -33,6 +34,18 @@ pub enum Condition {
     NotReady,
     /// Refused, reset or silent: remove.
     Dead,
+}
+
+impl Condition {
+    /// Whether a backend in this condition takes new connections (weight 1),
+    /// fail-open aside. Not-ready and dead ones do not; one not yet probed
+    /// does, since the CLI or the seeds vouched for it.
+    pub fn in_service(self) -> bool {
+        matches!(
+            self,
+            Condition::Unprobed | Condition::Ready | Condition::AliveUnknown
+        )
+    }
 }
 
 /// One virtual server as we want it.
@@ -98,6 +111,73 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The virtual server it changes.
+    pub fn vip(&self) -> Endpoint {
+        match self {
+            Op::CreateService { vip, .. }
+            | Op::SetScheduler { vip, .. }
+            | Op::AddDest { vip, .. }
+            | Op::SetWeight { vip, .. }
+            | Op::DelDest { vip, .. } => *vip,
+        }
+    }
+
+    /// The backend it changes, if it changes one.
+    pub fn backend(&self) -> Option<Endpoint> {
+        match self {
+            Op::CreateService { .. } | Op::SetScheduler { .. } => None,
+            Op::AddDest { backend, .. }
+            | Op::SetWeight { backend, .. }
+            | Op::DelDest { backend, .. } => Some(*backend),
+        }
+    }
+
+    /// A stable name, for metric labels.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::CreateService { .. } => "create_service",
+            Op::SetScheduler { .. } => "set_scheduler",
+            Op::AddDest { .. } => "add_dest",
+            Op::SetWeight { .. } => "set_weight",
+            Op::DelDest { .. } => "del_dest",
+        }
+    }
+}
+
+/// One kernel change, as a person would say it (the CLI prints it, the
+/// daemon logs it).
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::CreateService { vip, scheduler } => {
+                write!(f, "created virtual server {vip} (scheduler {scheduler})")
+            }
+            Op::SetScheduler { vip, scheduler } => {
+                write!(f, "changed the scheduler of {vip} to {scheduler}")
+            }
+            Op::AddDest {
+                vip,
+                backend,
+                weight,
+            } => write!(f, "added backend {backend} to {vip} (weight {weight})"),
+            Op::SetWeight {
+                vip,
+                backend,
+                weight,
+            } => write!(f, "set backend {backend} of {vip} to weight {weight}"),
+            Op::DelDest { vip, backend, why } => {
+                let why = match why {
+                    DeleteReason::Dead => "dead",
+                    DeleteReason::Drained => "drained",
+                    DeleteReason::DrainTimeout => "drain timed out",
+                };
+                write!(f, "removed backend {backend} from {vip} ({why})")
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeleteReason {
     /// The backend is dead: delete at once (and cut the node's own sockets).
@@ -149,9 +229,9 @@ fn wants(vs: &DesiredVs) -> (BTreeMap<Endpoint, Want>, bool) {
         .iter()
         .map(|(b, c)| {
             let w = match c {
-                Condition::Unprobed | Condition::Ready | Condition::AliveUnknown => Want::Weight(1),
-                Condition::NotReady => Want::Drain,
+                c if c.in_service() => Want::Weight(1),
                 Condition::Dead => Want::Gone(DeleteReason::Dead),
+                _ => Want::Drain,
             };
             (*b, w)
         })

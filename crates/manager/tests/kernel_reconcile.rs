@@ -28,7 +28,7 @@ fn desired(vip: &str, backends: &[(&str, Condition)]) -> DesiredVs {
 }
 
 /// One pass: read ours, plan, apply. Returns how many operations it took.
-fn pass(k: &Netlink, d: &[DesiredVs], drains: &mut Drains) -> usize {
+fn pass(k: &mut Netlink, d: &[DesiredVs], drains: &mut Drains) -> usize {
     let vips: Vec<Endpoint> = d.iter().map(|v| v.vip).collect();
     let actual = k.read_ours(&vips).expect("read our services");
     let p = plan(d, &actual, drains, Instant::now(), Duration::from_secs(30));
@@ -45,7 +45,7 @@ fn ipvsadm_save() -> String {
 #[ignore = "real-kernel: needs IPVS, run by `cargo xtask test` in the VM"]
 fn converges_stays_converged_and_repairs_tampering() {
     let _netns = kernel::enter();
-    let k = Netlink::connect().expect("netlink");
+    let mut k = Netlink::connect().expect("netlink");
     let mut drains = Drains::default();
     let d = [
         desired(
@@ -58,7 +58,11 @@ fn converges_stays_converged_and_repairs_tampering() {
         ),
         desired("[fd00::2]:6443", &[("[fd00::10]:6443", Condition::Ready)]),
     ];
-    assert_eq!(pass(&k, &d, &mut drains), 6, "2 services + 4 destinations");
+    assert_eq!(
+        pass(&mut k, &d, &mut drains),
+        6,
+        "2 services + 4 destinations"
+    );
     let saved = ipvsadm_save();
     for want in [
         "-A -t 10.103.97.2:6443 -s rr",
@@ -70,7 +74,7 @@ fn converges_stays_converged_and_repairs_tampering() {
         assert!(saved.contains(want), "missing {want:?} in:\n{saved}");
     }
     assert_eq!(
-        pass(&k, &d, &mut drains),
+        pass(&mut k, &d, &mut drains),
         0,
         "a converged kernel needs nothing"
     );
@@ -94,12 +98,12 @@ fn converges_stays_converged_and_repairs_tampering() {
         ],
     );
     run("ipvsadm", &["-E", "-t", "10.103.97.2:6443", "-s", "wlc"]);
-    assert_eq!(pass(&k, &d, &mut drains), 3);
+    assert_eq!(pass(&mut k, &d, &mut drains), 3);
     assert_eq!(ipvsadm_save(), saved, "repaired to exactly what it was");
 
     // The whole table cleared (ipvsadm -C, kube-proxy's cleanup): rebuilt.
     run("ipvsadm", &["-C"]);
-    assert_eq!(pass(&k, &d, &mut drains), 6);
+    assert_eq!(pass(&mut k, &d, &mut drains), 6);
     assert_eq!(ipvsadm_save(), saved);
 }
 
@@ -129,7 +133,7 @@ fn ten_thousand_foreign_services_are_never_touched() {
     assert!(child.wait().expect("wait").success());
     let foreign_before = ipvsadm_save();
 
-    let k = Netlink::connect().expect("netlink");
+    let mut k = Netlink::connect().expect("netlink");
     let mut drains = Drains::default();
     let d = [desired(
         "10.103.97.2:6443",
@@ -139,10 +143,10 @@ fn ten_thousand_foreign_services_are_never_touched() {
         ],
     )];
     let started = Instant::now();
-    assert_eq!(pass(&k, &d, &mut drains), 3);
+    assert_eq!(pass(&mut k, &d, &mut drains), 3);
     let first = started.elapsed();
     let started = Instant::now();
-    assert_eq!(pass(&k, &d, &mut drains), 0);
+    assert_eq!(pass(&mut k, &d, &mut drains), 0);
     eprintln!(
         "figure: reconcile pass with 10,000 foreign services: first {:?}, converged {:?} \
          (emulated VM, not asserted)",
@@ -156,7 +160,7 @@ fn ten_thousand_foreign_services_are_never_touched() {
             ("192.168.1.11:6443", Condition::Dead),
         ],
     )];
-    pass(&k, &d, &mut drains);
+    pass(&mut k, &d, &mut drains);
 
     let after = ipvsadm_save();
     let ours = |l: &&str| l.contains("10.103.97.2:6443");
