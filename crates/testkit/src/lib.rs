@@ -1,5 +1,8 @@
-//! Test support for bcs-apiserver-proxy. Only ever a dev-dependency.
+//! Test support for bcs-apiserver-proxy: a dev-dependency of the crates, and
+//! a normal one of the benchmark runner (`crates/bench`).
 //!
+//! - [`fake_kernel`]: an in-memory kernel behind the manager's `Kernel`
+//!   trait, for host tests of the loop's decisions.
 //! - [`apiserver`]: a fake kube-apiserver (list/watch of EndpointSlices and
 //!   Endpoints, 410 Gone, dropped watches, readyz) for discovery and health tests.
 //! - [`kernel`]: the guard every real-kernel test starts with.
@@ -10,6 +13,7 @@
 //! - [`tls`]: a throw-away cluster CA and apiserver/client certificates.
 
 pub mod apiserver;
+pub mod fake_kernel;
 pub mod kernel;
 pub mod master;
 pub mod netns;

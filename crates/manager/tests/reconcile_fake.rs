@@ -1,0 +1,305 @@
+//! The daemon's decisions on the testkit's in-memory kernel: what a pass
+//! does to the table, in which order, what it repairs on the host, and what
+//! it saves for the boot-time restore. The same behaviour is proven against
+//! the real kernel in the VM (`kernel_reconcile.rs`, the daemon's e2e tests).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use apiserver_proxy_discovery::{DesiredSet, Source};
+use apiserver_proxy_health::{HealthEvent, Reason, State};
+use apiserver_proxy_manager::config::{Config, VipMode, VirtualServerConfig};
+use apiserver_proxy_manager::host::HostChange;
+use apiserver_proxy_manager::http::Status;
+use apiserver_proxy_manager::metrics::Metrics;
+use apiserver_proxy_manager::plan::{DeleteReason, Op};
+use apiserver_proxy_manager::reconcile::Reconciler;
+use apiserver_proxy_manager::state::{self, NodeState, SavedVs};
+use apiserver_proxy_testkit::fake_kernel::{Call, FakeKernel};
+use apiserver_proxy_types::Endpoint;
+
+const VIP: &str = "10.103.97.2:6443";
+
+fn ep(s: &str) -> Endpoint {
+    s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+}
+
+fn config(state_dir: &Path, seeds: &[&str]) -> Config {
+    Config {
+        virtual_servers: vec![VirtualServerConfig {
+            vip: ep(VIP),
+            scheduler: "rr".into(),
+            seeds: seeds.iter().map(|s| ep(s)).collect(),
+            port_name: "https".into(),
+        }],
+        state_dir: state_dir.to_path_buf(),
+        ..Config::default()
+    }
+}
+
+fn reconciler(
+    c: Config,
+    kernel: FakeKernel,
+    saved: Option<NodeState>,
+) -> (Reconciler<FakeKernel>, Metrics) {
+    let metrics = Metrics::new();
+    let status = Arc::new(Status::new(c.resync_interval));
+    (
+        Reconciler::new(c, metrics.clone(), status, kernel, saved),
+        metrics,
+    )
+}
+
+fn cluster(backends: &[&str], generation: u64) -> DesiredSet {
+    DesiredSet {
+        vs: ep(VIP),
+        backends: backends.iter().map(|b| ep(b)).collect(),
+        source: Source::Cluster,
+        generation,
+    }
+}
+
+fn health(backend: &str, state: State) -> HealthEvent {
+    HealthEvent {
+        backend: ep(backend),
+        state,
+        previous: None,
+        reason: match state {
+            State::Dead => Reason::Refused,
+            State::NotReady => Reason::Status(500),
+            _ => Reason::Status(200),
+        },
+        at: Instant::now(),
+        at_system: SystemTime::now(),
+    }
+}
+
+fn metric(m: &Metrics, series: &str) -> Option<f64> {
+    m.render()
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn what_the_cli_put_there_stays_until_the_cluster_answers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // `apiserver-proxy-tools init` left one backend the seeds do not list.
+    let kernel = FakeKernel::new().with_service(ep(VIP), &[(ep("192.168.1.9:6443"), 1)]);
+    let (mut r, _) = reconciler(config(dir.path(), &["192.168.1.10:6443"]), kernel, None);
+    r.pass().await;
+    assert_eq!(
+        r.kernel_mut().weights(ep(VIP)),
+        vec![(ep("192.168.1.9:6443"), 1), (ep("192.168.1.10:6443"), 1)],
+        "the seed joins, the CLI's backend stays"
+    );
+
+    // The cluster's answer is the whole truth: the other one drains, and
+    // with no connection left it goes.
+    r.on_set(cluster(&["192.168.1.10:6443"], 1));
+    r.pass().await;
+    let ops = r.kernel_mut().take_ops();
+    assert!(
+        ops.contains(&Op::SetWeight {
+            vip: ep(VIP),
+            backend: ep("192.168.1.9:6443"),
+            weight: 0
+        }),
+        "{ops:?}"
+    );
+    r.pass().await;
+    assert_eq!(
+        r.kernel_mut().weights(ep(VIP)),
+        vec![(ep("192.168.1.10:6443"), 1)]
+    );
+}
+
+#[tokio::test]
+async fn a_dead_backends_connections_are_read_before_the_delete_and_cut_after_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = ("192.168.1.10:6443", "192.168.1.11:6443");
+    let mut kernel = FakeKernel::new().with_service(ep(VIP), &[(ep(a), 1), (ep(b), 1)]);
+    let client: SocketAddr = "10.103.97.2:40000".parse().expect("addr");
+    kernel.connect(client, ep(VIP), ep(b));
+    let (mut r, m) = reconciler(config(dir.path(), &[]), kernel, None);
+    r.on_set(cluster(&[a, b], 1));
+    r.on_health(health(a, State::Ready));
+    r.on_health(health(b, State::Dead));
+    r.pass().await;
+
+    let k = r.kernel_mut();
+    let calls: Vec<&Call> = k
+        .journal
+        .iter()
+        .filter(|c| !matches!(c, Call::ReadOurs(_)))
+        .collect();
+    assert_eq!(
+        calls,
+        vec![
+            &Call::Connections {
+                vip: ep(VIP),
+                backend: ep(b)
+            },
+            &Call::Apply(Op::DelDest {
+                vip: ep(VIP),
+                backend: ep(b),
+                why: DeleteReason::Dead
+            }),
+            &Call::Cut(1),
+        ]
+    );
+    assert_eq!(k.cut.len(), 1);
+    assert_eq!(
+        metric(&m, "apiserver_proxy_sockets_destroyed_total"),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn every_backend_dead_keeps_them_all_in_rotation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = ("192.168.1.10:6443", "192.168.1.11:6443");
+    let kernel = FakeKernel::new().with_service(ep(VIP), &[(ep(a), 1), (ep(b), 1)]);
+    let (mut r, m) = reconciler(config(dir.path(), &[]), kernel, None);
+    r.on_set(cluster(&[a, b], 1));
+    r.on_health(health(a, State::Dead));
+    r.on_health(health(b, State::Dead));
+    let out = r.pass().await;
+    assert!(out.plan.ops.is_empty(), "{:?}", out.plan.ops);
+    assert_eq!(
+        r.kernel_mut().weights(ep(VIP)),
+        vec![(ep(a), 1), (ep(b), 1)]
+    );
+    assert_eq!(
+        metric(&m, "apiserver_proxy_fail_open{vs=\"10.103.97.2:6443\"}"),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn a_daemon_that_never_learned_a_backend_keeps_what_init_saved() {
+    // The chart's default: no seeds. Discovery never gives a usable answer.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let init = NodeState::new(
+        "apiproxy0",
+        "address",
+        vec![
+            SavedVs::new(ep(VIP), "rr", vec![ep("192.168.1.10:6443")]),
+            // A VIP `init` saved that the daemon's configuration does not list.
+            SavedVs::new(ep("10.103.97.3:6443"), "rr", vec![ep("192.168.1.10:6443")]),
+        ],
+    );
+    state::save(dir.path(), &init).expect("save");
+    let kernel = FakeKernel::new().with_service(ep(VIP), &[(ep("192.168.1.10:6443"), 1)]);
+    let saved = state::load(dir.path()).expect("load");
+    let (mut r, _) = reconciler(config(dir.path(), &[]), kernel, saved);
+    r.pass().await;
+    r.pass().await;
+    let on_disk = state::load(dir.path()).expect("load").expect("present");
+    assert_eq!(on_disk.virtual_servers, init.virtual_servers, "{on_disk:?}");
+    assert_eq!(
+        r.kernel_mut().weights(ep(VIP)),
+        vec![(ep("192.168.1.10:6443"), 1)],
+        "and the kernel keeps it too"
+    );
+}
+
+#[tokio::test]
+async fn the_host_is_built_then_repaired_after_tampering() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut r, m) = reconciler(
+        config(dir.path(), &["192.168.1.10:6443"]),
+        FakeKernel::new(),
+        None,
+    );
+    let first = r.ensure_host().await.expect("ensure");
+    assert!(matches!(
+        first.changes.first(),
+        Some(HostChange::InterfaceCreated { .. })
+    ));
+    assert!(r.ensure_host().await.expect("again").changes.is_empty());
+
+    // `ip addr del` of the VIP, then `ip link set apiproxy0 down`.
+    let vip = ep(VIP).ip();
+    let link = r.kernel_mut().host.interface.as_mut().expect("link");
+    link.addresses.remove(&vip);
+    link.up = false;
+    let repaired = r.ensure_host().await.expect("repair");
+    let said: Vec<String> = repaired.changes.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        said,
+        vec![
+            "brought the interface apiproxy0 up".to_string(),
+            "VIP 10.103.97.2 on apiproxy0: added".to_string(),
+        ]
+    );
+    // `ip link del apiproxy0`.
+    r.kernel_mut().host.interface = None;
+    r.ensure_host().await.expect("repair");
+    assert!(
+        r.kernel_mut()
+            .host
+            .interface
+            .as_ref()
+            .is_some_and(|l| l.up && l.addresses.contains(&vip))
+    );
+    assert!(metric(&m, "apiserver_proxy_host_repairs_total").is_some_and(|n| n >= 6.0));
+}
+
+#[tokio::test]
+async fn route_mode_places_a_route_and_read_only_sysctls_are_a_metric_not_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = config(dir.path(), &["192.168.1.10:6443"]);
+    c.vip_mode = VipMode::Route;
+    let mut kernel = FakeKernel::new();
+    kernel.host.sysctls_read_only = true;
+    let (mut r, m) = reconciler(c, kernel, None);
+    let report = r.ensure_host().await.expect("ensure");
+    assert_eq!(report.sysctls_unset.len(), 2);
+    let k = r.kernel_mut();
+    assert!(k.host.routes.contains_key(&ep(VIP).ip()));
+    assert!(
+        k.host
+            .interface
+            .as_ref()
+            .is_some_and(|l| l.addresses.is_empty())
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "apiserver_proxy_sysctl_unset{sysctl=\"net.ipv4.vs.conntrack\"}"
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn a_flushed_table_is_rebuilt_and_a_failing_kernel_is_survived() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut r, m) = reconciler(
+        config(dir.path(), &["192.168.1.10:6443"]),
+        FakeKernel::new(),
+        None,
+    );
+    r.pass().await;
+    assert_eq!(r.kernel_mut().weights(ep(VIP)).len(), 1);
+    // `ipvsadm -C`.
+    r.kernel_mut().services.clear();
+    r.pass().await;
+    assert_eq!(r.kernel_mut().weights(ep(VIP)).len(), 1);
+
+    r.kernel_mut().failing = Some(105);
+    let out = r.pass().await;
+    assert!(out.plan.ops.is_empty());
+    assert_eq!(
+        metric(&m, "apiserver_proxy_reconcile_total{result=\"error\"}"),
+        Some(1.0)
+    );
+    r.kernel_mut().failing = None;
+    r.kernel_mut().services.clear();
+    r.pass().await;
+    assert_eq!(r.kernel_mut().weights(ep(VIP)).len(), 1);
+}
