@@ -3,8 +3,7 @@
 
 use std::fmt;
 
-use apiserver_proxy_dataplane::Error as DpError;
-use apiserver_proxy_manager::Error as ManagerError;
+use apiserver_proxy_manager::{DataplaneError as DpError, Error as ManagerError};
 use apiserver_proxy_types::Endpoint;
 
 /// Everything worked (and, for `status`, everything is healthy).

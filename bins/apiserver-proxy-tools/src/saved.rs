@@ -7,15 +7,11 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use apiserver_proxy_discovery::cache::{self, CachedSets};
-use apiserver_proxy_manager::state::{self, NodeState, SavedVs};
+use apiserver_proxy_manager::state::{self, CachedSets, NodeState, SavedVs};
 use apiserver_proxy_types::Endpoint;
 
 use crate::cli::{Common, VipModeArg};
 use crate::fail::Failure;
-
-/// The daemon's cache file name in the state folder.
-pub const CACHE_FILE: &str = "backends.json";
 
 /// Where a virtual server to restore came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +87,7 @@ impl Saved {
         let mut s = Saved {
             state_path: state::path_in(&common.state_dir),
             go_path: common.persist_dir.join(state::GO_FILE_NAME),
-            cache_path: common.state_dir.join(CACHE_FILE),
+            cache_path: state::cache_path_in(&common.state_dir),
             ..Saved::default()
         };
         match state::load(&common.state_dir) {
@@ -108,7 +104,7 @@ impl Saved {
         };
         // Read whatever its age: it is the fallback for a VIP the state file
         // has no backends for, and for an unreadable state file.
-        match cache::load(&s.cache_path) {
+        match state::load_cache(&common.state_dir) {
             Ok(c) => s.cache = c,
             Err(e) => s.warnings.push(format!("ignoring the daemon's cache: {e}")),
         }
@@ -248,7 +244,7 @@ pub fn forget(common: &Common, vip: Endpoint) -> Result<usize, Failure> {
     if st.virtual_servers.is_empty() {
         for path in [
             state::path_in(&common.state_dir),
-            common.state_dir.join(CACHE_FILE),
+            state::cache_path_in(&common.state_dir),
         ] {
             remove_file(&path)?;
         }
@@ -341,7 +337,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         let mut sets = CachedSets::new();
         sets.insert(ep("10.0.0.1:6443"), [ep("192.168.1.2:6443")].into());
-        cache::store(&c.state_dir.join(CACHE_FILE), &sets).expect("store");
+        state::store_cache(&c.state_dir, &sets).expect("store");
         let list = Saved::load(&c).restore_list(&c);
         assert_eq!(list[0].from_cache, Some(FromCache::Newer));
         assert_eq!(list[0].vs.backends, vec![ep("192.168.1.2:6443")]);
@@ -395,7 +391,7 @@ mod tests {
         std::fs::create_dir_all(&c.state_dir).expect("mkdir");
         let mut sets = CachedSets::new();
         sets.insert(ep("10.0.0.1:6443"), [ep("192.168.1.2:6443")].into());
-        cache::store(&c.state_dir.join(CACHE_FILE), &sets).expect("store");
+        state::store_cache(&c.state_dir, &sets).expect("store");
         std::thread::sleep(std::time::Duration::from_millis(20));
         remember(&c, VipModeArg::Address, vs("10.0.0.1:6443", "rr", &[])).expect("remember");
         let list = Saved::load_strict(&c).expect("load").restore_list(&c);
@@ -416,7 +412,7 @@ mod tests {
         std::fs::create_dir_all(&c.state_dir).expect("mkdir");
         let mut sets = CachedSets::new();
         sets.insert(ep("10.0.0.1:6443"), [ep("192.168.1.2:6443")].into());
-        cache::store(&c.state_dir.join(CACHE_FILE), &sets).expect("store");
+        state::store_cache(&c.state_dir, &sets).expect("store");
         std::fs::write(state::path_in(&c.state_dir), "{oops").expect("write");
         let s = Saved::load(&c);
         assert_eq!(s.problems.len(), 1, "the corrupt file is still reported");

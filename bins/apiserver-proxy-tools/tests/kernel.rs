@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use apiserver_proxy_discovery::cache::{self, CachedSets};
+use apiserver_proxy_manager::state::{self, CachedSets};
 use apiserver_proxy_testkit::kernel::{self, NetnsGuard, run};
 use apiserver_proxy_testkit::master::Master;
 use apiserver_proxy_testkit::tls::Ca;
@@ -404,7 +404,7 @@ fn reload_takes_the_daemons_newer_cache() {
             .map(|e| e.parse().expect("endpoint"))
             .collect(),
     );
-    cache::store(&node.path("state/backends.json"), &sets).expect("cache");
+    state::store_cache(&node.path("state"), &sets).expect("cache");
     reboot_kernel(&[VIP]);
     let out = node.boot().ok().stdout();
     assert!(out.contains("newer cache"), "{out}");

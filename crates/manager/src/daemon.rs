@@ -122,7 +122,7 @@ pub async fn run(
         match kube_config(&config).await {
             Ok(base) => {
                 let mut dc = DiscoveryConfig::new(vss.clone());
-                dc.cache_path = Some(config.state_dir.join("backends.json"));
+                dc.cache_path = Some(state::cache_path_in(&config.state_dir));
                 dc.stale_after = config.discovery.stale_watch_timeout;
                 Some(Discovery::start(dc, base)?)
             }

@@ -17,4 +17,6 @@ pub mod plan;
 pub mod reconcile;
 pub mod state;
 
+/// The dataplane's error, for callers that match on what the kernel said.
+pub use apiserver_proxy_dataplane::Error as DataplaneError;
 pub use error::{Error, Result};

@@ -29,6 +29,26 @@ pub const VERSION: u32 = 1;
 pub const FILE_NAME: &str = "state.json";
 /// The Go tool's state file name, in its `-persistDir` (default `/root/.bcs`).
 pub const GO_FILE_NAME: &str = "ipvsConfig.yaml";
+/// The daemon's last-known-good discovery cache, in the state folder.
+pub const CACHE_FILE_NAME: &str = "backends.json";
+
+/// The discovery cache's backend sets, by VIP.
+pub use apiserver_proxy_discovery::cache::CachedSets;
+
+pub fn cache_path_in(state_dir: &Path) -> PathBuf {
+    state_dir.join(CACHE_FILE_NAME)
+}
+
+/// Reads the daemon's discovery cache in `state_dir`. `Ok(None)` if there is
+/// none.
+pub fn load_cache(state_dir: &Path) -> Result<Option<CachedSets>> {
+    apiserver_proxy_discovery::cache::load(&cache_path_in(state_dir)).map_err(Error::from)
+}
+
+/// Writes the discovery cache (tests and tools that seed a node).
+pub fn store_cache(state_dir: &Path, sets: &CachedSets) -> Result<()> {
+    apiserver_proxy_discovery::cache::store(&cache_path_in(state_dir), sets).map_err(Error::from)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
