@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use apiserver_proxy_types::Endpoint;
 use serde::{Deserialize, Serialize};
 
-use crate::DiscoveryError;
+use crate::Error;
 
 /// The `kind` marker of a cache file.
 pub const CACHE_KIND: &str = "ApiserverProxyBackendCache";
@@ -67,8 +67,8 @@ pub fn encode(sets: &CachedSets) -> Vec<u8> {
 }
 
 /// Decodes a cache file's bytes. `path` only names the file in errors.
-pub fn decode(path: &Path, bytes: &[u8]) -> Result<CachedSets, DiscoveryError> {
-    let corrupt = |reason: String| DiscoveryError::CacheCorrupt {
+pub fn decode(path: &Path, bytes: &[u8]) -> Result<CachedSets, Error> {
+    let corrupt = |reason: String| Error::CacheCorrupt {
         path: path.to_path_buf(),
         reason,
     };
@@ -76,7 +76,7 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<CachedSets, DiscoveryError> {
         serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
     let kind = value.get("kind").and_then(|k| k.as_str());
     if kind != Some(CACHE_KIND) {
-        return Err(DiscoveryError::CacheForeign {
+        return Err(Error::CacheForeign {
             path: path.to_path_buf(),
             found: kind.map(str::to_string),
             expected: CACHE_KIND,
@@ -85,7 +85,7 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<CachedSets, DiscoveryError> {
     match value.get("version").and_then(|v| v.as_u64()) {
         Some(CACHE_VERSION) => {}
         Some(found) => {
-            return Err(DiscoveryError::CacheVersion {
+            return Err(Error::CacheVersion {
                 path: path.to_path_buf(),
                 found,
                 supported: CACHE_VERSION,
@@ -117,11 +117,11 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<CachedSets, DiscoveryError> {
 }
 
 /// Loads the cache. `Ok(None)` if the file does not exist.
-pub fn load(path: &Path) -> Result<Option<CachedSets>, DiscoveryError> {
+pub fn load(path: &Path) -> Result<Option<CachedSets>, Error> {
     match fs::read(path) {
         Ok(bytes) => decode(path, &bytes).map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(DiscoveryError::CacheIo {
+        Err(source) => Err(Error::CacheIo {
             path: path.to_path_buf(),
             source,
         }),
@@ -134,8 +134,8 @@ pub fn load(path: &Path) -> Result<Option<CachedSets>, DiscoveryError> {
 /// crash at any point leaves either the old or the new file, never a torn
 /// one (plus, at worst, a temporary file that
 /// [`remove_stale_temp_files`] deletes at the next start).
-pub fn store(path: &Path, sets: &CachedSets) -> Result<(), DiscoveryError> {
-    let io = |source: std::io::Error| DiscoveryError::CacheIo {
+pub fn store(path: &Path, sets: &CachedSets) -> Result<(), Error> {
+    let io = |source: std::io::Error| Error::CacheIo {
         path: path.to_path_buf(),
         source,
     };

@@ -4,7 +4,7 @@
 
 use apiserver_proxy_types::Endpoint;
 
-use crate::DiscoveryError;
+use crate::Error;
 
 /// The name every apiserver serving certificate carries; used to verify a
 /// server reached by IP.
@@ -18,13 +18,13 @@ pub fn config_for_endpoint(
     base: &kube::Config,
     endpoint: Endpoint,
     tls_server_name: &str,
-) -> Result<kube::Config, DiscoveryError> {
+) -> Result<kube::Config, Error> {
     let plain = base.cluster_url.scheme_str() == Some("http");
     let scheme = if plain { "http" } else { "https" };
     let url = format!("{scheme}://{endpoint}");
     let uri: http::Uri = url
         .parse()
-        .map_err(|e| DiscoveryError::Config(format!("cannot make a URL of {endpoint}: {e}")))?;
+        .map_err(|e| Error::Config(format!("cannot make a URL of {endpoint}: {e}")))?;
     let mut config = base.clone();
     config.cluster_url = uri;
     config.proxy_url = None;
@@ -37,9 +37,9 @@ pub fn client_for_endpoint(
     base: &kube::Config,
     endpoint: Endpoint,
     tls_server_name: &str,
-) -> Result<kube::Client, DiscoveryError> {
+) -> Result<kube::Client, Error> {
     let config = config_for_endpoint(base, endpoint, tls_server_name)?;
-    kube::Client::try_from(config).map_err(|source| DiscoveryError::Client {
+    kube::Client::try_from(config).map_err(|source| Error::Client {
         endpoint: endpoint.to_string(),
         source,
     })

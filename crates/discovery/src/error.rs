@@ -6,7 +6,7 @@ use std::path::PathBuf;
 /// survived (the current desired set stays); only configuration errors are
 /// returned from [`crate::Discovery::start`].
 #[derive(Debug, thiserror::Error)]
-pub enum DiscoveryError {
+pub enum Error {
     #[error("discovery configuration: {0}")]
     Config(String),
 
@@ -47,3 +47,20 @@ pub enum DiscoveryError {
         supported: u64,
     },
 }
+
+impl Error {
+    /// A stable name for the kind of failure, for metric labels and
+    /// matching in logs (the message may change, this does not).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::Config(..) => "config",
+            Error::Client { .. } => "client",
+            Error::CacheIo { .. } => "cache_io",
+            Error::CacheCorrupt { .. } => "cache_corrupt",
+            Error::CacheForeign { .. } => "cache_foreign",
+            Error::CacheVersion { .. } => "cache_version",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

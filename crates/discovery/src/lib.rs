@@ -36,7 +36,7 @@ mod error;
 mod run;
 
 pub use counters::{Counters, CountersSnapshot};
-pub use error::DiscoveryError;
+pub use error::{Error, Result};
 
 /// Where a desired set came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -150,17 +150,17 @@ impl DiscoveryConfig {
         }
     }
 
-    fn validate(&self) -> Result<(), DiscoveryError> {
+    fn validate(&self) -> Result<(), Error> {
         let mut seen = BTreeSet::new();
         for vs in &self.virtual_servers {
             if !seen.insert(vs.vip) {
-                return Err(DiscoveryError::Config(format!(
+                return Err(Error::Config(format!(
                     "virtual server {} is configured twice",
                     vs.vip
                 )));
             }
             if let Some(bad) = vs.seeds.iter().find(|s| s.family() != vs.family()) {
-                return Err(DiscoveryError::Config(format!(
+                return Err(Error::Config(format!(
                     "seed {bad} is {} but virtual server {} is {}",
                     bad.family(),
                     vs.vip,
@@ -168,7 +168,7 @@ impl DiscoveryConfig {
                 )));
             }
             if vs.port_name.is_empty() {
-                return Err(DiscoveryError::Config(format!(
+                return Err(Error::Config(format!(
                     "virtual server {}: the port name is empty",
                     vs.vip
                 )));
@@ -183,13 +183,13 @@ impl DiscoveryConfig {
             ("backoff_max", self.backoff_max),
         ] {
             if value.is_zero() || value > MAX_DURATION {
-                return Err(DiscoveryError::Config(format!(
+                return Err(Error::Config(format!(
                     "{field} is {value:?}; it must be positive and at most {MAX_DURATION:?}"
                 )));
             }
         }
         if self.backoff_max < self.backoff_initial {
-            return Err(DiscoveryError::Config(format!(
+            return Err(Error::Config(format!(
                 "backoff_max ({:?}) must be at least backoff_initial ({:?})",
                 self.backoff_max, self.backoff_initial
             )));
@@ -240,7 +240,7 @@ impl Discovery {
     /// `base` carries the credentials (kubeconfig or in-cluster: CA, token
     /// or client certificate); its server URL is only a last resort, see
     /// [`connect::config_for_endpoint`].
-    pub fn start(config: DiscoveryConfig, base: kube::Config) -> Result<Discovery, DiscoveryError> {
+    pub fn start(config: DiscoveryConfig, base: kube::Config) -> Result<Discovery, Error> {
         config.validate()?;
         let counters = Arc::new(Counters::default());
         let cached = config

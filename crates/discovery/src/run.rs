@@ -194,7 +194,7 @@ impl Engine {
         out
     }
 
-    fn client(&self, target: Target) -> Result<kube::Client, crate::DiscoveryError> {
+    fn client(&self, target: Target) -> Result<kube::Client, crate::Error> {
         let mut config = match target {
             Target::Backend(ep) => {
                 connect::config_for_endpoint(&self.base, ep, &self.config.tls_server_name)?
@@ -203,8 +203,7 @@ impl Engine {
         };
         config.connect_timeout = Some(self.config.connect_timeout);
         let endpoint = config.cluster_url.to_string();
-        kube::Client::try_from(config)
-            .map_err(|source| crate::DiscoveryError::Client { endpoint, source })
+        kube::Client::try_from(config).map_err(|source| crate::Error::Client { endpoint, source })
     }
 
     fn open(

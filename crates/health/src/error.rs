@@ -47,3 +47,21 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A stable name for the kind of failure, for metric labels and
+    /// matching in logs (the message may change, this does not).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::InvalidMode(_) => "invalid_mode",
+            Error::InvalidPath(_) => "invalid_path",
+            Error::InvalidConfig(_) => "invalid_config",
+            Error::InvalidServerName(_) => "invalid_server_name",
+            Error::CaFile { .. } => "ca_file",
+            Error::CaInvalid { .. } => "ca_invalid",
+            Error::ClientCertFile { .. } => "client_cert_file",
+            Error::ClientCert { .. } => "client_cert",
+            Error::Tls(_) => "tls",
+        }
+    }
+}

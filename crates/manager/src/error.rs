@@ -17,7 +17,7 @@ pub enum Error {
     Health(#[from] apiserver_proxy_health::Error),
 
     #[error("discovery: {0}")]
-    Discovery(#[from] apiserver_proxy_discovery::DiscoveryError),
+    Discovery(#[from] apiserver_proxy_discovery::Error),
 
     #[error("internal: {0}")]
     Runtime(String),
@@ -35,3 +35,21 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A stable name for the kind of failure, for metric labels (the
+    /// message may change, this does not). A dependency's error carries its
+    /// crate's label behind the crate's name.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::Dataplane(_) => "dataplane",
+            Error::Config(_) => "config",
+            Error::Locked { .. } => "locked",
+            Error::Health(_) => "health",
+            Error::Discovery(_) => "discovery",
+            Error::Runtime(_) => "runtime",
+            Error::StateFile { .. } => "state_file",
+            Error::Io { .. } => "io",
+        }
+    }
+}

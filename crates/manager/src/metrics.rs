@@ -23,6 +23,7 @@ pub struct Metrics {
     pub ipvs_packets: IntGaugeVec,
     pub sockets_destroyed: IntCounter,
     pub host_repairs: IntCounter,
+    pub errors: IntCounterVec,
     pub fail_open: IntGaugeVec,
     pub sysctl_unset: IntGaugeVec,
     pub discovery_source: IntGaugeVec,
@@ -129,6 +130,14 @@ impl Metrics {
                 "host_repairs_total",
                 "Changes made to put the host back as the daemon needs it: the interface created or brought up, a VIP or its route restored, a sysctl set",
             ))),
+
+            errors: must(IntCounterVec::new(
+                opts(
+                    "errors_total",
+                    "Failed kernel or host operations, by what the daemon was doing (read, apply, host) and the error's kind",
+                ),
+                &["during", "error"],
+            )),
             fail_open: must(IntGaugeVec::new(
                 opts(
                     "fail_open",
@@ -173,6 +182,7 @@ impl Metrics {
             Box::new(m.ipvs_packets.clone()),
             Box::new(m.sockets_destroyed.clone()),
             Box::new(m.host_repairs.clone()),
+            Box::new(m.errors.clone()),
             Box::new(m.fail_open.clone()),
             Box::new(m.sysctl_unset.clone()),
             Box::new(m.discovery_source.clone()),
@@ -230,6 +240,7 @@ mod tests {
         m.ipvs_packets.with_label_values(&["vs", "b", "in"]).set(1);
         m.sockets_destroyed.inc();
         m.host_repairs.inc();
+        m.errors.with_label_values(&["apply", "dataplane"]).inc();
         m.fail_open.with_label_values(&["vs"]).set(0);
         m.sysctl_unset.with_label_values(&["s"]).set(1);
         m.discovery_source
@@ -247,6 +258,7 @@ mod tests {
             "apiserver_proxy_ipvs_packets{",
             "apiserver_proxy_sockets_destroyed_total ",
             "apiserver_proxy_host_repairs_total ",
+            "apiserver_proxy_errors_total{",
             "apiserver_proxy_fail_open{",
             "apiserver_proxy_sysctl_unset{",
             "apiserver_proxy_discovery_source{",

@@ -269,7 +269,13 @@ impl<K: Kernel> Reconciler<K> {
     /// resync tick.
     pub async fn ensure_host(&mut self) -> Result<HostReport> {
         let spec = self.host_spec();
-        let report = self.on_pool(move |k| k.ensure_host(&spec)).await??;
+        let report = match self.on_pool(move |k| k.ensure_host(&spec)).await {
+            Ok(Ok(report)) => report,
+            Ok(Err(e)) | Err(e) => {
+                self.count_error("host", &e);
+                return Err(e);
+            }
+        };
         for change in &report.changes {
             tracing::info!(change = %change, "host repaired");
             self.metrics.host_repairs.inc();
@@ -297,6 +303,7 @@ impl<K: Kernel> Reconciler<K> {
         let actual = match self.on_pool(move |k| k.read_ours(&vips)).await {
             Ok(Ok(actual)) => actual,
             Ok(Err(e)) | Err(e) => {
+                self.count_error("read", &e);
                 tracing::error!(error = %e, "reconcile pass failed: will retry");
                 self.metrics
                     .reconcile_total
@@ -337,6 +344,7 @@ impl<K: Kernel> Reconciler<K> {
                 .inc();
         }
         for e in &applied.errors {
+            self.count_error("apply", &e.source);
             tracing::warn!(error = %e, "kernel change failed: will retry");
         }
         if applied.sockets_destroyed > 0 {
@@ -359,6 +367,13 @@ impl<K: Kernel> Reconciler<K> {
         self.export(&desired, &actual, &p.verdicts);
         self.save_state(&desired);
         PassOutcome { plan: p, applied }
+    }
+
+    fn count_error(&self, during: &str, e: &Error) {
+        self.metrics
+            .errors
+            .with_label_values(&[during, e.label()])
+            .inc();
     }
 
     fn export(

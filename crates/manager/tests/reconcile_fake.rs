@@ -298,6 +298,13 @@ async fn a_flushed_table_is_rebuilt_and_a_failing_kernel_is_survived() {
         metric(&m, "apiserver_proxy_reconcile_total{result=\"error\"}"),
         Some(1.0)
     );
+    assert_eq!(
+        metric(
+            &m,
+            "apiserver_proxy_errors_total{during=\"read\",error=\"dataplane\"}"
+        ),
+        Some(1.0)
+    );
     r.kernel_mut().failing = None;
     r.kernel_mut().services.clear();
     r.pass().await;
