@@ -66,15 +66,7 @@ async fn serve(mut config: Config, args: RunArgs) -> Result<()> {
     });
     let mut rx = rx;
     loop {
-        let (fwd_tx, fwd_rx) = mpsc::channel(1);
-        let run = daemon::run(config.clone(), metrics.clone(), status.clone(), fwd_rx);
-        tokio::pin!(run);
-        let stop = loop {
-            tokio::select! {
-                r = &mut run => break r?,
-                Some(s) = rx.recv() => { let _ = fwd_tx.send(s).await; }
-            }
-        };
+        let stop = daemon::run(config.clone(), metrics.clone(), status.clone(), &mut rx).await?;
         match stop {
             Stop::Shutdown => return Ok(()),
             Stop::Reload => match cli::effective_config(&args) {

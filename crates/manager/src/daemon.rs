@@ -90,7 +90,7 @@ pub async fn run(
     config: Config,
     metrics: Metrics,
     status: Arc<Status>,
-    mut stop: mpsc::Receiver<Stop>,
+    stop: &mut mpsc::Receiver<Stop>,
 ) -> Result<Stop> {
     let _lock = StateLock::acquire(&config.state_dir, Duration::ZERO)?;
     let kernel = tokio::task::spawn_blocking(Netlink::connect)
