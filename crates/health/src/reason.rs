@@ -176,6 +176,21 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    /// Every kind, for metric series that must be removed together.
+    pub const ALL: [FailureKind; 11] = [
+        FailureKind::Refused,
+        FailureKind::Reset,
+        FailureKind::Closed,
+        FailureKind::Timeout,
+        FailureKind::KeepaliveTimeout,
+        FailureKind::Unacknowledged,
+        FailureKind::Unreachable,
+        FailureKind::Tls,
+        FailureKind::HttpStatus,
+        FailureKind::Protocol,
+        FailureKind::Io,
+    ];
+
     /// A stable lower-case label.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -33,6 +33,20 @@ pub struct Metrics {
 
 const PREFIX: &str = "apiserver_proxy";
 
+/// The `to` label of `backend_transitions_total`: the health state entered.
+pub const STATE_LABELS: [&str; 4] = ["ready", "not_ready", "unknown", "dead"];
+
+/// The `to` label of a health state.
+pub fn state_label(state: apiserver_proxy_health::State) -> &'static str {
+    use apiserver_proxy_health::State;
+    match state {
+        State::Ready => STATE_LABELS[0],
+        State::NotReady => STATE_LABELS[1],
+        State::Unknown => STATE_LABELS[2],
+        State::Dead => STATE_LABELS[3],
+    }
+}
+
 fn opts(name: &str, help: &str) -> Opts {
     Opts::new(name, help).namespace(PREFIX)
 }
@@ -199,6 +213,41 @@ impl Metrics {
     }
 
     /// The text exposition format, for `/metrics`.
+    /// Removes the series of `backend` in virtual server `vs`, once it has
+    /// left it (not desired, not in the kernel): without this the series
+    /// count grows with every control-plane IP a cluster ever had.
+    pub fn forget_backend_of(&self, vs: &str, backend: &str) {
+        let _ = self.backend_healthy.remove_label_values(&[vs, backend]);
+        for to in STATE_LABELS {
+            let _ = self
+                .backend_transitions
+                .remove_label_values(&[vs, backend, to]);
+        }
+        for state in ["active", "inactive"] {
+            let _ = self
+                .ipvs_connections
+                .remove_label_values(&[vs, backend, state]);
+        }
+        for direction in ["in", "out"] {
+            let _ = self
+                .ipvs_bytes
+                .remove_label_values(&[vs, backend, direction]);
+            let _ = self
+                .ipvs_packets
+                .remove_label_values(&[vs, backend, direction]);
+        }
+    }
+
+    /// Removes the probe series of a backend no virtual server has any more.
+    pub fn forget_backend(&self, backend: &str) {
+        let _ = self.probe_duration.remove_label_values(&[backend]);
+        for kind in apiserver_proxy_health::FailureKind::ALL {
+            let _ = self
+                .probe_failures
+                .remove_label_values(&[backend, kind.as_str()]);
+        }
+    }
+
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {

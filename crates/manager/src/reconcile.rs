@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::host::{HostReport, HostSpec, IPVS_SYSCTLS, VipSpec, route_towards};
 use crate::http::Status;
 use crate::kernel::{Applied, Kernel, apply_plan};
-use crate::metrics::{Metrics, gauge_value};
+use crate::metrics::{Metrics, gauge_value, state_label};
 use crate::plan::{ActualVs, Condition, DesiredVs, Drains, Plan, VsVerdict, plan};
 use crate::state::{self, NodeState, SavedVs};
 
@@ -66,6 +66,8 @@ pub struct Reconciler<K: Kernel> {
     /// The state file as last read or written (the daemon holds the state
     /// lock, so no one else writes it meanwhile).
     saved: Option<NodeState>,
+    /// The (virtual server, backend) pairs whose series were exported last.
+    exported: BTreeSet<(Endpoint, Endpoint)>,
 }
 
 impl<K: Kernel> Reconciler<K> {
@@ -88,6 +90,7 @@ impl<K: Kernel> Reconciler<K> {
             drains: Drains::default(),
             fail_open: BTreeSet::new(),
             saved,
+            exported: BTreeSet::new(),
         }
     }
 
@@ -174,12 +177,7 @@ impl<K: Kernel> Reconciler<K> {
             reason = %ev.reason,
             "backend state changed"
         );
-        let to = match ev.state {
-            State::Ready => "ready",
-            State::NotReady => "not_ready",
-            State::Unknown => "unknown",
-            State::Dead => "dead",
-        };
+        let to = state_label(ev.state);
         for vs in self
             .sets
             .values()
@@ -424,6 +422,22 @@ impl<K: Kernel> Reconciler<K> {
                     .set(gauge_value(d.out_packets));
             }
         }
+        let now: BTreeSet<(Endpoint, Endpoint)> = desired
+            .iter()
+            .flat_map(|d| d.backends.keys().map(|b| (d.vip, *b)))
+            .chain(
+                actual
+                    .iter()
+                    .flat_map(|a| a.dests.keys().map(|b| (a.vip, *b))),
+            )
+            .collect();
+        for (vs, b) in self.exported.difference(&now) {
+            m.forget_backend_of(&vs.to_string(), &b.to_string());
+            if !now.iter().any(|(_, other)| other == b) {
+                m.forget_backend(&b.to_string());
+            }
+        }
+        self.exported = now;
     }
 
     /// Keeps the node's state file (what `apiserver-proxy-tools reload`

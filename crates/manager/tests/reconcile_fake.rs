@@ -310,3 +310,30 @@ async fn a_flushed_table_is_rebuilt_and_a_failing_kernel_is_survived() {
     r.pass().await;
     assert_eq!(r.kernel_mut().weights(ep(VIP)).len(), 1);
 }
+
+#[tokio::test]
+async fn a_backend_that_left_leaves_no_series_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = ("192.168.1.10:6443", "192.168.1.11:6443");
+    let (mut r, m) = reconciler(config(dir.path(), &[]), FakeKernel::new(), None);
+    r.on_set(cluster(&[a, b], 1));
+    r.on_health(health(b, State::Ready));
+    r.pass().await;
+    let series = |m: &Metrics| {
+        m.render()
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.contains("192.168.1.11"))
+            .count()
+    };
+    assert!(series(&m) > 0, "{}", m.render());
+    // The master is replaced: its IP leaves the cluster's answer, drains
+    // (no connection left) and is deleted.
+    r.on_set(cluster(&[a], 2));
+    r.pass().await;
+    r.pass().await;
+    assert_eq!(r.kernel_mut().weights(ep(VIP)), vec![(ep(a), 1)]);
+    // A pass exports what it read before applying: the next one no longer
+    // sees the deleted destination.
+    r.pass().await;
+    assert_eq!(series(&m), 0, "{}", m.render());
+}
