@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod plan;
 pub mod reconcile;
 pub mod state;
+mod throttle;
 
 /// The dataplane's error, for callers that match on what the kernel said.
 pub use apiserver_proxy_dataplane::Error as DataplaneError;

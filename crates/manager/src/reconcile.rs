@@ -24,6 +24,7 @@ use crate::kernel::{Applied, Kernel, apply_plan};
 use crate::metrics::{Metrics, gauge_value, state_label};
 use crate::plan::{ActualVs, Condition, DesiredVs, Drains, Plan, VsVerdict, plan};
 use crate::state::{self, NodeState, SavedVs};
+use crate::throttle::{self, Throttle};
 
 /// The manager's condition of a backend from the health checker's state.
 pub fn condition(state: Option<State>) -> Condition {
@@ -68,6 +69,8 @@ pub struct Reconciler<K: Kernel> {
     saved: Option<NodeState>,
     /// The (virtual server, backend) pairs whose series were exported last.
     exported: BTreeSet<(Endpoint, Endpoint)>,
+    /// Failures that repeat on every pass are said once a minute.
+    warnings: Throttle,
 }
 
 impl<K: Kernel> Reconciler<K> {
@@ -91,6 +94,7 @@ impl<K: Kernel> Reconciler<K> {
             fail_open: BTreeSet::new(),
             saved,
             exported: BTreeSet::new(),
+            warnings: Throttle::new(throttle::DEFAULT_PERIOD),
         }
     }
 
@@ -271,6 +275,9 @@ impl<K: Kernel> Reconciler<K> {
             Ok(Ok(report)) => report,
             Ok(Err(e)) | Err(e) => {
                 self.count_error("host", &e);
+                if let Some(held) = self.warnings.allow(&format!("host: {e}"), Instant::now()) {
+                    tracing::warn!(error = %e, repeated = held, "host repair failed: will retry");
+                }
                 return Err(e);
             }
         };
@@ -302,7 +309,9 @@ impl<K: Kernel> Reconciler<K> {
             Ok(Ok(actual)) => actual,
             Ok(Err(e)) | Err(e) => {
                 self.count_error("read", &e);
-                tracing::error!(error = %e, "reconcile pass failed: will retry");
+                if let Some(held) = self.warnings.allow(&format!("read: {e}"), Instant::now()) {
+                    tracing::error!(error = %e, repeated = held, "reconcile pass failed: will retry");
+                }
                 self.metrics
                     .reconcile_total
                     .with_label_values(&["error"])
@@ -343,7 +352,9 @@ impl<K: Kernel> Reconciler<K> {
         }
         for e in &applied.errors {
             self.count_error("apply", &e.source);
-            tracing::warn!(error = %e, "kernel change failed: will retry");
+            if let Some(held) = self.warnings.allow(&e.to_string(), Instant::now()) {
+                tracing::warn!(error = %e, repeated = held, "kernel change failed: will retry");
+            }
         }
         if applied.sockets_destroyed > 0 {
             tracing::info!(
@@ -464,7 +475,11 @@ impl<K: Kernel> Reconciler<K> {
         }
         match state::save(&self.config.state_dir, &st) {
             Ok(_) => self.saved = Some(st),
-            Err(e) => tracing::warn!(error = %e, "cannot write the state file"),
+            Err(e) => {
+                if let Some(held) = self.warnings.allow(&format!("state: {e}"), Instant::now()) {
+                    tracing::warn!(error = %e, repeated = held, "cannot write the state file");
+                }
+            }
         }
     }
 }
