@@ -15,8 +15,9 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
 
@@ -110,30 +111,97 @@ fn route(req: &Request<Incoming>, metrics: &Metrics, status: &Status) -> Respons
     }
 }
 
+/// Bounds on what the listener accepts. It binds on the host network, where
+/// anything on the node's network can reach it, and must never take from
+/// the daemon the memory and file descriptors its netlink sockets and
+/// probes need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A client must send a whole request head within this time, the first
+    /// one and every later one on a kept-alive connection (so it is also the
+    /// idle timeout).
+    pub header_read_timeout: Duration,
+    /// Connections served at once; more are accepted and closed at once.
+    pub max_connections: usize,
+    /// The largest request head read.
+    pub max_header_bytes: usize,
+    /// The first wait after a failed accept (EMFILE, ENFILE, ENOBUFS),
+    /// doubled on each failure in a row up to a second, so that the loop
+    /// never spins.
+    pub accept_backoff: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: Duration::from_secs(5),
+            // Prometheus, kubelet's probes and a person with curl need a
+            // handful; the rest is abuse.
+            max_connections: 64,
+            max_header_bytes: 8 * 1024,
+            accept_backoff: Duration::from_millis(50),
+        }
+    }
+}
+
 /// Binds `addr` (so a busy port is an error at start, not later) and returns
-/// the task serving it.
+/// the task serving it, with the default [`Limits`].
 pub async fn serve(
     addr: SocketAddr,
     metrics: Metrics,
     status: Arc<Status>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    serve_with(addr, metrics, status, Limits::default()).await
+}
+
+pub async fn serve_with(
+    addr: SocketAddr,
+    metrics: Metrics,
+    status: Arc<Status>,
+    limits: Limits,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     let task = tokio::spawn(async move {
+        let mut backoff = limits.accept_backoff;
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => {
+                    backoff = limits.accept_backoff;
+                    stream
+                }
+                Err(e) => {
+                    metrics.http_accept_errors.inc();
+                    tracing::debug!(error = %e, wait = ?backoff, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                metrics.http_rejected.inc();
+                drop(stream);
                 continue;
             };
             let metrics = metrics.clone();
             let status = status.clone();
             tokio::spawn(async move {
+                let _slot = slot;
+                metrics.http_connections.inc();
+                let m = metrics.clone();
                 let svc = service_fn(move |req| {
-                    let r = route(&req, &metrics, &status);
+                    let r = route(&req, &m, &status);
                     async move { Ok::<_, Infallible>(r) }
                 });
                 let _ = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(limits.header_read_timeout)
+                    .max_buf_size(limits.max_header_bytes.max(8192))
+                    .max_header_size(limits.max_header_bytes)
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
+                metrics.http_connections.dec();
             });
         }
     });
@@ -177,5 +245,108 @@ mod tests {
         let m = get(addr, "/metrics").await;
         assert!(m.contains("apiserver_proxy_build_info"), "{m}");
         assert!(get(addr, "/debug/pprof").await.starts_with("HTTP/1.1 404"));
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            header_read_timeout: Duration::from_millis(500),
+            max_connections: 32,
+            ..Limits::default()
+        }
+    }
+
+    /// Whether `/healthz` answers 200 before `limit`, trying again while
+    /// the listener is full.
+    async fn healthz_answers(addr: SocketAddr, limit: Duration) -> bool {
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            let attempt = tokio::time::timeout(Duration::from_secs(2), get(addr, "/healthz"));
+            if let Ok(r) = attempt.await
+                && r.starts_with("HTTP/1.1 200")
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_and_trickling_connections_cannot_starve_the_listener() {
+        let status = Arc::new(Status::new(Duration::from_secs(1)));
+        status.pass_done(true);
+        let metrics = Metrics::new();
+        let (addr, _task) = serve_with(
+            "127.0.0.1:0".parse().expect("addr"),
+            metrics.clone(),
+            status,
+            limits(),
+        )
+        .await
+        .expect("serve");
+        // Many connections that never send a request, and some that send
+        // a request head one byte at a time and never finish it.
+        let mut idle = Vec::new();
+        for _ in 0..300 {
+            if let Ok(s) = tokio::net::TcpStream::connect(addr).await {
+                idle.push(s);
+            }
+        }
+        let mut trickle = Vec::new();
+        for s in idle.iter_mut().take(20) {
+            let _ = s.write_all(b"G").await;
+        }
+        for _ in 0..20 {
+            if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
+                let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nX: ").await;
+                trickle.push(s);
+            }
+        }
+        assert!(
+            healthz_answers(addr, Duration::from_secs(30)).await,
+            "the listener never answered /healthz"
+        );
+        let m = metrics.render();
+        let served = m
+            .lines()
+            .find(|l| l.starts_with("apiserver_proxy_http_connections "))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .expect("gauge");
+        assert!(
+            served <= 32.0,
+            "{served} connections served at once, cap 32"
+        );
+        assert!(
+            m.lines().any(
+                |l| l.starts_with("apiserver_proxy_http_connections_rejected_total ")
+                    && !l.ends_with(" 0")
+            ),
+            "{m}"
+        );
+        drop((idle, trickle));
+    }
+
+    #[tokio::test]
+    async fn a_kept_alive_connection_that_goes_quiet_is_closed() {
+        let status = Arc::new(Status::new(Duration::from_secs(1)));
+        let (addr, _task) = serve_with(
+            "127.0.0.1:0".parse().expect("addr"),
+            Metrics::new(),
+            status,
+            limits(),
+        )
+        .await
+        .expect("serve");
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        // Read until the server closes; a connection kept open forever by
+        // an idle client would hang here until the generous bound.
+        let mut buf = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut buf)).await;
+        assert!(closed.is_ok(), "the idle connection was never closed");
+        assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
     }
 }

@@ -2,8 +2,8 @@
 //! with meanings is in docs/metrics.md.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// All metrics, registered in their own registry (not the global one, so
@@ -24,6 +24,9 @@ pub struct Metrics {
     pub sockets_destroyed: IntCounter,
     pub host_repairs: IntCounter,
     pub errors: IntCounterVec,
+    pub http_connections: IntGauge,
+    pub http_rejected: IntCounter,
+    pub http_accept_errors: IntCounter,
     pub fail_open: IntGaugeVec,
     pub sysctl_unset: IntGaugeVec,
     pub discovery_source: IntGaugeVec,
@@ -152,6 +155,18 @@ impl Metrics {
                 ),
                 &["during", "error"],
             )),
+            http_connections: must(IntGauge::with_opts(opts(
+                "http_connections",
+                "Connections to the daemon's HTTP listener being served now",
+            ))),
+            http_rejected: must(IntCounter::with_opts(opts(
+                "http_connections_rejected_total",
+                "Connections to the HTTP listener closed at once because it served its maximum already",
+            ))),
+            http_accept_errors: must(IntCounter::with_opts(opts(
+                "http_accept_errors_total",
+                "Failed accepts on the HTTP listener (out of file descriptors, ...); each is followed by a pause",
+            ))),
             fail_open: must(IntGaugeVec::new(
                 opts(
                     "fail_open",
@@ -197,6 +212,9 @@ impl Metrics {
             Box::new(m.sockets_destroyed.clone()),
             Box::new(m.host_repairs.clone()),
             Box::new(m.errors.clone()),
+            Box::new(m.http_connections.clone()),
+            Box::new(m.http_rejected.clone()),
+            Box::new(m.http_accept_errors.clone()),
             Box::new(m.fail_open.clone()),
             Box::new(m.sysctl_unset.clone()),
             Box::new(m.discovery_source.clone()),
@@ -290,6 +308,9 @@ mod tests {
         m.sockets_destroyed.inc();
         m.host_repairs.inc();
         m.errors.with_label_values(&["apply", "dataplane"]).inc();
+        m.http_connections.inc();
+        m.http_rejected.inc();
+        m.http_accept_errors.inc();
         m.fail_open.with_label_values(&["vs"]).set(0);
         m.sysctl_unset.with_label_values(&["s"]).set(1);
         m.discovery_source
@@ -308,6 +329,9 @@ mod tests {
             "apiserver_proxy_sockets_destroyed_total ",
             "apiserver_proxy_host_repairs_total ",
             "apiserver_proxy_errors_total{",
+            "apiserver_proxy_http_connections ",
+            "apiserver_proxy_http_connections_rejected_total ",
+            "apiserver_proxy_http_accept_errors_total ",
             "apiserver_proxy_fail_open{",
             "apiserver_proxy_sysctl_unset{",
             "apiserver_proxy_discovery_source{",
