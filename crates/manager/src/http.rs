@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -22,9 +22,15 @@ use tokio::sync::Semaphore;
 use crate::metrics::Metrics;
 
 /// What `/healthz` and `/readyz` report, updated by the reconcile loop.
+///
+/// Judged on the monotonic clock: a wall-clock jump (NTP stepping a node's
+/// clock by hours) must neither hide a stalled loop nor fail a healthy one.
 #[derive(Debug)]
 pub struct Status {
-    /// When the loop last finished a pass (ms since the epoch).
+    /// The origin of `last_pass_ms`.
+    origin: Instant,
+    /// When the loop last finished a pass, in ms after `origin` plus one
+    /// (0: never).
     last_pass_ms: AtomicU64,
     /// The last pass left the kernel as desired.
     converged: AtomicBool,
@@ -32,34 +38,41 @@ pub struct Status {
     stall_after: Duration,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl Status {
     pub fn new(resync_interval: Duration) -> Status {
         Status {
+            origin: Instant::now(),
             last_pass_ms: AtomicU64::new(0),
             converged: AtomicBool::new(false),
             // A pass runs at least every resync interval; allow for a slow
             // netlink call or two before calling the loop dead.
-            stall_after: (resync_interval * 10).max(Duration::from_secs(10)),
+            stall_after: resync_interval
+                .saturating_mul(10)
+                .max(Duration::from_secs(10)),
         }
+    }
+
+    fn ms_at(&self, at: Instant) -> u64 {
+        let ms = at.saturating_duration_since(self.origin).as_millis();
+        u64::try_from(ms).unwrap_or(u64::MAX - 1) + 1
     }
 
     /// Records a finished pass.
     pub fn pass_done(&self, converged: bool) {
-        self.last_pass_ms.store(now_ms(), Ordering::Relaxed);
+        self.last_pass_ms
+            .store(self.ms_at(Instant::now()), Ordering::Relaxed);
         self.converged.store(converged, Ordering::Relaxed);
     }
 
     /// The loop ran recently.
     pub fn alive(&self) -> bool {
+        self.alive_at(Instant::now())
+    }
+
+    fn alive_at(&self, now: Instant) -> bool {
         let last = self.last_pass_ms.load(Ordering::Relaxed);
-        last != 0 && now_ms().saturating_sub(last) <= self.stall_after.as_millis() as u64
+        let stall = u64::try_from(self.stall_after.as_millis()).unwrap_or(u64::MAX);
+        last != 0 && self.ms_at(now).saturating_sub(last) <= stall
     }
 
     /// The loop is alive and the kernel matches the desired state.
@@ -255,13 +268,24 @@ mod tests {
         }
     }
 
+    /// `get` that says None where the listener closed or reset the
+    /// connection (it was full).
+    async fn try_get(addr: SocketAddr, path: &str) -> Option<String> {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.ok()?;
+        Some(out)
+    }
+
     /// Whether `/healthz` answers 200 before `limit`, trying again while
     /// the listener is full.
     async fn healthz_answers(addr: SocketAddr, limit: Duration) -> bool {
         let start = std::time::Instant::now();
         while start.elapsed() < limit {
-            let attempt = tokio::time::timeout(Duration::from_secs(2), get(addr, "/healthz"));
-            if let Ok(r) = attempt.await
+            let attempt = tokio::time::timeout(Duration::from_secs(2), try_get(addr, "/healthz"));
+            if let Ok(Some(r)) = attempt.await
                 && r.starts_with("HTTP/1.1 200")
             {
                 return true;
@@ -348,5 +372,19 @@ mod tests {
         let closed = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut buf)).await;
         assert!(closed.is_ok(), "the idle connection was never closed");
         assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
+    }
+
+    #[test]
+    fn liveness_is_judged_on_the_monotonic_clock() {
+        let status = Status::new(Duration::from_secs(1));
+        let start = Instant::now();
+        assert!(!status.alive_at(start), "no pass yet");
+        status.pass_done(true);
+        assert!(status.alive_at(Instant::now()));
+        assert!(!status.alive_at(Instant::now() + Duration::from_secs(11)));
+        // A huge resync interval must not overflow.
+        let slow = Status::new(Duration::from_secs(u64::MAX / 4));
+        slow.pass_done(true);
+        assert!(slow.alive());
     }
 }
