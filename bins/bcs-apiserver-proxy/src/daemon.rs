@@ -65,8 +65,18 @@ async fn serve(mut config: Config, args: RunArgs) -> Result<()> {
         }
     });
     let mut rx = rx;
+    // Subscribed before the first pass, so that nothing undone in between
+    // goes unseen.
+    let mut host_events = daemon::host_notifications();
     loop {
-        let stop = daemon::run(config.clone(), metrics.clone(), status.clone(), &mut rx).await?;
+        let stop = daemon::run(
+            config.clone(),
+            metrics.clone(),
+            status.clone(),
+            &mut rx,
+            host_events.as_mut(),
+        )
+        .await?;
         match stop {
             Stop::Shutdown => return Ok(()),
             Stop::Reload => match cli::effective_config(&args) {

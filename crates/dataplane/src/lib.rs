@@ -9,6 +9,7 @@ pub mod conntable;
 mod error;
 pub mod ipvs;
 pub mod link;
+pub mod monitor;
 pub mod sockdiag;
 pub mod sysctl;
 
@@ -20,4 +21,5 @@ pub use link::{
     Change, DEFAULT_INTERFACE, EnsuredLink, IfAddress, LinkInfo, RouteInfo, Rtnl, VipMode,
     validate_interface_name,
 };
+pub use monitor::{HostEvent, HostMonitor};
 pub use sysctl::{IpvsSysctl, SysctlChange, Sysctls};

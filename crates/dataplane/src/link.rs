@@ -530,11 +530,11 @@ fn route_get_request(seq: u32, dst: IpAddr) -> Result<Vec<u8>> {
 
 /// One netlink message out of a received datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct RawMsg<'a> {
-    ty: u16,
+pub(crate) struct RawMsg<'a> {
+    pub(crate) ty: u16,
     flags: u16,
     seq: u32,
-    payload: &'a [u8],
+    pub(crate) payload: &'a [u8],
 }
 
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
@@ -552,7 +552,7 @@ fn align4(n: usize) -> usize {
 }
 
 /// Splits a datagram into netlink messages.
-fn split_messages(buf: &[u8]) -> Result<Vec<RawMsg<'_>>, String> {
+pub(crate) fn split_messages(buf: &[u8]) -> Result<Vec<RawMsg<'_>>, String> {
     let mut out = Vec::new();
     let mut at = 0usize;
     while at < buf.len() {
@@ -627,7 +627,7 @@ fn parse_u32(bytes: &[u8]) -> Result<u32, String> {
 }
 
 /// Parses an RTM_NEWLINK payload (struct ifinfomsg + attributes).
-fn parse_link(payload: &[u8]) -> Result<LinkInfo, String> {
+pub(crate) fn parse_link(payload: &[u8]) -> Result<LinkInfo, String> {
     const IFINFOMSG_LEN: usize = 16;
     if payload.len() < IFINFOMSG_LEN {
         return Err(format!("ifinfomsg of {} bytes", payload.len()));
@@ -652,7 +652,7 @@ fn parse_link(payload: &[u8]) -> Result<LinkInfo, String> {
 }
 
 /// Parses an RTM_NEWADDR payload into (interface index, address).
-fn parse_address(payload: &[u8]) -> Result<(u32, IfAddress), String> {
+pub(crate) fn parse_address(payload: &[u8]) -> Result<(u32, IfAddress), String> {
     const IFADDRMSG_LEN: usize = 8;
     if payload.len() < IFADDRMSG_LEN {
         return Err(format!("ifaddrmsg of {} bytes", payload.len()));
@@ -674,7 +674,7 @@ fn parse_address(payload: &[u8]) -> Result<(u32, IfAddress), String> {
 }
 
 /// Parses an RTM_NEWROUTE payload (struct rtmsg + attributes).
-fn parse_route(payload: &[u8]) -> Result<RouteInfo, String> {
+pub(crate) fn parse_route(payload: &[u8]) -> Result<RouteInfo, String> {
     const RTMSG_LEN: usize = 12;
     if payload.len() < RTMSG_LEN {
         return Err(format!("rtmsg of {} bytes", payload.len()));
@@ -850,14 +850,16 @@ impl Rtnl {
             brought_up = true;
             self.require_link(name)?
         };
+        // Debug only: the caller reports changes (the daemon checks the
+        // interface on every resync, so "left alone" would flood the log).
         if created {
-            tracing::info!(
+            tracing::debug!(
                 interface = name,
                 index = link.index,
                 "created dummy interface"
             );
         } else {
-            tracing::info!(
+            tracing::debug!(
                 interface = name,
                 index = link.index,
                 kind = link.kind.as_deref().unwrap_or("none"),

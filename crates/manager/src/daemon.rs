@@ -2,13 +2,15 @@
 //!
 //! One task owns all state (a [`Reconciler`]). It wakes on a new desired
 //! set, a health change, or the resync tick, and runs a pass (see
-//! `reconcile`); on the tick it also repairs the host. Nothing here ever
+//! `reconcile`); on a host notification (our interface, a VIP's address or
+//! route changed) and on the tick it repairs the host. Nothing here ever
 //! deletes a service on shutdown: rules stay in the kernel so that nodes
 //! keep reaching the API while the daemon is restarted or upgraded.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use apiserver_proxy_dataplane::{HostEvent, HostMonitor};
 use apiserver_proxy_discovery::{DesiredSet, Discovery, DiscoveryConfig, Source, VirtualServer};
 use apiserver_proxy_health::{
     Checker, ClientCert, HealthConfig, Mode, Outcome, ProbeKind, ProbeRecord,
@@ -91,6 +93,7 @@ pub async fn run(
     metrics: Metrics,
     status: Arc<Status>,
     stop: &mut mpsc::Receiver<Stop>,
+    mut host_events: Option<&mut mpsc::Receiver<Vec<HostEvent>>>,
 ) -> Result<Stop> {
     let _lock = StateLock::acquire(&config.state_dir, Duration::ZERO)?;
     let kernel = tokio::task::spawn_blocking(Netlink::connect)
@@ -155,9 +158,28 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         };
+        let host_changed = async {
+            match host_events.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
             s = stop.recv() => break s.unwrap_or(Stop::Shutdown),
+            events = host_changed => {
+                match events {
+                    // Repair at once: a node without its VIP has no API.
+                    Some(events) if events.iter().any(|e| r.host_event_matters(e)) => {
+                        let _ = r.ensure_host().await;
+                    }
+                    Some(_) => {}
+                    None => {
+                        tracing::warn!("host notifications stopped: the host is repaired on the resync tick only");
+                        host_events = None;
+                    }
+                }
+            }
             Some(ev) = health_rx.recv() => {
                 r.on_health(ev);
                 // Drain whatever else arrived in the same instant: one pass.
@@ -234,6 +256,45 @@ fn load_saved_state(state_dir: &std::path::Path) -> Option<NodeState> {
                     tracing::error!(error = %e, rename_error = %re, "the state file is unreadable and could not be moved aside")
                 }
             }
+            None
+        }
+    }
+}
+
+/// Host change notifications (links, addresses, routes), batched, from a
+/// thread of their own for the life of the process: they outlive a
+/// SIGHUP's restart of the loop. `None` where the kernel refuses the
+/// subscription; the resync tick then repairs the host alone.
+pub fn host_notifications() -> Option<mpsc::Receiver<Vec<HostEvent>>> {
+    let mut monitor = match HostMonitor::open() {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot subscribe to host notifications: the host is repaired on the resync tick only");
+            return None;
+        }
+    };
+    let (tx, rx) = mpsc::channel(16);
+    let spawned = std::thread::Builder::new()
+        .name("host-notifications".into())
+        .spawn(move || {
+            loop {
+                match monitor.wait() {
+                    Ok(events) => {
+                        if tx.blocking_send(events).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "host notifications failed");
+                        return;
+                    }
+                }
+            }
+        });
+    match spawned {
+        Ok(_) => Some(rx),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the host notification thread: the host is repaired on the resync tick only");
             None
         }
     }

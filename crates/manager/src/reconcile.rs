@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
+use apiserver_proxy_dataplane::HostEvent;
 use apiserver_proxy_discovery::{DesiredSet, Source};
 use apiserver_proxy_health::{HealthEvent, State};
 use apiserver_proxy_types::Endpoint;
@@ -262,6 +263,25 @@ impl<K: Kernel> Reconciler<K> {
             interface: self.config.interface.clone(),
             vip_mode: self.config.vip_mode,
             vips,
+        }
+    }
+
+    /// Whether a host change can have undone what the host must hold: our
+    /// interface changed or went, a VIP's address or route went, or the
+    /// kernel dropped notifications. Other interfaces' and routes' churn (a
+    /// CNI, kube-proxy) is not worth a check.
+    pub fn host_event_matters(&self, e: &HostEvent) -> bool {
+        let is_vip = |ip: &std::net::IpAddr| {
+            self.config
+                .virtual_servers
+                .iter()
+                .any(|v| v.vip.ip() == *ip)
+        };
+        match e {
+            HostEvent::Link { name, .. } => *name == self.config.interface,
+            HostEvent::Address { addr, removed, .. } => *removed && is_vip(addr),
+            HostEvent::Route { dst, removed, .. } => *removed && is_vip(dst),
+            HostEvent::Overrun => true,
         }
     }
 

@@ -337,3 +337,40 @@ async fn a_backend_that_left_leaves_no_series_behind() {
     r.pass().await;
     assert_eq!(series(&m), 0, "{}", m.render());
 }
+
+#[tokio::test]
+async fn only_host_changes_that_can_undo_ours_trigger_a_repair() {
+    use apiserver_proxy_dataplane::HostEvent;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (r, _) = reconciler(config(dir.path(), &[]), FakeKernel::new(), None);
+    let vip = ep(VIP).ip();
+    let other: std::net::IpAddr = "10.244.1.7".parse().expect("ip");
+    let link = |name: &str, removed| HostEvent::Link {
+        index: 7,
+        name: name.into(),
+        up: false,
+        removed,
+    };
+    assert!(r.host_event_matters(&link("apiproxy0", true)));
+    assert!(r.host_event_matters(&link("apiproxy0", false)), "set down");
+    assert!(
+        !r.host_event_matters(&link("cali1234", true)),
+        "a CNI's churn"
+    );
+    let addr = |addr, removed| HostEvent::Address {
+        index: 7,
+        addr,
+        removed,
+    };
+    assert!(r.host_event_matters(&addr(vip, true)));
+    assert!(!r.host_event_matters(&addr(vip, false)), "our own repair");
+    assert!(!r.host_event_matters(&addr(other, true)));
+    let route = |dst, removed| HostEvent::Route {
+        dst,
+        prefix_len: 32,
+        removed,
+    };
+    assert!(r.host_event_matters(&route(vip, true)));
+    assert!(!r.host_event_matters(&route(other, true)));
+    assert!(r.host_event_matters(&HostEvent::Overrun));
+}
