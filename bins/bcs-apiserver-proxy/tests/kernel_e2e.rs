@@ -800,6 +800,16 @@ fn control_plane_layout_with_route_vip() {
         conns.iter().all(|(_, n)| *n > 0),
         "a master got no connection: {conns:?}"
     );
+
+    // Someone deletes the route: the daemon puts it back, and the API is
+    // reachable again.
+    let route = || run("ip", &["-4", "route", "show", "10.103.97.2/32"]);
+    assert!(route().contains("dev lo"), "{}", route());
+    run("ip", &["route", "del", "10.103.97.2/32", "dev", "lo"]);
+    wait_for("the VIP's route to come back", long, || {
+        route().contains("dev lo")
+    });
+    assert!(request(&setup.ca_file), "no API after the route's repair");
 }
 
 #[test]
@@ -856,4 +866,72 @@ fn a_conntrack_state_firewall_on_the_node() {
             "request {i} after the crash failed behind a ct-state firewall"
         );
     }
+}
+
+/// The addresses on our interface, as `ip` sees them ("" while it is gone).
+fn vip_addresses() -> String {
+    let out = Command::new("ip")
+        .args(["-o", "addr", "show", "dev", "apiproxy0"])
+        .output()
+        .expect("run ip");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn interface_up() -> bool {
+    let out = Command::new("ip")
+        .args(["-o", "link", "show", "dev", "apiproxy0"])
+        .output()
+        .expect("run ip");
+    String::from_utf8_lossy(&out.stdout).contains(",UP")
+}
+
+#[test]
+#[ignore = "real-kernel: needs IPVS, run by `cargo xtask test` in the VM"]
+fn host_tampering_is_repaired_on_notification_not_on_the_tick() {
+    let _netns = kernel::enter();
+    let _one_at_a_time = serial();
+    let (ca, masters) = masters_with_slice(&[0, 1, 2]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = 18018;
+    let mut setup = Setup::new(&dir, &ca, &masters[0], port, "5s");
+    // No timer can do the repairs below: only the host notifications.
+    set_arg(&mut setup.args, "--resync-interval", "1h");
+    let _daemon = Daemon::spawn(&setup.args);
+    let (a, b, c) = (&masters[0], &masters[1], &masters[2]);
+    let long = Duration::from_secs(90);
+    wait_for(
+        "all three masters",
+        long,
+        weights(&[(a, 1), (b, 1), (c, 1)]),
+    );
+    assert!(request(&setup.ca_file));
+    let repairs = "apiserver_proxy_host_repairs_total";
+    let before = sample(&metrics(port), repairs).expect("the counter");
+
+    // Someone deletes the VIP address.
+    run("ip", &["addr", "del", "10.103.97.2/32", "dev", "apiproxy0"]);
+    wait_for("the VIP to come back", long, || {
+        vip_addresses().contains("10.103.97.2/32")
+    });
+    assert!(request(&setup.ca_file), "no API after the VIP's repair");
+
+    // Someone sets the interface down.
+    run("ip", &["link", "set", "apiproxy0", "down"]);
+    wait_for("the interface to come back up", long, interface_up);
+
+    // Someone deletes the interface (kube-proxy's cleanup of its own dummy,
+    // done by hand on the wrong one).
+    run("ip", &["link", "del", "apiproxy0"]);
+    wait_for("the interface and the VIP to come back", long, || {
+        interface_up() && vip_addresses().contains("10.103.97.2/32")
+    });
+    assert!(
+        request(&setup.ca_file),
+        "no API after the interface's repair"
+    );
+    let after = sample(&metrics(port), repairs).expect("the counter");
+    assert!(
+        after >= before + 4.0,
+        "host_repairs_total went from {before} to {after}"
+    );
 }
