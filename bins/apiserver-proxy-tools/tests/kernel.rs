@@ -178,11 +178,7 @@ fn in_rotation(endpoints: &[String]) -> Vec<(String, u32)> {
 
 /// `ip -o addr` of the dummy interface ("" when it does not exist).
 fn vip_addresses() -> String {
-    let out = Command::new("ip")
-        .args(["-o", "addr", "show", "dev", "apiproxy0"])
-        .output()
-        .expect("run ip");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    apiserver_proxy_testkit::kernel::addresses_of("apiproxy0")
 }
 
 fn interface_exists() -> bool {

@@ -868,21 +868,12 @@ fn a_conntrack_state_firewall_on_the_node() {
     }
 }
 
-/// The addresses on our interface, as `ip` sees them ("" while it is gone).
 fn vip_addresses() -> String {
-    let out = Command::new("ip")
-        .args(["-o", "addr", "show", "dev", "apiproxy0"])
-        .output()
-        .expect("run ip");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    kernel::addresses_of("apiproxy0")
 }
 
 fn interface_up() -> bool {
-    let out = Command::new("ip")
-        .args(["-o", "link", "show", "dev", "apiproxy0"])
-        .output()
-        .expect("run ip");
-    String::from_utf8_lossy(&out.stdout).contains(",UP")
+    kernel::link_up("apiproxy0")
 }
 
 #[test]

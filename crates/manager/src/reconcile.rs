@@ -302,7 +302,7 @@ impl<K: Kernel> Reconciler<K> {
             }
         };
         for change in &report.changes {
-            tracing::info!(change = %change, "host repaired");
+            tracing::info!(change = %change, "host changed");
             self.metrics.host_repairs.inc();
         }
         for (s, _) in IPVS_SYSCTLS {

@@ -118,3 +118,22 @@ pub fn ct_state_firewall() {
            add rule inet nodefw out ct state invalid counter drop"],
     );
 }
+
+/// `ip -o addr show dev DEV`: the interface's addresses, one a line ("" when
+/// the interface does not exist), as a person checking the node sees them.
+pub fn addresses_of(dev: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-o", "addr", "show", "dev", dev])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ip: {e}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether the interface exists and is administratively up.
+pub fn link_up(dev: &str) -> bool {
+    let out = Command::new("ip")
+        .args(["-o", "link", "show", "dev", dev])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ip: {e}"));
+    String::from_utf8_lossy(&out.stdout).contains(",UP")
+}
