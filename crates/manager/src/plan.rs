@@ -4,7 +4,11 @@
 //!
 //! Rules, per virtual server we own:
 //! - a backend that is alive (ready, or readiness unknown because the
-//!   apiserver refused our anonymous probe) or not yet probed: weight 1;
+//!   apiserver refused our anonymous probe): weight 1;
+//! - not yet probed: in the table at weight 0 while another backend passes
+//!   its probe (a new address from the cluster carries no traffic before a
+//!   probe vouched for it), weight 1 while none has passed one yet (a
+//!   daemon that just started, the CLI before kubelet);
 //! - not ready (`/readyz` failing): weight 0 at once, so established
 //!   connections finish; deleted once it has no active connection, or when
 //!   the drain deadline passes;
@@ -37,14 +41,11 @@ pub enum Condition {
 }
 
 impl Condition {
-    /// Whether a backend in this condition takes new connections (weight 1),
-    /// fail-open aside. Not-ready and dead ones do not; one not yet probed
-    /// does, since the CLI or the seeds vouched for it.
+    /// Whether a backend in this condition takes new connections (weight 1)
+    /// whatever the others' conditions: it passed its probe. One not yet
+    /// probed takes them only while no backend has passed one (see `plan`).
     pub fn in_service(self) -> bool {
-        matches!(
-            self,
-            Condition::Unprobed | Condition::Ready | Condition::AliveUnknown
-        )
+        matches!(self, Condition::Ready | Condition::AliveUnknown)
     }
 }
 
@@ -230,6 +231,10 @@ fn wants(vs: &DesiredVs) -> (BTreeMap<Endpoint, Want>, bool) {
         .map(|(b, c)| {
             let w = match c {
                 c if c.in_service() => Want::Weight(1),
+                // In the table but out of rotation until its first probe
+                // passes: whoever can write EndpointSlices must not steer
+                // the node's traffic to an address no probe vouched for.
+                Condition::Unprobed => Want::Weight(0),
                 Condition::Dead => Want::Gone(DeleteReason::Dead),
                 _ => Want::Drain,
             };
@@ -240,23 +245,26 @@ fn wants(vs: &DesiredVs) -> (BTreeMap<Endpoint, Want>, bool) {
     if serving || out.is_empty() {
         return (out, false);
     }
-    // Fail-open: prefer the not-ready ones (alive); if every one is dead,
-    // keep them all: our checks may be what is broken.
-    let alive: Vec<Endpoint> = out
+    let unprobed = vs.backends.values().any(|c| *c == Condition::Unprobed);
+    // Nothing passes. Prefer those that may still pass (not yet probed),
+    // and the alive ones (not ready); if every one is dead, keep them all:
+    // our checks may be what is broken. Only the last two are fail-open:
+    // a start-up with nothing probed yet is not.
+    let maybe: Vec<Endpoint> = out
         .iter()
-        .filter(|(_, w)| matches!(w, Want::Drain))
+        .filter(|(_, w)| matches!(w, Want::Drain | Want::Weight(0)))
         .map(|(b, _)| *b)
         .collect();
-    if alive.is_empty() {
+    if maybe.is_empty() {
         for w in out.values_mut() {
             *w = Want::Weight(1);
         }
     } else {
-        for b in alive {
+        for b in maybe {
             out.insert(b, Want::Weight(1));
         }
     }
-    (out, true)
+    (out, !unprobed)
 }
 
 /// Computes the operations that bring `actual` to `desired`.
@@ -441,7 +449,7 @@ mod tests {
     use Condition::*;
 
     #[test]
-    fn an_empty_kernel_gets_the_service_and_every_live_backend() {
+    fn an_empty_kernel_gets_the_service_and_only_probed_backends_in_rotation() {
         let p = run(
             &[desired(&[(A, Ready), (B, Unprobed), (C, AliveUnknown)])],
             &[],
@@ -463,7 +471,7 @@ mod tests {
                 Op::AddDest {
                     vip: ep(VIP),
                     backend: ep(B),
-                    weight: 1
+                    weight: 0
                 },
                 Op::AddDest {
                     vip: ep(VIP),
@@ -629,6 +637,70 @@ mod tests {
                 vip: ep(VIP),
                 backend: ep(C),
                 why: DeleteReason::Drained
+            }]
+        );
+    }
+
+    #[test]
+    fn a_new_backend_carries_no_traffic_until_its_probe_passes() {
+        // The cluster (or whoever can write its EndpointSlices) adds C.
+        let mut drains = Drains::default();
+        let p = run(
+            &[desired(&[(A, Ready), (B, Ready), (C, Unprobed)])],
+            &[actual(&[(A, 1, 0), (B, 1, 0)])],
+            &mut drains,
+            Instant::now(),
+        );
+        assert_eq!(
+            p.ops,
+            vec![Op::AddDest {
+                vip: ep(VIP),
+                backend: ep(C),
+                weight: 0
+            }]
+        );
+        assert!(!p.verdicts[&ep(VIP)].fail_open);
+        // Its probe passes: in rotation.
+        let p = run(
+            &[desired(&[(A, Ready), (B, Ready), (C, Ready)])],
+            &[actual(&[(A, 1, 0), (B, 1, 0), (C, 0, 0)])],
+            &mut drains,
+            Instant::now(),
+        );
+        assert_eq!(
+            p.ops,
+            vec![Op::SetWeight {
+                vip: ep(VIP),
+                backend: ep(C),
+                weight: 1
+            }]
+        );
+    }
+
+    #[test]
+    fn with_nothing_probed_yet_every_backend_serves_and_it_is_not_fail_open() {
+        let p = run(
+            &[desired(&[(A, Unprobed), (B, Unprobed)])],
+            &[actual(&[(A, 1, 0), (B, 1, 0)])],
+            &mut Drains::default(),
+            Instant::now(),
+        );
+        assert!(p.ops.is_empty(), "{:?}", p.ops);
+        assert!(!p.verdicts[&ep(VIP)].fail_open);
+        // Every probed one failed: the unprobed one is the best hope, with
+        // the not-ready one.
+        let p = run(
+            &[desired(&[(A, Unprobed), (B, NotReady), (C, Dead)])],
+            &[actual(&[(A, 1, 0), (B, 1, 0), (C, 1, 0)])],
+            &mut Drains::default(),
+            Instant::now(),
+        );
+        assert_eq!(
+            p.ops,
+            vec![Op::DelDest {
+                vip: ep(VIP),
+                backend: ep(C),
+                why: DeleteReason::Dead
             }]
         );
     }
