@@ -141,7 +141,11 @@ impl Default for Config {
                 .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 8004))),
             kubeconfig: None,
             log_format: LogFormat::Text,
-            resync_interval: Duration::from_secs(1),
+            // The IPVS table sends no change notifications: this tick is
+            // what bounds the repair of `ipvsadm -C` or a deleted
+            // destination (the host is repaired on notification). A pass
+            // reads only our own services, so four a second cost little.
+            resync_interval: Duration::from_millis(250),
             drain_timeout: Duration::from_secs(30),
             health: HealthSettings::default(),
             discovery: DiscoverySettings::default(),
@@ -348,6 +352,7 @@ const GO_TOP_KEYS: &[&str] = &[
     "k8sConfig",
     "persistConfig",
     "systemInterval",
+    "realServer",
 ];
 
 #[derive(Default)]
@@ -771,13 +776,36 @@ impl Reader {
         let mut c = Config::default();
         let mut vip = None;
         let mut scheduler = "rr".to_string();
+        let mut seeds: Vec<Endpoint> = Vec::new();
+        let (mut address, mut port) = (None, None);
         for (key, v) in map {
             let honoured: &[&str] = match key.as_str() {
                 "proxyLvs" => &["virtualAddress", "lvsScheduler"],
                 "healthCheck" => &["healthScheme", "healthPath"],
-                "k8sConfig" => &["kubeConfig"],
+                "k8sConfig" => &["kubeConfig", "master"],
                 "persistConfig" => &["ipvsPersistDir"],
-                "systemInterval" => &["managerInterval"],
+                "systemInterval" => &["managerInterval", "endpointInterval"],
+                "realServer" => &["realServers"],
+                // The Go daemon's metrics listener.
+                "address" => {
+                    address = self.string(v, key);
+                    continue;
+                }
+                "port" => {
+                    port = self.count(v, key, 1, 65535);
+                    continue;
+                }
+                "debugMode" => {
+                    if self.boolean(v, key) == Some(true) {
+                        self.warnings.push(Problem {
+                            path: key.clone(),
+                            message: "read: debug logs are asked for with the environment \
+                                      variable APISERVER_PROXY_LOG=debug"
+                                .into(),
+                        });
+                    }
+                    continue;
+                }
                 _ => {
                     self.warnings.push(Problem {
                         path: key.clone(),
@@ -816,6 +844,37 @@ impl Reader {
                         }
                     }
                     "kubeConfig" => c.kubeconfig = self.path_buf(v, &p),
+                    // The apiserver the Go daemon watched: one of the
+                    // apiservers, so a seed when it is an IP:PORT.
+                    "master" => {
+                        if let Some(s) = self.string(v, &p) {
+                            match go_master(&s) {
+                                Some(e) => seeds.push(e),
+                                None if s.is_empty() => {}
+                                None => self.warnings.push(Problem {
+                                    path: p,
+                                    message: format!(
+                                        "{s:?} is not an IP:PORT: not used (the daemon reaches \
+                                         the API through the apiservers it discovers, with the \
+                                         kubeconfig's or the pod's credentials)"
+                                    ),
+                                }),
+                            }
+                        }
+                    }
+                    "realServers" => match v {
+                        Value::Array(items) => {
+                            for (i, item) in items.iter().enumerate() {
+                                if let Some(e) = self.endpoint(item, &format!("{p}[{i}]")) {
+                                    seeds.push(e);
+                                }
+                            }
+                        }
+                        other => self.problem(
+                            &p,
+                            format!("expected a list of IP:PORT, found {}", kind(other)),
+                        ),
+                    },
                     "ipvsPersistDir" => {
                         if let Some(d) = self.path_buf(v, &p) {
                             c.state_dir = d;
@@ -827,20 +886,55 @@ impl Reader {
                             c.resync_interval = Duration::from_secs(n);
                         }
                     }
+                    // The Go daemon polled the endpoints this often; we
+                    // watch them, so there is nothing to set.
+                    "endpointInterval" if self.count(v, &p, 1, 3600).is_some() => {
+                        self.warnings.push(Problem {
+                            path: p,
+                            message: "read: not needed, the EndpointSlices are watched \
+                                      instead of polled"
+                                .into(),
+                        });
+                    }
                     _ => {}
                 }
             }
         }
+        if address.is_some() || port.is_some() {
+            let ip = address.as_deref().unwrap_or("0.0.0.0");
+            let port = port.unwrap_or(u64::from(c.metrics_addr.port()));
+            match format!("{ip}:{port}").parse::<SocketAddr>() {
+                Ok(a) => c.metrics_addr = a,
+                Err(_) => self.problem("address", format!("{ip:?} is not an IP address")),
+            }
+        }
         if let Some(vip) = vip {
+            seeds.retain(|s| s.family() == vip.family());
+            let mut unique = Vec::new();
+            for s in seeds {
+                if !unique.contains(&s) {
+                    unique.push(s);
+                }
+            }
             c.virtual_servers.push(VirtualServerConfig {
                 vip,
                 scheduler,
-                seeds: Vec::new(),
+                seeds: unique,
                 port_name: "https".into(),
             });
         }
         c
     }
+}
+
+/// The Go config's `k8sConfig.master` as an apiserver endpoint: `IP:PORT`,
+/// or a URL `https://IP:PORT[/]`. `None` for anything else (a host name).
+fn go_master(s: &str) -> Option<Endpoint> {
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .unwrap_or(s);
+    rest.trim_end_matches('/').parse().ok()
 }
 
 pub fn parse_health_mode(s: &str) -> Option<HealthMode> {

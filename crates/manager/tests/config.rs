@@ -115,9 +115,12 @@ fn the_go_versions_json_config_is_read_with_its_keys_mapped() {
       "port": 8004,
       "proxyLvs": {"virtualAddress": "10.103.97.2:6443", "lvsScheduler": "sh"},
       "healthCheck": {"healthScheme": "http", "healthPath": "/healthz"},
-      "k8sConfig": {"kubeConfig": "/root/.kube/config", "master": "x"},
+      "k8sConfig": {"kubeConfig": "/root/.kube/config", "master": "https://192.168.1.10:6443"},
       "persistConfig": {"ipvsPersistDir": "/root/.bcs"},
-      "systemInterval": {"managerInterval": 10}
+      "systemInterval": {"managerInterval": 10, "endpointInterval": 5},
+      "realServer": {"realServers": ["192.168.1.10:6443", "192.168.1.11:6443"]},
+      "debugMode": true,
+      "somethingNew": 1
     }"#;
     let loaded = parse_str(go, "go.json").expect("Go config parses");
     assert_eq!(loaded.format, FileFormat::GoJson);
@@ -132,6 +135,39 @@ fn the_go_versions_json_config_is_read_with_its_keys_mapped() {
     );
     assert_eq!(c.state_dir, std::path::PathBuf::from("/root/.bcs"));
     assert_eq!(c.resync_interval, Duration::from_secs(10));
+    // The seeds of a Go DaemonSet: its real servers and its master, once.
+    let seeds: Vec<String> = c.virtual_servers[0]
+        .seeds
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(seeds, ["192.168.1.10:6443", "192.168.1.11:6443"]);
+    assert_eq!(c.metrics_addr.to_string(), "0.0.0.0:8004");
+    // Every key is accounted for: mapped, read with a note, or named as
+    // ignored.
     let warned: Vec<String> = loaded.warnings.iter().map(|w| w.path.clone()).collect();
-    assert_eq!(warned, ["address", "k8sConfig.master", "port"]);
+    assert_eq!(
+        warned,
+        [
+            "debugMode",
+            "somethingNew",
+            "systemInterval.endpointInterval"
+        ]
+    );
+    for bad in [
+        r#"{"proxyLvs": {}, "realServer": {"realServers": "192.168.1.10:6443"}}"#,
+        r#"{"proxyLvs": {}, "realServer": {"realServers": ["192.168.1.10"]}}"#,
+        r#"{"proxyLvs": {}, "debugMode": "yes"}"#,
+        r#"{"proxyLvs": {}, "port": 70000}"#,
+    ] {
+        let err = parse_str(bad, "go.json").expect_err(bad).to_string();
+        assert!(err.contains("go.json"), "{err}");
+    }
+    let host = parse_str(
+        r#"{"proxyLvs": {"virtualAddress": "10.103.97.2:6443"}, "k8sConfig": {"master": "https://api.example:6443"}}"#,
+        "go.json",
+    )
+    .expect("a host name master is a warning");
+    assert!(host.config.virtual_servers[0].seeds.is_empty());
+    assert_eq!(host.warnings[0].path, "k8sConfig.master");
 }
