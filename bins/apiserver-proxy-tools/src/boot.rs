@@ -165,6 +165,7 @@ WantedBy=multi-user.target kubelet.service
     /// Installs the boot-time restore; idempotent, and says what it did.
     pub fn install(&self) -> Result<(), Failure> {
         self.install_tool()?;
+        self.disable_go_restore()?;
         if !self.has_systemd() {
             return self.install_rc_local();
         }
@@ -187,6 +188,30 @@ WantedBy=multi-user.target kubelet.service
             outln!(
                 "systemd is not running here: enable it with `systemctl daemon-reload && systemctl enable {UNIT_NAME}`"
             );
+        }
+        Ok(())
+    }
+
+    /// Comments out the Go tool's own restore line (`... -cmd reload ...`)
+    /// in rc.local: ours replaces it, and the Go tool's reload would bring
+    /// the virtual servers back with its forced `sh` scheduler.
+    fn disable_go_restore(&self) -> Result<(), Failure> {
+        for path in [
+            self.root.join("etc/rc.local"),
+            self.root.join("etc/rc.d/rc.local"),
+        ] {
+            let Ok(old) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let new = without_go_restore(&old);
+            if new != old {
+                let mode = std::fs::metadata(&path).map_or(0o755, |m| m.permissions().mode());
+                write_file(&path, new.as_bytes(), mode & 0o7777)?;
+                outln!(
+                    "disabled the Go tool's restore line in {} (commented out): ours replaces it",
+                    path.display()
+                );
+            }
         }
         Ok(())
     }
@@ -276,6 +301,41 @@ fn systemctl(args: &[&str]) -> Result<(), Failure> {
         ))
         .todo(format!("run `{shown}` by hand")))
     }
+}
+
+/// Marks a line this tool commented out.
+const GO_DISABLED: &str =
+    "# disabled by apiserver-proxy-tools init, which restores at boot instead: ";
+
+/// Whether an rc.local line runs the Go tool's restore: `-cmd reload` in
+/// any of the spellings Go's flag package accepts.
+fn is_go_restore(line: &str) -> bool {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    if words.first().is_none_or(|w| w.starts_with('#')) {
+        return false;
+    }
+    words.iter().enumerate().any(|(i, w)| match *w {
+        "-cmd" | "--cmd" => words.get(i + 1) == Some(&"reload"),
+        w => w == "-cmd=reload" || w == "--cmd=reload",
+    })
+}
+
+/// `text` with the Go tool's restore lines commented out; our own block
+/// (which may run `reload` in the Go syntax too) is left alone.
+fn without_go_restore(text: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in text.split_inclusive('\n') {
+        if line.starts_with(BEGIN) {
+            inside = true;
+        } else if inside && line.trim_end() == END {
+            inside = false;
+        } else if !inside && is_go_restore(line) {
+            out.push_str(GO_DISABLED);
+        }
+        out.push_str(line);
+    }
+    out
 }
 
 /// `text` without our marked block.
@@ -437,5 +497,39 @@ mod tests {
         assert!(!std::fs::read_to_string(&rc).expect("rc").contains("reload"));
         b.uninstall().expect("uninstall");
         assert!(!b.unit_path().exists());
+    }
+
+    #[test]
+    fn init_disables_the_go_tools_restore_line_once() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let rc = root.path().join("etc/rc.local");
+        std::fs::create_dir_all(rc.parent().expect("dir")).expect("mkdir");
+        let go = "#!/bin/sh -e\n/usr/local/bin/apiserver-proxy-tools -cmd reload -persistDir /root/.bcs\nexit 0\n";
+        std::fs::write(&rc, go).expect("write");
+        let boot = boot(root.path(), &[]);
+        boot.disable_go_restore().expect("disable");
+        let text = std::fs::read_to_string(&rc).expect("read");
+        assert!(
+            text.contains(&format!(
+                "{GO_DISABLED}/usr/local/bin/apiserver-proxy-tools -cmd reload"
+            )),
+            "{text}"
+        );
+        assert!(text.ends_with("exit 0\n"), "{text}");
+        boot.disable_go_restore().expect("again");
+        assert_eq!(
+            std::fs::read_to_string(&rc).expect("read"),
+            text,
+            "idempotent"
+        );
+        for (line, go) in [
+            ("apiserver-proxy-tools --cmd=reload", true),
+            ("/opt/bin/tool -vs 1.2.3.4:6443 -cmd reload", true),
+            ("# apiserver-proxy-tools -cmd reload", false),
+            ("apiserver-proxy-tools reload --state-dir /x", false),
+            ("echo -cmd add", false),
+        ] {
+            assert_eq!(is_go_restore(line), go, "{line}");
+        }
     }
 }

@@ -260,7 +260,7 @@ pub struct Common {
     #[arg(
         long,
         global = true,
-        env = "APISERVER_PROXY_STATE_DIR",
+        env = STATE_DIR_ENV,
         default_value = DEFAULT_STATE_DIR,
         value_name = "DIR",
     )]
@@ -430,9 +430,26 @@ fn flag_parts(arg: &str) -> Option<(&str, Option<&str>)> {
 /// flags. Anything else passes through for clap to judge; after `--` nothing
 /// is touched.
 pub fn normalize_go_args(args: Vec<String>) -> Result<Vec<String>, Failure> {
+    normalize_go_args_with(args, std::env::var_os(STATE_DIR_ENV).is_some())
+}
+
+const STATE_DIR_ENV: &str = "APISERVER_PROXY_STATE_DIR";
+
+/// [`normalize_go_args`], told whether the state folder is set in the
+/// environment.
+///
+/// The Go tool's `-persistDir` is also the folder the Go daemon's
+/// `--ipvsPersistDir` names, which is our daemon's state folder: so it sets
+/// `--state-dir` too, unless one is given, and a migrated node's CLI and
+/// daemon share one folder and one lock.
+fn normalize_go_args_with(
+    args: Vec<String>,
+    state_dir_in_env: bool,
+) -> Result<Vec<String>, Failure> {
     let mut iter = args.into_iter();
     let mut out: Vec<String> = iter.next().into_iter().collect();
     let mut command = None;
+    let mut go_persist_dir: Option<String> = None;
     while let Some(arg) = iter.next() {
         if arg == "--" {
             out.push(arg);
@@ -453,6 +470,20 @@ pub fn normalize_go_args(args: Vec<String>) -> Result<Vec<String>, Failure> {
                     }
                 }
             }
+            Some(("persistDir", inline)) => {
+                let value = match inline {
+                    Some(v) => Some(v.to_string()),
+                    None => iter.next(),
+                };
+                match value {
+                    Some(v) => {
+                        out.push(format!("--persist-dir={v}"));
+                        go_persist_dir = Some(v);
+                    }
+                    // clap says what is missing.
+                    None => out.push("--persist-dir".into()),
+                }
+            }
             Some((name, inline)) => match GO_FLAGS.iter().find(|(go, _)| *go == name) {
                 Some((_, ours)) => out.push(match inline {
                     Some(v) => format!("--{ours}={v}"),
@@ -462,6 +493,16 @@ pub fn normalize_go_args(args: Vec<String>) -> Result<Vec<String>, Failure> {
             },
             None => out.push(arg),
         }
+    }
+    let explicit_state_dir = out
+        .iter()
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--state-dir" || a.starts_with("--state-dir="));
+    if let Some(dir) = go_persist_dir
+        && !explicit_state_dir
+        && !state_dir_in_env
+    {
+        out.insert(1.min(out.len()), format!("--state-dir={dir}"));
     }
     if let Some(c) = command {
         out.insert(1.min(out.len()), c);
@@ -506,6 +547,7 @@ mod tests {
             strings(&[
                 "t",
                 "add",
+                "--state-dir=/p",
                 "--vs",
                 "10.103.97.2:6443",
                 "--rs",
@@ -513,8 +555,7 @@ mod tests {
                 "--rs=192.168.1.11:6443",
                 "--scheduler",
                 "rr",
-                "--persist-dir",
-                "/p",
+                "--persist-dir=/p",
                 "--tool-path=/t",
                 "--health-scheme",
                 "https",
@@ -526,6 +567,39 @@ mod tests {
             normalized(&["t", "-vs", "1.2.3.4:1", "--cmd=delete"]),
             strings(&["t", "delete", "--vs", "1.2.3.4:1"])
         );
+    }
+
+    #[test]
+    fn the_go_persist_dir_is_the_state_folder_too_unless_one_is_given() {
+        let go =
+            |args: &[&str], env| normalize_go_args_with(strings(args), env).expect("normalize");
+        assert_eq!(
+            go(&["t", "-cmd", "reload", "-persistDir", "/root/.bcs"], false),
+            strings(&[
+                "t",
+                "reload",
+                "--state-dir=/root/.bcs",
+                "--persist-dir=/root/.bcs"
+            ])
+        );
+        let given = ["t", "reload", "-persistDir=/g", "--state-dir", "/s"];
+        assert_eq!(
+            go(&given, false),
+            strings(&["t", "reload", "--persist-dir=/g", "--state-dir", "/s"])
+        );
+        assert_eq!(
+            go(&["t", "reload", "-persistDir", "/g"], true),
+            strings(&["t", "reload", "--persist-dir=/g"])
+        );
+        // Ours alone changes nothing: --persist-dir is only where the Go
+        // tool's file is read.
+        let ours = ["t", "reload", "--persist-dir", "/g"];
+        assert_eq!(go(&ours, false), strings(&ours));
+        // And clap parses what comes out.
+        let cli = Cli::try_parse_from(go(&["t", "-cmd", "reload", "-persistDir", "/g"], false))
+            .expect("parses");
+        assert_eq!(cli.common.state_dir, PathBuf::from("/g"));
+        assert_eq!(cli.common.persist_dir, PathBuf::from("/g"));
     }
 
     #[test]
