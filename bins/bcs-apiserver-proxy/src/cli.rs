@@ -152,7 +152,7 @@ pub struct RunArgs {
     #[arg(long, env = "KUBECONFIG", value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
 
-    /// Compare the kernel with the desired state this often [default: 1s].
+    /// Compare the kernel with the desired state this often [default: 250ms].
     #[arg(long, env = "APISERVER_PROXY_RESYNC_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
     pub resync_interval: Option<Duration>,
 
