@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use apiserver_proxy_testkit::figures::{Report, Row};
+use apiserver_proxy_testkit::figures::{self, Report, Row};
 use apiserver_proxy_testkit::kernel::{self, run};
 use apiserver_proxy_testkit::master::Master;
 use apiserver_proxy_testkit::tls::Ca;
@@ -196,6 +196,8 @@ struct Node {
     ca_file: PathBuf,
     kubeconfig: PathBuf,
     daemons: usize,
+    /// The test's name, for its daemons' log files.
+    test: String,
 }
 
 impl Node {
@@ -227,11 +229,19 @@ impl Node {
             ),
         )
         .expect("kubeconfig");
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("lifecycle")
+            .rsplit("::")
+            .next()
+            .unwrap_or("lifecycle")
+            .to_string();
         Node {
             dir,
             ca_file,
             kubeconfig,
             daemons: 0,
+            test,
         }
     }
 
@@ -341,7 +351,7 @@ impl Node {
             "--health-ca-file",
             &self.ca_file.to_string_lossy(),
             "--health-interval",
-            "1s",
+            "3s",
             "--health-timeout",
             "2s",
             "--drain-timeout",
@@ -356,9 +366,19 @@ impl Node {
         .collect()
     }
 
+    /// Starts a daemon. Its log goes to the figures' folder when there is
+    /// one (the VM's results, kept after the run), else to the node's.
     fn daemon(&mut self, program: &Path, args: &[String]) -> Daemon {
         self.daemons += 1;
-        let log = self.path(&format!("daemon-{}.log", self.daemons));
+        let name = format!("daemon-{}.log", self.daemons);
+        let log = match std::env::var_os(figures::OUT_ENV) {
+            Some(out) => {
+                let dir = PathBuf::from(out).join("logs").join(&self.test);
+                std::fs::create_dir_all(&dir).expect("log folder");
+                dir.join(name)
+            }
+            None => self.path(&name),
+        };
         Daemon::spawn(program, args, log)
     }
 }
@@ -807,6 +827,7 @@ fn lifecycle_2c_reboot_after_the_daemon_ran_with_unusable_discovery() {
 
     // Then the daemon starts (discovery now works): nothing to change.
     let mut node2 = Node::new(&ca, &all[0].endpoint(), true);
+    node2.daemons = node.daemons;
     let mut args = node.daemon_args();
     let i = args.iter().position(|a| a == "--kubeconfig").expect("flag");
     args[i + 1] = node2.kubeconfig.to_string_lossy().into_owned();
@@ -1026,13 +1047,13 @@ fn lifecycle_4_migration_from_the_go_version_then_a_reboot() {
         rs[2],
         go.display()
     ));
-    let mut args = vec![
+    let args = vec![
         "-f".to_string(),
         go_json.to_string_lossy().into_owned(),
         "--health-ca-file".into(),
         node.ca_file.to_string_lossy().into_owned(),
         "--health-interval".into(),
-        "1s".into(),
+        "3s".into(),
         "--metrics-addr".into(),
         format!("127.0.0.1:{METRICS}"),
     ];
@@ -1087,10 +1108,9 @@ fn lifecycle_4_migration_from_the_go_version_then_a_reboot() {
     )
     .repair(format!("restored {restored:?}"));
     report.add(row);
-    args.truncate(args.len());
+    let t = Instant::now();
     let mut daemon = node.daemon(&daemon_bin(), &args);
     daemon.wait_ready();
-    let t = Instant::now();
     let row = clients.phase(
         t,
         "our daemon starts after the reboot",

@@ -256,10 +256,11 @@ pub struct IdleFigure {
 }
 
 impl IdleFigure {
-    /// One cell of the report: "kept" or "cut N×, served again after X s".
+    /// One cell of the report: "kept" (the same connection was served), or
+    /// "cut N×, served again after X s", or "NOT served".
     pub fn describe(&self) -> String {
         match (self.cuts, self.served_after) {
-            (0, Some(d)) => format!("kept, served ({:.2} s)", d.as_secs_f64()),
+            (0, Some(_)) => "kept".into(),
             (n, Some(d)) => format!("cut {n}×, served again after {:.2} s", d.as_secs_f64()),
             (_, None) => "NOT served".into(),
         }
