@@ -215,6 +215,8 @@ impl Node {
         let root = dir.path().join("root");
         let etc = if systemd { "etc/systemd/system" } else { "etc" };
         std::fs::create_dir_all(root.join(etc)).expect("mkdir");
+        // The test certificates name `kubernetes`, not the masters' IPs, as
+        // a kubelet.conf through a name would; the kubeconfig says so.
         // The installed tool is the build, linked: `init` finds itself there
         // and copies nothing (a debug build is large; the VM's disk is RAM).
         let installed = root.join(TOOL.trim_start_matches('/'));
@@ -224,7 +226,7 @@ impl Node {
         std::fs::write(
             &kubeconfig,
             format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://{api}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: test\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://{api}\n    tls-server-name: kubernetes\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: test\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
                 ca_file.display()
             ),
         )
@@ -427,6 +429,38 @@ impl Daemon {
         }
     }
 
+    /// Waits until its backend set comes from the cluster's EndpointSlice
+    /// (not the seeds or the kernel): what it then keeps or changes is the
+    /// cluster's word.
+    fn wait_cluster(&mut self) {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the daemon exited ({status}):\n{}", self.log_text());
+            }
+            let metrics = Command::new("curl")
+                .args(["-s", "--max-time", "2"])
+                .arg(format!("http://127.0.0.1:{METRICS}/metrics"))
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            if metrics.lines().any(|l| {
+                l.starts_with("apiserver_proxy_discovery_source{")
+                    && l.contains("source=\"cluster\"")
+                    && l.contains(&format!("vs=\"{VIP}\""))
+                    && l.trim_end().ends_with(" 1")
+            }) {
+                return;
+            }
+            assert!(
+                start.elapsed() < LONG,
+                "the daemon never got its backends from the cluster:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// SIGTERM, as kubelet stops a pod; waits for the exit.
     fn term(&mut self) -> std::process::ExitStatus {
         run("kill", &["-TERM", &self.child.id().to_string()]);
@@ -617,6 +651,7 @@ fn lifecycle_1_first_install_then_the_daemon_takes_over() {
     let t = Instant::now();
     let mut daemon = node.daemon(&daemon_bin(), &node.daemon_args());
     daemon.wait_ready();
+    daemon.wait_cluster();
     // Some probe rounds of the running daemon, not only its first pass.
     std::thread::sleep(Duration::from_secs(5));
     let changed = guard.finish();
@@ -725,6 +760,7 @@ fn reboot_case(test: &str, title: &str, up: usize) {
     let t = Instant::now();
     let mut daemon = node.daemon(&daemon_bin(), &node.daemon_args());
     daemon.wait_ready();
+    daemon.wait_cluster();
     std::thread::sleep(Duration::from_secs(3));
     let changed = guard.finish();
     let row = clients
@@ -834,6 +870,7 @@ fn lifecycle_2c_reboot_after_the_daemon_ran_with_unusable_discovery() {
     let t = Instant::now();
     let mut daemon = node2.daemon(&daemon_bin(), &args);
     daemon.wait_ready();
+    daemon.wait_cluster();
     let row = clients.phase(t, "the daemon starts", true, &all, &three);
     report.add(row.clone());
     assert_row(&row);
@@ -856,6 +893,7 @@ fn lifecycle_3_daemon_upgrade_downgrade_and_a_failed_upgrade() {
     node.cli_with(&old_cli, &init_line(&three));
     let mut old = node.daemon(&old_daemon, &node.daemon_args());
     old.wait_ready();
+    old.wait_cluster();
     let clients = Clients::start(&ca);
     let rules = in_rotation(&three);
     assert_eq!(dests(), rules);
@@ -866,6 +904,7 @@ fn lifecycle_3_daemon_upgrade_downgrade_and_a_failed_upgrade() {
         let status = from.term();
         let mut next = node.daemon(to, args);
         next.wait_ready();
+        next.wait_cluster();
         std::thread::sleep(Duration::from_secs(3));
         let changed = guard.finish();
         let row = clients
@@ -1059,6 +1098,7 @@ fn lifecycle_4_migration_from_the_go_version_then_a_reboot() {
     ];
     let mut daemon = node.daemon(&daemon_bin(), &args);
     daemon.wait_ready();
+    daemon.wait_cluster();
     std::thread::sleep(Duration::from_secs(3));
     let changed = guard.finish();
     let row = clients
@@ -1111,6 +1151,7 @@ fn lifecycle_4_migration_from_the_go_version_then_a_reboot() {
     let t = Instant::now();
     let mut daemon = node.daemon(&daemon_bin(), &args);
     daemon.wait_ready();
+    daemon.wait_cluster();
     let row = clients.phase(
         t,
         "our daemon starts after the reboot",
@@ -1155,6 +1196,7 @@ fn lifecycle_5_masters_added_replaced_and_removed() {
     node.cli(&init_line(&m[..3]));
     let mut daemon = node.daemon(&daemon_bin(), &node.daemon_args());
     daemon.wait_ready();
+    daemon.wait_cluster();
     let clients = Clients::start(&ca);
 
     let mut step = |name: &str, listed: &[&Master], stop: &[&Master]| {
@@ -1258,6 +1300,7 @@ fn lifecycle_6_kube_proxy_cleanup_and_tampering_are_repaired() {
     node.cli(&init_line(&three));
     let mut daemon = node.daemon(&daemon_bin(), &node.daemon_args());
     daemon.wait_ready();
+    daemon.wait_cluster();
     let clients = Clients::start(&ca);
     let rules = in_rotation(&three);
     let whole = || {
@@ -1393,6 +1436,7 @@ fn lifecycle_7_every_apiserver_down_for_60_s_then_back_one_by_one() {
     node.cli(&init_line(&three));
     let mut daemon = node.daemon(&daemon_bin(), &node.daemon_args());
     daemon.wait_ready();
+    daemon.wait_cluster();
     let clients = Clients::start(&ca);
 
     let t = Instant::now();
@@ -1493,6 +1537,7 @@ fn lifecycle_8_uninstall_leaves_nothing_of_ours_and_kube_proxy_untouched() {
     node.cli(&init_line(&three));
     let mut daemon = node.daemon(&daemon_bin(), &node.daemon_args());
     daemon.wait_ready();
+    daemon.wait_cluster();
     let clients = Clients::start(&ca);
     let t = Instant::now();
     // The chart is removed (SIGTERM: the rules stay), then cleanup.
