@@ -151,9 +151,14 @@ pub fn run_vm_only(packages: &[String], filters: &[String]) -> Result<i32> {
 /// docs/lifecycle.md from its figures.
 pub fn run_lifecycle() -> Result<i32> {
     let root = crate::workspace_root();
+    // Both packages, so that the CLI the suite runs beside the daemon is
+    // built from this tree too.
     let run = vm_tests(
         &root,
-        &[crate::lifecycle::PACKAGE.to_string()],
+        &[
+            crate::lifecycle::PACKAGE.to_string(),
+            "apiserver-proxy-tools".to_string(),
+        ],
         &[crate::lifecycle::TEST_PREFIX.to_string()],
     )?;
     crate::lifecycle::write_doc(&root, &run.results, &run.output, "cargo xtask lifecycle")?;
