@@ -7,12 +7,14 @@
 //! - `demo`: the daemon failing over live, in the VM.
 //! - `image`, `helm`: the OCI image and the chart package.
 //! - `bench`: the benchmarks behind docs/benchmarks.md.
+//! - `lifecycle`: the lifecycle suite in the VM, and docs/lifecycle.md.
 //!
 //! See docs/testing.md.
 
 mod bench;
 mod deps;
 mod kernel;
+mod lifecycle;
 mod package;
 mod test;
 mod vm;
@@ -66,6 +68,10 @@ enum Cmd {
     Helm(package::HelmArgs),
     /// Run the benchmarks in the VM and write docs/benchmarks.md.
     Bench(bench::BenchArgs),
+    /// Run the lifecycle suite (install, reboot, upgrade, migration,
+    /// tampering, uninstall) in the VM and write docs/lifecycle.md.
+    /// `cargo xtask test` runs the same tests in its one VM boot.
+    Lifecycle,
     /// Run a command as root inside the VM, with the host's files visible.
     VmRun {
         /// The command and its arguments (after `--`).
@@ -127,6 +133,7 @@ fn main() {
         Cmd::Image(args) => package::image(args),
         Cmd::Helm(args) => package::helm(args),
         Cmd::Bench(args) => bench::run(args),
+        Cmd::Lifecycle => test::run_lifecycle(),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -96,7 +96,14 @@ pub fn run_all(host_only: bool) -> Result<i32> {
         None
     } else {
         step("real-kernel tests: one VM boot");
-        Some(vm_tests(&root, &[], &[])?)
+        let run = vm_tests(&root, &[], &[])?;
+        if run.lifecycle {
+            let command = "cargo xtask test";
+            if let Err(e) = crate::lifecycle::write_doc(&root, &run.results, &run.output, command) {
+                eprintln!("xtask: WARNING: docs/lifecycle.md was not written: {e:#}");
+            }
+        }
+        Some((run.ok, run.counts))
     };
 
     println!();
@@ -128,9 +135,36 @@ pub fn run_all(host_only: bool) -> Result<i32> {
 
 pub fn run_vm_only(packages: &[String], filters: &[String]) -> Result<i32> {
     let root = crate::workspace_root();
-    let (ok, c) = vm_tests(&root, packages, filters)?;
+    let run = vm_tests(&root, packages, filters)?;
+    if run.lifecycle {
+        println!(
+            "xtask: lifecycle figures in {} (`cargo xtask lifecycle` writes docs/lifecycle.md)",
+            run.results.join("lifecycle").display()
+        );
+    }
+    let c = run.counts;
     println!("vm tests: {} passed, {} failed", c.passed, c.failed);
-    Ok(if ok && c.failed == 0 { 0 } else { 1 })
+    Ok(if run.ok && c.failed == 0 { 0 } else { 1 })
+}
+
+/// `cargo xtask lifecycle`: the lifecycle suite alone in one VM boot, then
+/// docs/lifecycle.md from its figures.
+pub fn run_lifecycle() -> Result<i32> {
+    let root = crate::workspace_root();
+    // Both packages, so that the CLI the suite runs beside the daemon is
+    // built from this tree too.
+    let run = vm_tests(
+        &root,
+        &[
+            crate::lifecycle::PACKAGE.to_string(),
+            "apiserver-proxy-tools".to_string(),
+        ],
+        &[crate::lifecycle::TEST_PREFIX.to_string()],
+    )?;
+    crate::lifecycle::write_doc(&root, &run.results, &run.output, "cargo xtask lifecycle")?;
+    let c = run.counts;
+    println!("lifecycle tests: {} passed, {} failed", c.passed, c.failed);
+    Ok(if run.ok && c.failed == 0 { 0 } else { 1 })
 }
 
 fn step(what: &str) {
@@ -229,23 +263,61 @@ fn kernel_tests(bin: &TestBinary) -> Result<Vec<String>> {
         .collect())
 }
 
-fn vm_tests(root: &Path, packages: &[String], filters: &[String]) -> Result<(bool, Counts)> {
+/// What one VM boot of real-kernel tests gave.
+struct VmRun {
+    ok: bool,
+    counts: Counts,
+    /// Whether lifecycle tests ran (their figures are in `results`).
+    lifecycle: bool,
+    results: PathBuf,
+    output: String,
+}
+
+fn vm_tests(root: &Path, packages: &[String], filters: &[String]) -> Result<VmRun> {
     let bins = test_binaries(root, packages)?;
+    // The job starts in the run's folder, which the host sees too: the
+    // lifecycle tests leave their figures there.
     let mut job = String::from(
         "# Written by `cargo xtask`: runs every real-kernel test binary with --ignored.\n\
-         failed=0\n",
+         failed=0\n\
+         export APISERVER_PROXY_LIFECYCLE_OUT=\"$PWD/lifecycle\"\n",
     );
     let mut selected = 0usize;
+    let mut lifecycle = false;
     for bin in &bins {
         let tests = kernel_tests(bin)?;
-        let matching = tests
+        let matching: Vec<&String> = tests
             .iter()
             .filter(|t| filters.is_empty() || filters.iter().any(|f| t.contains(f.as_str())))
-            .count();
-        if matching == 0 {
+            .collect();
+        if matching.is_empty() {
             continue;
         }
-        selected += matching;
+        selected += matching.len();
+        // The lifecycle events each run in their own namespace and spend
+        // most of their time waiting (event 7 holds its apiservers down for
+        // a minute): side by side they fit the CI budget.
+        let is_lifecycle = matching
+            .iter()
+            .any(|t| t.starts_with(crate::lifecycle::TEST_PREFIX));
+        if is_lifecycle && !lifecycle {
+            lifecycle = true;
+            match crate::lifecycle::previous_release(root) {
+                Ok(dir) => job.push_str(&format!(
+                    "export APISERVER_PROXY_PREV_BIN_DIR={}\n",
+                    vm::shell_quote(&dir.to_string_lossy())
+                )),
+                Err(e) => eprintln!(
+                    "xtask: WARNING: the previous release was not built, so the upgrade \
+                     test will fail: {e:#}"
+                ),
+            }
+        }
+        let threads = if is_lifecycle {
+            " --test-threads 4"
+        } else {
+            ""
+        };
         let dir = vm::shell_quote(&bin.package_dir.to_string_lossy());
         let exe = vm::shell_quote(&bin.exe.to_string_lossy());
         let filter_arg: Vec<String> = filters.iter().map(|f| vm::shell_quote(f)).collect();
@@ -253,7 +325,7 @@ fn vm_tests(root: &Path, packages: &[String], filters: &[String]) -> Result<(boo
         job.push_str(&format!(
             "cd {dir} && export CARGO_MANIFEST_DIR={dir}\n\
              echo '     Running [vm] {name}'\n\
-             {exe} --ignored {filter_arg} || failed=1\n",
+             {exe} --ignored{threads} {filter_arg} || failed=1\n",
             name = bin
                 .exe
                 .file_name()
@@ -270,7 +342,13 @@ fn vm_tests(root: &Path, packages: &[String], filters: &[String]) -> Result<(boo
     println!("xtask: {selected} real-kernel tests selected");
     let outcome = vm::run_job(&job)?;
     let counts = Counts::from_output(&outcome.output);
-    Ok((outcome.exit_code == 0, counts))
+    Ok(VmRun {
+        ok: outcome.exit_code == 0,
+        counts,
+        lifecycle,
+        results: outcome.results,
+        output: outcome.output,
+    })
 }
 
 /// `#[ignore]` is reserved for real-kernel tests: any other reason (or none)

@@ -21,6 +21,8 @@ use crate::kernel;
 pub struct Outcome {
     pub exit_code: i32,
     pub output: String,
+    /// The run's folder, shared with the VM (where tests may leave files).
+    pub results: PathBuf,
 }
 
 /// Runs `job` (a POSIX shell script) as PID 1's child in a fresh VM and
@@ -145,7 +147,11 @@ pub fn run_job(job: &str) -> Result<Outcome> {
                 elapsed.as_secs_f64(),
                 results.display()
             );
-            Ok(Outcome { exit_code, output })
+            Ok(Outcome {
+                exit_code,
+                output,
+                results,
+            })
         }
         None => bail!(
             "the VM stopped (qemu {status}) without reporting the job's exit code.\n\

@@ -11,10 +11,15 @@
 //! - [`netns`]: named network namespaces joined to the host by veth pairs,
 //!   for test apiservers that can be killed, black-holed or slowed.
 //! - [`tls`]: a throw-away cluster CA and apiserver/client certificates.
+//! - [`traffic`]: a client opening a new connection through the VIP every
+//!   100 ms, and an idle long-lived connection like a kubelet watch.
+//! - [`figures`]: the lifecycle suite's report rows.
 
 pub mod apiserver;
 pub mod fake_kernel;
+pub mod figures;
 pub mod kernel;
 pub mod master;
 pub mod netns;
 pub mod tls;
+pub mod traffic;
