@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use apiserver_proxy_manager::config::{self, DEFAULT_INTERFACE, DEFAULT_STATE_DIR};
+use apiserver_proxy_manager::config::{self, DEFAULT_INTERFACE, DEFAULT_STATE_DIR, VipMode};
 use apiserver_proxy_types::Endpoint;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -196,8 +196,8 @@ pub struct AddArgs {
     /// How the VIP is reachable: an `address` on the dummy interface
     /// (workers), or a `route` via lo (control-plane nodes that are their own
     /// backend, IPv4 only).
-    #[arg(long, value_enum, default_value_t = VipModeArg::Address)]
-    pub vip_mode: VipModeArg,
+    #[arg(long, value_enum, default_value_t = VipMode::Address)]
+    pub vip_mode: VipMode,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -354,30 +354,6 @@ pub enum Scheme {
     Https,
     Http,
     Tcp,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum VipModeArg {
-    Address,
-    Route,
-}
-
-impl VipModeArg {
-    /// How the state file spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VipModeArg::Address => "address",
-            VipModeArg::Route => "route",
-        }
-    }
-
-    pub fn from_saved(s: &str) -> VipModeArg {
-        if s == "route" {
-            VipModeArg::Route
-        } else {
-            VipModeArg::Address
-        }
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -9,12 +9,13 @@ use apiserver_proxy_manager::state::{self, SavedVs};
 use apiserver_proxy_types::{Endpoint, Family};
 
 use crate::boot::Boot;
-use crate::cli::{AddArgs, Cli, Command, Common, Output, VipModeArg};
+use crate::cli::{AddArgs, Cli, Command, Common, Output};
 use crate::fail::{EXIT_OK, EXIT_UNHEALTHY, Failure};
 use crate::node::Node;
 use crate::probe::{self, Prober};
 use crate::saved::{self, Saved, Source};
 use crate::{show, static_pod};
+use apiserver_proxy_manager::config::VipMode;
 
 /// How long to wait for another holder of the state lock (another run of
 /// this tool; a running daemon never lets go).
@@ -54,7 +55,7 @@ fn backends_of(a: &AddArgs) -> Result<Vec<Endpoint>, Failure> {
             out.push(*rs);
         }
     }
-    if a.vip_mode == VipModeArg::Route && a.vs.family() == Family::Ipv6 {
+    if a.vip_mode == VipMode::Route && a.vs.family() == Family::Ipv6 {
         return Err(Failure::new(format!(
             "--vip-mode route is IPv4 only, and {} is IPv6",
             a.vs

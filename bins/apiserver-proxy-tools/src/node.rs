@@ -18,7 +18,6 @@ use apiserver_proxy_manager::kernel::{InterfaceKind, Kernel, Netlink};
 use apiserver_proxy_manager::plan::{self, ActualVs, Condition, DesiredVs, Drains};
 use apiserver_proxy_types::Endpoint;
 
-use crate::cli::VipModeArg;
 use crate::fail::Failure;
 
 /// The scheduler of a new virtual server unless one is given.
@@ -47,15 +46,12 @@ impl Node {
         &mut self,
         interface: &str,
         vip: Endpoint,
-        mode: VipModeArg,
+        mode: VipMode,
         backends: &[Endpoint],
     ) -> Result<(), Failure> {
         let spec = HostSpec {
             interface: interface.to_string(),
-            vip_mode: match mode {
-                VipModeArg::Address => VipMode::Address,
-                VipModeArg::Route => VipMode::Route,
-            },
+            vip_mode: mode,
             vips: vec![VipSpec {
                 ip: vip.ip(),
                 towards: route_towards(vip, backends),

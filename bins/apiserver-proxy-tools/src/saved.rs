@@ -10,8 +10,9 @@ use std::time::SystemTime;
 use apiserver_proxy_manager::state::{self, CachedSets, NodeState, SavedVs};
 use apiserver_proxy_types::Endpoint;
 
-use crate::cli::{Common, VipModeArg};
+use crate::cli::Common;
 use crate::fail::Failure;
+use apiserver_proxy_manager::config::VipMode;
 
 /// Where a virtual server to restore came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +41,7 @@ pub struct Restore {
     /// Set when the backends are the daemon's cache's.
     pub from_cache: Option<FromCache>,
     pub interface: String,
-    pub vip_mode: VipModeArg,
+    pub vip_mode: VipMode,
 }
 
 impl Restore {
@@ -144,7 +145,7 @@ impl Saved {
                     source: Source::StateFile,
                     from_cache: None,
                     interface: st.interface_of(vs).to_string(),
-                    vip_mode: VipModeArg::from_saved(st.vip_mode_of(vs)),
+                    vip_mode: st.vip_mode_of(vs),
                 });
             }
         }
@@ -156,7 +157,7 @@ impl Saved {
                 source: Source::GoFile,
                 from_cache: None,
                 interface: self.interface(common).to_string(),
-                vip_mode: VipModeArg::Address,
+                vip_mode: VipMode::Address,
             });
         }
         let Some(cache) = &self.cache else {
@@ -190,7 +191,7 @@ impl Saved {
                     source: Source::Cache,
                     from_cache: Some(FromCache::StateEmpty),
                     interface: common.interface.clone(),
-                    vip_mode: VipModeArg::Address,
+                    vip_mode: VipMode::Address,
                 });
             }
         }
@@ -220,10 +221,10 @@ impl Saved {
 
 /// Records `vs` in the state file (replacing an entry with the same VIP),
 /// with the interface and VIP mode used for it.
-pub fn remember(common: &Common, mode: VipModeArg, vs: SavedVs) -> Result<PathBuf, Failure> {
+pub fn remember(common: &Common, mode: VipMode, vs: SavedVs) -> Result<PathBuf, Failure> {
     let mut st = state::load(&common.state_dir)?
-        .unwrap_or_else(|| NodeState::new(&common.interface, mode.as_str(), Vec::new()));
-    st.upsert(vs, &common.interface, mode.as_str());
+        .unwrap_or_else(|| NodeState::new(&common.interface, mode, Vec::new()));
+    st.upsert(vs, &common.interface, mode);
     Ok(state::save(&common.state_dir, &st)?)
 }
 
@@ -319,7 +320,7 @@ mod tests {
         .expect("write");
         remember(
             &c,
-            VipModeArg::Address,
+            VipMode::Address,
             vs("10.0.0.1:6443", "wrr", &["192.168.1.1:6443"]),
         )
         .expect("remember");
@@ -351,13 +352,13 @@ mod tests {
         let c = common(dir.path());
         remember(
             &c,
-            VipModeArg::Address,
+            VipMode::Address,
             vs("10.0.0.1:6443", "rr", &["192.168.1.1:6443"]),
         )
         .expect("remember");
         remember(
             &c,
-            VipModeArg::Address,
+            VipMode::Address,
             vs("10.0.0.2:6443", "rr", &["192.168.1.1:6443"]),
         )
         .expect("remember");
@@ -393,7 +394,7 @@ mod tests {
         sets.insert(ep("10.0.0.1:6443"), [ep("192.168.1.2:6443")].into());
         state::store_cache(&c.state_dir, &sets).expect("store");
         std::thread::sleep(std::time::Duration::from_millis(20));
-        remember(&c, VipModeArg::Address, vs("10.0.0.1:6443", "rr", &[])).expect("remember");
+        remember(&c, VipMode::Address, vs("10.0.0.1:6443", "rr", &[])).expect("remember");
         let list = Saved::load_strict(&c).expect("load").restore_list(&c);
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].from_cache, Some(FromCache::StateEmpty));
@@ -429,18 +430,18 @@ mod tests {
         let c = common(dir.path());
         remember(
             &c,
-            VipModeArg::Route,
+            VipMode::Route,
             vs("10.0.0.1:6443", "rr", &["192.168.1.1:6443"]),
         )
         .expect("remember");
         remember(
             &c,
-            VipModeArg::Address,
+            VipMode::Address,
             vs("10.0.0.2:6443", "rr", &["192.168.1.1:6443"]),
         )
         .expect("remember");
         let list = Saved::load_strict(&c).expect("load").restore_list(&c);
-        assert_eq!(list[0].vip_mode, VipModeArg::Route);
-        assert_eq!(list[1].vip_mode, VipModeArg::Address);
+        assert_eq!(list[0].vip_mode, VipMode::Route);
+        assert_eq!(list[1].vip_mode, VipMode::Address);
     }
 }

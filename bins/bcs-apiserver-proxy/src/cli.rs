@@ -66,12 +66,6 @@ pub enum ConfigCommand {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum CliVipMode {
-    Address,
-    Route,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum CliHealthMode {
     Https,
     Http,
@@ -133,7 +127,7 @@ pub struct RunArgs {
     /// or a `route` only (control-plane nodes that are their own backend)
     /// [default: address].
     #[arg(long, env = "APISERVER_PROXY_VIP_MODE", value_enum)]
-    pub vip_mode: Option<CliVipMode>,
+    pub vip_mode: Option<VipMode>,
 
     /// Lock, cache and state folder [default: /var/lib/bcs-apiserver-proxy].
     #[arg(
@@ -316,10 +310,7 @@ pub fn effective_config(args: &RunArgs) -> Result<(Config, Vec<String>)> {
         c.interface = i.clone();
     }
     if let Some(m) = args.vip_mode {
-        c.vip_mode = match m {
-            CliVipMode::Address => VipMode::Address,
-            CliVipMode::Route => VipMode::Route,
-        };
+        c.vip_mode = m;
     }
     if let Some(d) = &args.state_dir {
         c.state_dir = d.clone();

@@ -12,14 +12,16 @@ pub mod link;
 pub mod monitor;
 pub mod sockdiag;
 pub mod sysctl;
+mod vip;
 
 pub use error::{Error, Result};
 pub use ipvs::{
     DestSpec, Destination, Forward, Info, Ipvs, Protocol, Service, ServiceKey, ServiceSpec, Stats,
 };
 pub use link::{
-    Change, DEFAULT_INTERFACE, EnsuredLink, IfAddress, LinkInfo, RouteInfo, Rtnl, VipMode,
+    Change, DEFAULT_INTERFACE, EnsuredLink, IfAddress, LinkInfo, Placement, RouteInfo, Rtnl,
     validate_interface_name,
 };
 pub use monitor::{HostEvent, HostMonitor};
 pub use sysctl::{IpvsSysctl, SysctlChange, Sysctls};
+pub use vip::{UnknownVipMode, VipMode};

@@ -6,9 +6,9 @@
 //! malformed reply from the kernel becomes an [`Error::Netlink`], never a
 //! panic.
 //!
-//! Two ways to make the VIP routable ([`VipMode`]): a local `/32` (`/128`)
+//! Two ways to make the VIP routable ([`Placement`]): a local `/32` (`/128`)
 //! address on the dummy, or (IPv4) only a route `VIP/32 dev lo src NODE_IP`.
-//! See [`VipMode::Route`] for why the route goes via `lo` and not via the
+//! See [`Placement::Route`] for why the route goes via `lo` and not via the
 //! dummy.
 
 use std::fmt;
@@ -186,7 +186,7 @@ pub struct RouteInfo {
 
 /// How the VIP is made routable on this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VipMode {
+pub enum Placement {
     /// The VIP is a local address (`/32` or `/128`) on the interface. For
     /// worker nodes, whose apiservers are all remote.
     Address,
@@ -200,7 +200,7 @@ pub enum VipMode {
     /// `dev DUMMY` every such connection vanishes into the dummy (all
     /// connections to the local apiserver time out), with `dev lo` they
     /// loop back and arrive. IPv6 turns routes via `lo` into reject routes,
-    /// so there is no IPv6 form: use [`VipMode::Address`] there.
+    /// so there is no IPv6 form: use [`Placement::Address`] there.
     Route { src: IpAddr },
 }
 
@@ -1029,16 +1029,16 @@ impl Rtnl {
     /// `name`, or a route via `lo`), and removes the other mode's form if it
     /// is there (a VIP that is also a local address defeats the route-only
     /// mode).
-    pub fn ensure_vip(&mut self, name: &str, vip: IpAddr, mode: VipMode) -> Result<Change> {
+    pub fn ensure_vip(&mut self, name: &str, vip: IpAddr, mode: Placement) -> Result<Change> {
         match mode {
-            VipMode::Address => {
+            Placement::Address => {
                 let change = self.add_vip(name, vip)?;
                 if self.del_vip_route(LOOPBACK, vip)?.changed() {
                     tracing::info!(%vip, "removed the VIP route of route mode");
                 }
                 Ok(change)
             }
-            VipMode::Route { src } => {
+            Placement::Route { src } => {
                 if vip.is_ipv6() {
                     return Err(Error::InvalidArgument {
                         op: "add VIP route",
@@ -1057,10 +1057,10 @@ impl Rtnl {
     }
 
     /// Undoes [`Rtnl::ensure_vip`] (explicit cleanup only).
-    pub fn remove_vip(&mut self, name: &str, vip: IpAddr, mode: VipMode) -> Result<Change> {
+    pub fn remove_vip(&mut self, name: &str, vip: IpAddr, mode: Placement) -> Result<Change> {
         match mode {
-            VipMode::Address => self.del_vip(name, vip),
-            VipMode::Route { .. } => self.del_vip_route(LOOPBACK, vip),
+            Placement::Address => self.del_vip(name, vip),
+            Placement::Route { .. } => self.del_vip_route(LOOPBACK, vip),
         }
     }
 
@@ -1301,7 +1301,7 @@ mod tests {
             .ensure_vip(
                 "nosuch0",
                 "fd00::2".parse().expect("ip"),
-                VipMode::Route {
+                Placement::Route {
                     src: "fd00::1".parse().expect("ip"),
                 },
             )

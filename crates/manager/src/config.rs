@@ -25,15 +25,7 @@ pub const KNOWN_SCHEDULERS: &[&str] = &[
     "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
 ];
 
-/// How the VIP is made reachable from the node itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VipMode {
-    /// A /32 or /128 on the dummy interface. The default for worker nodes.
-    Address,
-    /// Only a route `VIP dev IFACE src NODE_IP`: for control-plane nodes,
-    /// where the node is one of its own backends (see docs/architecture.md).
-    Route,
-}
+pub use apiserver_proxy_dataplane::VipMode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HealthMode {
@@ -537,13 +529,9 @@ impl Reader {
                         }
                     }
                 }
-                "vipMode" => match self.string(v, path).as_deref() {
-                    Some("address") => c.vip_mode = VipMode::Address,
-                    Some("route") => c.vip_mode = VipMode::Route,
-                    Some(other) => self.problem(
-                        path,
-                        format!("{other:?} is not a VIP mode: use \"address\" or \"route\""),
-                    ),
+                "vipMode" => match self.string(v, path).map(|s| s.parse::<VipMode>()) {
+                    Some(Ok(m)) => c.vip_mode = m,
+                    Some(Err(e)) => self.problem(path, e.to_string()),
                     None => {}
                 },
                 "stateDir" => {

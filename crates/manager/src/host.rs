@@ -7,7 +7,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use apiserver_proxy_dataplane::sysctl::IpvsSysctl;
-use apiserver_proxy_dataplane::{Change, VipMode as Placement};
+use apiserver_proxy_dataplane::{Change, Placement};
 use apiserver_proxy_types::Endpoint;
 
 use crate::config::VipMode;

@@ -15,8 +15,7 @@ use apiserver_proxy_dataplane::conntable::{self, IpvsConn};
 use apiserver_proxy_dataplane::sockdiag::SockDiag;
 use apiserver_proxy_dataplane::sysctl::Sysctls;
 use apiserver_proxy_dataplane::{
-    Change, DestSpec, Error as DpError, Ipvs, Protocol, Rtnl, ServiceKey, ServiceSpec,
-    VipMode as Placement,
+    Change, DestSpec, Error as DpError, Ipvs, Placement, Protocol, Rtnl, ServiceKey, ServiceSpec,
 };
 use apiserver_proxy_types::Endpoint;
 

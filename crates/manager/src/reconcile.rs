@@ -17,7 +17,7 @@ use apiserver_proxy_discovery::{DesiredSet, Source};
 use apiserver_proxy_health::{HealthEvent, State};
 use apiserver_proxy_types::Endpoint;
 
-use crate::config::{Config, VipMode};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::host::{HostReport, HostSpec, IPVS_SYSCTLS, VipSpec, route_towards};
 use crate::http::Status;
@@ -485,11 +485,12 @@ impl<K: Kernel> Reconciler<K> {
                 )
             })
             .collect();
-        let mode = match self.config.vip_mode {
-            VipMode::Address => "address",
-            VipMode::Route => "route",
-        };
-        let st = state::merge_served(self.saved.clone(), &self.config.interface, mode, &served);
+        let st = state::merge_served(
+            self.saved.clone(),
+            &self.config.interface,
+            self.config.vip_mode,
+            &served,
+        );
         if self.saved.as_ref() == Some(&st) {
             return;
         }

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use apiserver_proxy_types::Endpoint;
 use serde::{Deserialize, Serialize};
 
+use crate::config::VipMode;
 use crate::error::{Error, Result};
 
 /// Marks our files, so that a foreign JSON file is recognised as such.
@@ -62,7 +63,7 @@ pub struct SavedVs {
     pub interface: Option<String>,
     /// This virtual server's VIP mode, where it differs from the file's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vip_mode: Option<String>,
+    pub vip_mode: Option<VipMode>,
 }
 
 impl SavedVs {
@@ -83,18 +84,19 @@ pub struct NodeState {
     pub kind: String,
     pub version: u32,
     pub interface: String,
-    /// `address` or `route`.
-    pub vip_mode: String,
+    /// An unknown value makes the file unreadable (named in the error), never
+    /// a silent default.
+    pub vip_mode: VipMode,
     pub virtual_servers: Vec<SavedVs>,
 }
 
 impl NodeState {
-    pub fn new(interface: &str, vip_mode: &str, virtual_servers: Vec<SavedVs>) -> NodeState {
+    pub fn new(interface: &str, vip_mode: VipMode, virtual_servers: Vec<SavedVs>) -> NodeState {
         NodeState {
             kind: KIND.into(),
             version: VERSION,
             interface: interface.into(),
-            vip_mode: vip_mode.into(),
+            vip_mode,
             virtual_servers,
         }
     }
@@ -105,21 +107,21 @@ impl NodeState {
     }
 
     /// The VIP mode `vs` is restored with.
-    pub fn vip_mode_of<'a>(&'a self, vs: &'a SavedVs) -> &'a str {
-        vs.vip_mode.as_deref().unwrap_or(&self.vip_mode)
+    pub fn vip_mode_of(&self, vs: &SavedVs) -> VipMode {
+        vs.vip_mode.unwrap_or(self.vip_mode)
     }
 
     /// Adds `vs` or replaces the entry with its VIP, recording its interface
     /// and mode on the entry where they differ from the file's, so that the
     /// other entries keep theirs.
-    pub fn upsert(&mut self, mut vs: SavedVs, interface: &str, vip_mode: &str) {
+    pub fn upsert(&mut self, mut vs: SavedVs, interface: &str, vip_mode: VipMode) {
         if self.virtual_servers.iter().all(|v| v.vip == vs.vip) {
             // Alone in the file: the file's own settings are this entry's.
             self.interface = interface.into();
-            self.vip_mode = vip_mode.into();
+            self.vip_mode = vip_mode;
         }
         vs.interface = (interface != self.interface).then(|| interface.into());
-        vs.vip_mode = (vip_mode != self.vip_mode).then(|| vip_mode.into());
+        vs.vip_mode = (vip_mode != self.vip_mode).then_some(vip_mode);
         match self.virtual_servers.iter_mut().find(|v| v.vip == vs.vip) {
             Some(old) => *old = vs,
             None => self.virtual_servers.push(vs),
@@ -137,7 +139,7 @@ impl NodeState {
 pub fn merge_served(
     existing: Option<NodeState>,
     interface: &str,
-    vip_mode: &str,
+    vip_mode: VipMode,
     served: &[SavedVs],
 ) -> NodeState {
     let mut st = existing.unwrap_or_else(|| NodeState::new(interface, vip_mode, Vec::new()));
@@ -283,7 +285,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = NodeState::new(
             "apiproxy0",
-            "address",
+            VipMode::Address,
             vec![SavedVs::new(
                 ep("[fd00::2]:6443"),
                 "wrr",
@@ -316,6 +318,10 @@ mod tests {
                 "{\"kind\": \"bcs-apiserver-proxy/node-state\", \"version\": 1, \"interface\": \"a\", \"vipMode\": \"address\", \"virtualServers\": [{\"vip\": \"10.0.0.1\", \"scheduler\": \"rr\", \"backends\": []}]}",
                 "has no port",
             ),
+            (
+                "{\"kind\": \"bcs-apiserver-proxy/node-state\", \"version\": 1, \"interface\": \"a\", \"vipMode\": \"bogus\", \"virtualServers\": []}",
+                "unknown variant `bogus`",
+            ),
         ] {
             std::fs::write(dir.path().join(FILE_NAME), text).expect("write");
             let err = load(dir.path()).expect_err(text).to_string();
@@ -344,7 +350,7 @@ mod tests {
     }
 
     fn state_with(vss: Vec<SavedVs>) -> NodeState {
-        NodeState::new("apiproxy0", "address", vss)
+        NodeState::new("apiproxy0", VipMode::Address, vss)
     }
 
     #[test]
@@ -356,7 +362,7 @@ mod tests {
         )]);
         // No seeds, and discovery never answered: the daemon serves nothing.
         let served = [SavedVs::new(ep("10.103.97.2:6443"), "rr", vec![])];
-        let st = merge_served(Some(init.clone()), "apiproxy0", "address", &served);
+        let st = merge_served(Some(init.clone()), "apiproxy0", VipMode::Address, &served);
         assert_eq!(st, init, "the saved backends must survive");
 
         // With backends, the daemon's list replaces the saved one.
@@ -365,7 +371,7 @@ mod tests {
             "wrr",
             vec![ep("192.168.1.11:6443")],
         )];
-        let st = merge_served(Some(init), "apiproxy0", "address", &served);
+        let st = merge_served(Some(init), "apiproxy0", VipMode::Address, &served);
         assert_eq!(
             st.virtual_servers[0].backends,
             vec![ep("192.168.1.11:6443")]
@@ -376,16 +382,16 @@ mod tests {
     #[test]
     fn the_daemon_keeps_entries_it_does_not_manage_and_their_settings() {
         // `init` saved two VIPs in route mode on its own interface.
-        let mut init = NodeState::new("cp0", "route", Vec::new());
+        let mut init = NodeState::new("cp0", VipMode::Route, Vec::new());
         init.upsert(
             SavedVs::new(ep("10.103.97.2:6443"), "rr", vec![ep("192.168.1.10:6443")]),
             "cp0",
-            "route",
+            VipMode::Route,
         );
         init.upsert(
             SavedVs::new(ep("10.103.97.3:6443"), "rr", vec![ep("192.168.1.10:6443")]),
             "cp0",
-            "route",
+            VipMode::Route,
         );
         // The daemon manages only the first, in address mode on apiproxy0.
         let served = [SavedVs::new(
@@ -393,21 +399,21 @@ mod tests {
             "rr",
             vec![ep("192.168.1.12:6443")],
         )];
-        let st = merge_served(Some(init), "apiproxy0", "address", &served);
+        let st = merge_served(Some(init), "apiproxy0", VipMode::Address, &served);
         assert_eq!(st.virtual_servers.len(), 2, "{st:?}");
         let (ours, other) = (&st.virtual_servers[0], &st.virtual_servers[1]);
         assert_eq!(
             (st.interface_of(ours), st.vip_mode_of(ours)),
-            ("apiproxy0", "address")
+            ("apiproxy0", VipMode::Address)
         );
         assert_eq!(
             (st.interface_of(other), st.vip_mode_of(other)),
-            ("cp0", "route")
+            ("cp0", VipMode::Route)
         );
         assert_eq!(other.backends, vec![ep("192.168.1.10:6443")]);
 
         // A fresh node: the daemon's settings become the file's.
-        let st = merge_served(None, "apiproxy0", "address", &served);
+        let st = merge_served(None, "apiproxy0", VipMode::Address, &served);
         assert_eq!(st.interface, "apiproxy0");
         assert_eq!(st.virtual_servers[0].interface, None);
     }
@@ -423,7 +429,7 @@ mod tests {
         st.upsert(
             SavedVs::new(ep("10.103.97.3:6443"), "rr", vec![ep("192.168.1.10:6443")]),
             "lo",
-            "route",
+            VipMode::Route,
         );
         save(dir.path(), &st).expect("save");
         assert_eq!(load(dir.path()).expect("load"), Some(st));

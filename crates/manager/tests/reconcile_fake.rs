@@ -185,7 +185,7 @@ async fn a_daemon_that_never_learned_a_backend_keeps_what_init_saved() {
     let dir = tempfile::tempdir().expect("tempdir");
     let init = NodeState::new(
         "apiproxy0",
-        "address",
+        VipMode::Address,
         vec![
             SavedVs::new(ep(VIP), "rr", vec![ep("192.168.1.10:6443")]),
             // A VIP `init` saved that the daemon's configuration does not list.

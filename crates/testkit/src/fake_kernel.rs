@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
 use apiserver_proxy_dataplane::Error as DpError;
+use apiserver_proxy_dataplane::VipMode;
 use apiserver_proxy_dataplane::conntable::IpvsConn;
-use apiserver_proxy_manager::config::VipMode;
 use apiserver_proxy_manager::host::{HostChange, HostReport, HostSpec, IPVS_SYSCTLS, Placed};
 use apiserver_proxy_manager::kernel::Kernel;
 use apiserver_proxy_manager::plan::{ActualDest, ActualVs, Op};
