@@ -4,7 +4,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use apiserver_proxy_manager::config::{self, DEFAULT_INTERFACE, DEFAULT_STATE_DIR, VipMode};
+use apiserver_proxy_manager::config::{
+    self, DEFAULT_INTERFACE, DEFAULT_STATE_DIR, HealthMode, VipMode,
+};
 use apiserver_proxy_types::Endpoint;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -320,9 +322,9 @@ pub struct HealthArgs {
         long,
         global = true,
         value_enum,
-        default_value_t = Scheme::Https,
+        default_value_t = HealthMode::Https,
     )]
-    pub health_scheme: Scheme,
+    pub health_scheme: HealthMode,
 
     /// Readiness path (Go: -healthPath).
     #[arg(
@@ -347,13 +349,6 @@ pub struct HealthArgs {
     /// Do not verify the apiservers' certificates.
     #[arg(long, global = true)]
     pub health_insecure_skip_verify: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Scheme {
-    Https,
-    Http,
-    Tcp,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use apiserver_proxy_health::{HealthConfig, Mode, ProbeResult, State, probe_once};
 use apiserver_proxy_types::Endpoint;
 
-use crate::cli::{DEFAULT_CA_FILE, HealthArgs, Scheme};
+use crate::cli::{DEFAULT_CA_FILE, HealthArgs};
 use crate::fail::Failure;
 
 /// How backends are probed, and how to say it.
@@ -49,11 +49,7 @@ impl Prober {
     /// no CA yet, and the Go tool did not verify either).
     pub fn new(h: &HealthArgs) -> Prober {
         let mut config = HealthConfig {
-            mode: match h.health_scheme {
-                Scheme::Https => Mode::Https,
-                Scheme::Http => Mode::Http,
-                Scheme::Tcp => Mode::Tcp,
-            },
+            mode: h.health_scheme,
             path: h.health_path.clone(),
             ..HealthConfig::default()
         };

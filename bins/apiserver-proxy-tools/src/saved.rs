@@ -48,12 +48,14 @@ impl Restore {
     /// Where its backends come from, as `reload` says it.
     pub fn describe_source(&self) -> &'static str {
         match (self.source, self.from_cache) {
-            (Source::Cache, _) => "from the daemon's cache, the state file being unreadable",
-            (_, Some(FromCache::Newer)) => "backends from the daemon's newer cache",
-            (_, Some(FromCache::StateEmpty)) => {
-                "backends from the daemon's cache: the state file lists none"
+            (Source::Cache, _) => {
+                "from the daemon's cache backends.json, state.json being unreadable"
             }
-            (Source::StateFile, None) => "from the state file",
+            (_, Some(FromCache::Newer)) => "backends from the daemon's newer cache backends.json",
+            (_, Some(FromCache::StateEmpty)) => {
+                "backends from the daemon's cache backends.json: state.json lists none"
+            }
+            (Source::StateFile, None) => "from state.json",
             (Source::GoFile, None) => "from the Go tool's ipvsConfig.yaml",
         }
     }
@@ -399,11 +401,7 @@ mod tests {
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].from_cache, Some(FromCache::StateEmpty));
         assert_eq!(list[0].vs.backends, vec![ep("192.168.1.2:6443")]);
-        assert!(
-            list[0]
-                .describe_source()
-                .contains("the state file lists none")
-        );
+        assert!(list[0].describe_source().contains("state.json lists none"));
     }
 
     #[test]

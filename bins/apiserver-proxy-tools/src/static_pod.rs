@@ -12,7 +12,9 @@ use std::path::Path;
 use apiserver_proxy_manager::config::DEFAULT_INTERFACE;
 use serde_yaml_ng::{Mapping, Value};
 
-use crate::cli::{Common, DEFAULT_CA_FILE, Scheme, StaticPodArgs};
+use apiserver_proxy_manager::config::HealthMode;
+
+use crate::cli::{Common, DEFAULT_CA_FILE, StaticPodArgs};
 use crate::fail::Failure;
 
 /// Where kubelet keeps the client certificate its kubeconfig names.
@@ -132,16 +134,8 @@ fn daemon_args(a: &StaticPodArgs, c: &Common, ca: &str) -> Result<Vec<String>, F
     push("--metrics-addr", a.metrics_addr.to_string());
     push("--kubeconfig", path_text(&a.kubeconfig)?);
     let h = &c.health;
-    if h.health_scheme != Scheme::Https {
-        push(
-            "--health-mode",
-            match h.health_scheme {
-                Scheme::Https => "https",
-                Scheme::Http => "http",
-                Scheme::Tcp => "tcp",
-            }
-            .to_string(),
-        );
+    if h.health_scheme != HealthMode::Https {
+        push("--health-mode", h.health_scheme.to_string());
     }
     if h.health_path != "/readyz" {
         push("--health-path", h.health_path.clone());

@@ -66,13 +66,6 @@ pub enum ConfigCommand {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum CliHealthMode {
-    Https,
-    Http,
-    Tcp,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum CliLogFormat {
     Text,
     Json,
@@ -177,7 +170,7 @@ pub struct HealthArgs {
         env = "APISERVER_PROXY_HEALTH_MODE",
         value_enum
     )]
-    pub health_mode: Option<CliHealthMode>,
+    pub health_mode: Option<HealthMode>,
     /// Readiness path [default: /readyz].
     #[arg(
         long,
@@ -335,11 +328,7 @@ pub fn effective_config(args: &RunArgs) -> Result<(Config, Vec<String>)> {
     }
     let h = &args.health;
     if let Some(m) = h.health_mode {
-        c.health.mode = match m {
-            CliHealthMode::Https => HealthMode::Https,
-            CliHealthMode::Http => HealthMode::Http,
-            CliHealthMode::Tcp => HealthMode::Tcp,
-        };
+        c.health.mode = m;
     }
     if let Some(p) = &h.health_path {
         if !p.starts_with('/') {

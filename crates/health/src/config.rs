@@ -25,8 +25,21 @@ const MAX_KEEPALIVE_SECS: u64 = 32767;
 /// `TCP_KEEPCNT` at most (the kernel's limit).
 const MAX_KEEPALIVE_COUNT: u32 = 127;
 
-/// How a backend is probed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+/// How a backend is probed: the one definition, for the configuration
+/// file, both command lines and the health checker.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Persistent TLS connection; readiness by `GET path` over it.
     #[default]

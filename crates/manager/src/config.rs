@@ -27,12 +27,7 @@ pub const KNOWN_SCHEDULERS: &[&str] = &[
 
 pub use apiserver_proxy_dataplane::VipMode;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HealthMode {
-    Https,
-    Http,
-    Tcp,
-}
+pub use apiserver_proxy_health::Mode as HealthMode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -652,12 +647,9 @@ impl Reader {
             match key.as_str() {
                 "mode" => {
                     if let Some(s) = self.string(v, &p) {
-                        match parse_health_mode(&s) {
-                            Some(m) => h.mode = m,
-                            None => self.problem(
-                                &p,
-                                format!("{s:?} is not a health mode: use https, http or tcp"),
-                            ),
+                        match s.parse::<HealthMode>() {
+                            Ok(m) => h.mode = m,
+                            Err(e) => self.problem(&p, e.to_string()),
                         }
                     }
                 }
@@ -821,9 +813,9 @@ impl Reader {
                             scheduler = s;
                         }
                     }
-                    "healthScheme" => match self.string(v, &p).as_deref().map(parse_health_mode) {
-                        Some(Some(m)) => c.health.mode = m,
-                        Some(None) => self.problem(&p, "expected \"https\" or \"http\""),
+                    "healthScheme" => match self.string(v, &p).map(|s| s.parse::<HealthMode>()) {
+                        Some(Ok(m)) => c.health.mode = m,
+                        Some(Err(e)) => self.problem(&p, e.to_string()),
                         None => {}
                     },
                     "healthPath" => {
@@ -923,15 +915,6 @@ fn go_master(s: &str) -> Option<Endpoint> {
         .or_else(|| s.strip_prefix("http://"))
         .unwrap_or(s);
     rest.trim_end_matches('/').parse().ok()
-}
-
-pub fn parse_health_mode(s: &str) -> Option<HealthMode> {
-    match s.to_ascii_lowercase().as_str() {
-        "https" => Some(HealthMode::Https),
-        "http" => Some(HealthMode::Http),
-        "tcp" => Some(HealthMode::Tcp),
-        _ => None,
-    }
 }
 
 /// The annotated default configuration `config default` prints. It is

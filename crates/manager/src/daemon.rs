@@ -12,12 +12,10 @@ use std::time::Duration;
 
 use apiserver_proxy_dataplane::{HostEvent, HostMonitor};
 use apiserver_proxy_discovery::{DesiredSet, Discovery, DiscoveryConfig, Source, VirtualServer};
-use apiserver_proxy_health::{
-    Checker, ClientCert, HealthConfig, Mode, Outcome, ProbeKind, ProbeRecord,
-};
+use apiserver_proxy_health::{Checker, ClientCert, HealthConfig, Outcome, ProbeKind, ProbeRecord};
 use tokio::sync::mpsc;
 
-use crate::config::{Config, HealthMode};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::http::{self, Status};
 use crate::kernel::Netlink;
@@ -41,11 +39,7 @@ pub fn health_config(c: &Config) -> HealthConfig {
         });
     }
     HealthConfig {
-        mode: match h.mode {
-            HealthMode::Https => Mode::Https,
-            HealthMode::Http => Mode::Http,
-            HealthMode::Tcp => Mode::Tcp,
-        },
+        mode: h.mode,
         path: h.path.clone(),
         interval: h.interval,
         // Nodes drift apart instead of probing in lock-step.

@@ -5,10 +5,12 @@
 //! Rules, per virtual server we own:
 //! - a backend that is alive (ready, or readiness unknown because the
 //!   apiserver refused our anonymous probe): weight 1;
-//! - not yet probed: in the table at weight 0 while another backend passes
-//!   its probe (a new address from the cluster carries no traffic before a
-//!   probe vouched for it), weight 1 while none has passed one yet (a
-//!   daemon that just started, the CLI before kubelet);
+//! - not yet probed: a new one joins the table at weight 0 while another
+//!   backend passes its probe (a new address from the cluster carries no
+//!   traffic before a probe vouched for it); one the kernel already has in
+//!   rotation keeps its weight until its probe answers (a daemon's start
+//!   changes nothing that is right); weight 1 while none has passed a probe
+//!   yet (a daemon that just started, the CLI before kubelet);
 //! - not ready (`/readyz` failing): weight 0 at once, so established
 //!   connections finish; deleted once it has no active connection, or when
 //!   the drain deadline passes;
@@ -315,6 +317,12 @@ pub fn plan(
                     backend: *backend,
                     weight: *w,
                 }),
+                // Not yet probed, and already serving (the CLI, a previous
+                // daemon put it there): left as it is until its probe
+                // answers, so that a daemon's start changes no rule that
+                // is right. Only a new address joins out of rotation.
+                (Want::Weight(0), Some(d))
+                    if d.weight > 0 && vs.backends.get(backend) == Some(&Condition::Unprobed) => {}
                 (Want::Weight(w), Some(d)) if d.weight != *w => plan.ops.push(Op::SetWeight {
                     vip: vs.vip,
                     backend: *backend,
@@ -675,6 +683,19 @@ mod tests {
                 weight: 1
             }]
         );
+    }
+
+    #[test]
+    fn a_serving_backend_not_yet_probed_keeps_its_weight() {
+        // A daemon starts on a node the CLI set up: A's probe answered
+        // first, B's has not yet. B keeps serving.
+        let p = run(
+            &[desired(&[(A, Ready), (B, Unprobed)])],
+            &[actual(&[(A, 1, 0), (B, 1, 0)])],
+            &mut Drains::default(),
+            Instant::now(),
+        );
+        assert!(p.ops.is_empty(), "{:?}", p.ops);
     }
 
     #[test]
