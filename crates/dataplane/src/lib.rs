@@ -9,6 +9,7 @@ pub mod conntable;
 mod error;
 pub mod ipvs;
 pub mod link;
+mod monitor;
 pub mod sockdiag;
 pub mod sysctl;
 
@@ -17,7 +18,8 @@ pub use ipvs::{
     DestSpec, Destination, Forward, Info, Ipvs, Protocol, Service, ServiceKey, ServiceSpec, Stats,
 };
 pub use link::{
-    Change, DEFAULT_INTERFACE, EnsuredLink, IfAddress, LinkInfo, RouteInfo, Rtnl, VipMode,
+    Change, DEFAULT_INTERFACE, EnsuredLink, IfAddress, LinkInfo, Placement, RouteInfo, Rtnl,
     validate_interface_name,
 };
+pub use monitor::{HostEvent, HostMonitor};
 pub use sysctl::{IpvsSysctl, SysctlChange, Sysctls};

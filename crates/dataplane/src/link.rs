@@ -6,9 +6,9 @@
 //! malformed reply from the kernel becomes an [`Error::Netlink`], never a
 //! panic.
 //!
-//! Two ways to make the VIP routable ([`VipMode`]): a local `/32` (`/128`)
+//! Two ways to make the VIP routable ([`Placement`]): a local `/32` (`/128`)
 //! address on the dummy, or (IPv4) only a route `VIP/32 dev lo src NODE_IP`.
-//! See [`VipMode::Route`] for why the route goes via `lo` and not via the
+//! See [`Placement::Route`] for why the route goes via `lo` and not via the
 //! dummy.
 
 use std::fmt;
@@ -186,7 +186,7 @@ pub struct RouteInfo {
 
 /// How the VIP is made routable on this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VipMode {
+pub enum Placement {
     /// The VIP is a local address (`/32` or `/128`) on the interface. For
     /// worker nodes, whose apiservers are all remote.
     Address,
@@ -200,7 +200,7 @@ pub enum VipMode {
     /// `dev DUMMY` every such connection vanishes into the dummy (all
     /// connections to the local apiserver time out), with `dev lo` they
     /// loop back and arrive. IPv6 turns routes via `lo` into reject routes,
-    /// so there is no IPv6 form: use [`VipMode::Address`] there.
+    /// so there is no IPv6 form: use [`Placement::Address`] there.
     Route { src: IpAddr },
 }
 
@@ -235,7 +235,7 @@ fn kernel_error(op: &'static str, errno: i32) -> Error {
     }
 }
 
-fn malformed(op: &'static str, detail: impl Into<String>) -> Error {
+pub(crate) fn malformed(op: &'static str, detail: impl Into<String>) -> Error {
     Error::Netlink {
         op,
         detail: format!("malformed reply: {}", detail.into()),
@@ -530,19 +530,19 @@ fn route_get_request(seq: u32, dst: IpAddr) -> Result<Vec<u8>> {
 
 /// One netlink message out of a received datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct RawMsg<'a> {
-    ty: u16,
-    flags: u16,
-    seq: u32,
-    payload: &'a [u8],
+pub(crate) struct RawMsg<'a> {
+    pub(crate) ty: u16,
+    pub(crate) flags: u16,
+    pub(crate) seq: u32,
+    pub(crate) payload: &'a [u8],
 }
 
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+pub(crate) fn u16_at(b: &[u8], at: usize) -> Option<u16> {
     let s = b.get(at..at.checked_add(2)?)?;
     Some(u16::from_ne_bytes([s[0], s[1]]))
 }
 
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+pub(crate) fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     let s = b.get(at..at.checked_add(4)?)?;
     Some(u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
 }
@@ -552,7 +552,7 @@ fn align4(n: usize) -> usize {
 }
 
 /// Splits a datagram into netlink messages.
-fn split_messages(buf: &[u8]) -> Result<Vec<RawMsg<'_>>, String> {
+pub(crate) fn split_messages(buf: &[u8]) -> Result<Vec<RawMsg<'_>>, String> {
     let mut out = Vec::new();
     let mut at = 0usize;
     while at < buf.len() {
@@ -627,7 +627,7 @@ fn parse_u32(bytes: &[u8]) -> Result<u32, String> {
 }
 
 /// Parses an RTM_NEWLINK payload (struct ifinfomsg + attributes).
-fn parse_link(payload: &[u8]) -> Result<LinkInfo, String> {
+pub(crate) fn parse_link(payload: &[u8]) -> Result<LinkInfo, String> {
     const IFINFOMSG_LEN: usize = 16;
     if payload.len() < IFINFOMSG_LEN {
         return Err(format!("ifinfomsg of {} bytes", payload.len()));
@@ -652,7 +652,7 @@ fn parse_link(payload: &[u8]) -> Result<LinkInfo, String> {
 }
 
 /// Parses an RTM_NEWADDR payload into (interface index, address).
-fn parse_address(payload: &[u8]) -> Result<(u32, IfAddress), String> {
+pub(crate) fn parse_address(payload: &[u8]) -> Result<(u32, IfAddress), String> {
     const IFADDRMSG_LEN: usize = 8;
     if payload.len() < IFADDRMSG_LEN {
         return Err(format!("ifaddrmsg of {} bytes", payload.len()));
@@ -674,7 +674,7 @@ fn parse_address(payload: &[u8]) -> Result<(u32, IfAddress), String> {
 }
 
 /// Parses an RTM_NEWROUTE payload (struct rtmsg + attributes).
-fn parse_route(payload: &[u8]) -> Result<RouteInfo, String> {
+pub(crate) fn parse_route(payload: &[u8]) -> Result<RouteInfo, String> {
     const RTMSG_LEN: usize = 12;
     if payload.len() < RTMSG_LEN {
         return Err(format!("rtmsg of {} bytes", payload.len()));
@@ -1027,16 +1027,16 @@ impl Rtnl {
     /// `name`, or a route via `lo`), and removes the other mode's form if it
     /// is there (a VIP that is also a local address defeats the route-only
     /// mode).
-    pub fn ensure_vip(&mut self, name: &str, vip: IpAddr, mode: VipMode) -> Result<Change> {
+    pub fn ensure_vip(&mut self, name: &str, vip: IpAddr, mode: Placement) -> Result<Change> {
         match mode {
-            VipMode::Address => {
+            Placement::Address => {
                 let change = self.add_vip(name, vip)?;
                 if self.del_vip_route(LOOPBACK, vip)?.changed() {
                     tracing::info!(%vip, "removed the VIP route of route mode");
                 }
                 Ok(change)
             }
-            VipMode::Route { src } => {
+            Placement::Route { src } => {
                 if vip.is_ipv6() {
                     return Err(Error::InvalidArgument {
                         op: "add VIP route",
@@ -1055,10 +1055,10 @@ impl Rtnl {
     }
 
     /// Undoes [`Rtnl::ensure_vip`] (explicit cleanup only).
-    pub fn remove_vip(&mut self, name: &str, vip: IpAddr, mode: VipMode) -> Result<Change> {
+    pub fn remove_vip(&mut self, name: &str, vip: IpAddr, mode: Placement) -> Result<Change> {
         match mode {
-            VipMode::Address => self.del_vip(name, vip),
-            VipMode::Route { .. } => self.del_vip_route(LOOPBACK, vip),
+            Placement::Address => self.del_vip(name, vip),
+            Placement::Route { .. } => self.del_vip_route(LOOPBACK, vip),
         }
     }
 
@@ -1299,7 +1299,7 @@ mod tests {
             .ensure_vip(
                 "nosuch0",
                 "fd00::2".parse().expect("ip"),
-                VipMode::Route {
+                Placement::Route {
                     src: "fd00::1".parse().expect("ip"),
                 },
             )

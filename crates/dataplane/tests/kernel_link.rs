@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use apiserver_proxy_dataplane::{
-    Change, DEFAULT_INTERFACE, Error, IpvsSysctl, Rtnl, Sysctls, VipMode, link::LOOPBACK,
+    Change, DEFAULT_INTERFACE, Error, IpvsSysctl, Placement, Rtnl, Sysctls, link::LOOPBACK,
 };
 use apiserver_proxy_testkit::kernel::run;
 use serde_json::Value;
@@ -166,9 +166,9 @@ fn route_mode_vip_is_a_route_via_lo_with_the_node_ip_as_source() {
     assert_eq!(rtnl.preferred_source(node4).expect("src"), node4);
 
     let vip = ip("10.103.97.2");
-    let mode = VipMode::Route { src: node4 };
+    let mode = Placement::Route { src: node4 };
     // Start from address mode: switching removes the address.
-    rtnl.ensure_vip(DEFAULT_INTERFACE, vip, VipMode::Address)
+    rtnl.ensure_vip(DEFAULT_INTERFACE, vip, Placement::Address)
         .expect("address mode");
     assert_eq!(
         rtnl.ensure_vip(DEFAULT_INTERFACE, vip, mode)
@@ -215,7 +215,7 @@ fn route_mode_vip_is_a_route_via_lo_with_the_node_ip_as_source() {
 
     // Back to address mode removes the route; then clean up.
     assert_eq!(
-        rtnl.ensure_vip(DEFAULT_INTERFACE, vip, VipMode::Address)
+        rtnl.ensure_vip(DEFAULT_INTERFACE, vip, Placement::Address)
             .expect("address"),
         Change::Added
     );
@@ -250,7 +250,7 @@ fn route_mode_vip_is_a_route_via_lo_with_the_node_ip_as_source() {
     // IPv6 has no route-only mode (routes via lo are reject routes there).
     let vip6 = ip("fd00:103::2");
     let err = rtnl
-        .ensure_vip(DEFAULT_INTERFACE, vip6, VipMode::Route { src: node6 })
+        .ensure_vip(DEFAULT_INTERFACE, vip6, Placement::Route { src: node6 })
         .expect_err("v6 route mode");
     assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
     // The route primitive itself works for IPv6 on any device.

@@ -6,7 +6,7 @@
 //! Layouts:
 //! - worker node: VIP as a local address on the dummy, three remote backends;
 //! - control-plane node: the node itself is one backend (a server on the
-//!   node's own address), VIP as a route only (`VipMode::Route`);
+//!   node's own address), VIP as a route only (`Placement::Route`);
 //! - both again behind a firewall that drops `ct state invalid`, which needs
 //!   `net.ipv4.vs.conntrack=1`;
 //! - IPv6.
@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apiserver_proxy_dataplane::{
-    DEFAULT_INTERFACE, DestSpec, Ipvs, IpvsSysctl, Rtnl, ServiceKey, ServiceSpec, Sysctls, VipMode,
+    DEFAULT_INTERFACE, DestSpec, Ipvs, IpvsSysctl, Placement, Rtnl, ServiceKey, ServiceSpec,
+    Sysctls,
 };
 use apiserver_proxy_testkit::kernel::run;
 use apiserver_proxy_testkit::netns::Netns;
@@ -150,7 +151,7 @@ fn program_vip(
     rtnl: &mut Rtnl,
     ipvs: &Ipvs,
     vip: IpAddr,
-    mode: VipMode,
+    mode: Placement,
     backends: &[IpAddr],
 ) -> ServiceKey {
     rtnl.ensure_dummy(DEFAULT_INTERFACE).expect("dummy");
@@ -166,7 +167,7 @@ fn program_vip(
     key
 }
 
-fn unprogram_vip(rtnl: &mut Rtnl, ipvs: &Ipvs, key: ServiceKey, mode: VipMode) {
+fn unprogram_vip(rtnl: &mut Rtnl, ipvs: &Ipvs, key: ServiceKey, mode: Placement) {
     ipvs.del_service(&key).expect("delete IPVS service");
     rtnl.remove_vip(DEFAULT_INTERFACE, key.addr.ip(), mode)
         .expect("remove VIP");
@@ -240,9 +241,9 @@ fn worker_layout(cluster: &Cluster, v6: bool, label: &str) {
     let mut rtnl = Rtnl::connect().expect("rtnetlink");
     let ipvs = Ipvs::connect().expect("ipvs");
     let backends: Vec<IpAddr> = cluster.namespaces.iter().map(|ns| ns.ip(v6)).collect();
-    let key = program_vip(&mut rtnl, &ipvs, vip(v6), VipMode::Address, &backends);
+    let key = program_vip(&mut rtnl, &ipvs, vip(v6), Placement::Address, &backends);
     assert_all_succeed_and_spread(label, key, &cluster.config, &cluster.remote_ids);
-    unprogram_vip(&mut rtnl, &ipvs, key, VipMode::Address);
+    unprogram_vip(&mut rtnl, &ipvs, key, Placement::Address);
 }
 
 /// Control-plane node: the node's own address (the test side of the first
@@ -264,9 +265,9 @@ fn control_plane_layout(cluster: &Cluster, v6: bool, route_only: bool, label: &s
     let src = rtnl.preferred_source(node_ip).expect("preferred source");
     assert_eq!(src, node_ip);
     let mode = if route_only {
-        VipMode::Route { src }
+        Placement::Route { src }
     } else {
-        VipMode::Address
+        Placement::Address
     };
     let backends = [
         node_ip,
@@ -365,7 +366,7 @@ fn conntrack_state_firewall_works_with_vs_conntrack_on() {
         let mut rtnl = Rtnl::connect().expect("rtnetlink");
         let ipvs = Ipvs::connect().expect("ipvs");
         let backends: Vec<IpAddr> = cluster.namespaces.iter().map(|ns| ns.ip(false)).collect();
-        let key = program_vip(&mut rtnl, &ipvs, vip(false), VipMode::Address, &backends);
+        let key = program_vip(&mut rtnl, &ipvs, vip(false), Placement::Address, &backends);
         let tally = hammer(key.addr, &cluster.config, 3, Duration::from_secs(2));
         eprintln!(
             "[firewall, vs.conntrack=0] 3 connections: per backend {:?}, failures {:?}",
@@ -376,7 +377,7 @@ fn conntrack_state_firewall_works_with_vs_conntrack_on() {
             3,
             "the ct-state rule must bite without vs.conntrack: {tally:?}"
         );
-        unprogram_vip(&mut rtnl, &ipvs, key, VipMode::Address);
+        unprogram_vip(&mut rtnl, &ipvs, key, Placement::Address);
     }
 
     let on = sysctls.ensure(IpvsSysctl::Conntrack, 1).expect("sysctl");

@@ -1,0 +1,236 @@
+//! Host change notifications: the rtnetlink multicast groups that report
+//! links, addresses and routes coming and going, so the manager can repair
+//! the VIP, the dummy interface or the control-plane route as soon as
+//! someone else removes them, instead of at its next periodic check.
+//!
+//! The socket is non-blocking: [`HostMonitor::drain`] takes what is queued
+//! and returns; a reader waits for readiness on the descriptor (tokio's
+//! `AsyncFd`) between drains.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, socket,
+};
+
+use crate::error::{Error, Result};
+use crate::link::{malformed, parse_address, parse_link, parse_route, split_messages};
+
+// rtnetlink multicast groups (enum rtnetlink_groups, rtnetlink.h). All are
+// below 32, so the legacy bind() group mask reaches them.
+const RTNLGRP_LINK: u32 = 1;
+const RTNLGRP_IPV4_IFADDR: u32 = 5;
+const RTNLGRP_IPV4_ROUTE: u32 = 7;
+const RTNLGRP_IPV6_IFADDR: u32 = 9;
+const RTNLGRP_IPV6_ROUTE: u32 = 11;
+
+const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
+const RTM_NEWADDR: u16 = 20;
+const RTM_DELADDR: u16 = 21;
+const RTM_NEWROUTE: u16 = 24;
+const RTM_DELROUTE: u16 = 25;
+const NLMSG_OVERRUN: u16 = 4;
+const AF_INET6: u8 = 10;
+
+/// Start size of the receive buffer; a datagram that does not fit is
+/// measured with MSG_PEEK first, so this is only the common case.
+const INITIAL_BUF: usize = 32 * 1024;
+
+/// One change on the host, as rtnetlink announced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostEvent {
+    /// An interface appeared, changed (e.g. went up or down) or was removed.
+    Link {
+        index: u32,
+        name: String,
+        up: bool,
+        removed: bool,
+    },
+    /// An address was added to or removed from interface `index`.
+    Address {
+        index: u32,
+        addr: IpAddr,
+        removed: bool,
+    },
+    /// A route to `dst/prefix_len` was added, replaced or removed (any table).
+    Route {
+        dst: IpAddr,
+        prefix_len: u8,
+        removed: bool,
+    },
+    /// The kernel dropped notifications (ENOBUFS): the reader must re-check
+    /// everything.
+    Overrun,
+}
+
+/// Parses one datagram of rtnetlink notifications. Pure: bytes in, events
+/// out; messages of other types are skipped.
+pub(crate) fn parse_notifications(buf: &[u8]) -> Result<Vec<HostEvent>, String> {
+    let mut events = Vec::new();
+    for m in split_messages(buf)? {
+        match m.ty {
+            RTM_NEWLINK | RTM_DELLINK => {
+                let link = parse_link(m.payload)?;
+                events.push(HostEvent::Link {
+                    index: link.index,
+                    name: link.name,
+                    up: link.up,
+                    removed: m.ty == RTM_DELLINK,
+                });
+            }
+            RTM_NEWADDR | RTM_DELADDR => {
+                let (index, a) = parse_address(m.payload)?;
+                events.push(HostEvent::Address {
+                    index,
+                    addr: a.addr,
+                    removed: m.ty == RTM_DELADDR,
+                });
+            }
+            RTM_NEWROUTE | RTM_DELROUTE => {
+                let route = parse_route(m.payload)?;
+                // A default route carries no RTA_DST: its destination is the
+                // family's unspecified address.
+                let dst = match route.dst {
+                    Some(dst) => dst,
+                    None if m.payload.first() == Some(&AF_INET6) => {
+                        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+                    }
+                    None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                };
+                events.push(HostEvent::Route {
+                    dst,
+                    prefix_len: route.dst_len,
+                    removed: m.ty == RTM_DELROUTE,
+                });
+            }
+            NLMSG_OVERRUN => events.push(HostEvent::Overrun),
+            _ => {}
+        }
+    }
+    Ok(events)
+}
+
+/// An rtnetlink socket subscribed to link, address and route changes (IPv4
+/// and IPv6) in the network namespace of the thread that opened it.
+#[derive(Debug)]
+pub struct HostMonitor {
+    fd: OwnedFd,
+    buf: Vec<u8>,
+}
+
+impl HostMonitor {
+    /// Opens the socket, non-blocking, joined to RTNLGRP_LINK,
+    /// RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV6_IFADDR, RTNLGRP_IPV4_ROUTE and
+    /// RTNLGRP_IPV6_ROUTE.
+    pub fn open() -> Result<HostMonitor> {
+        let io = |op: &'static str| {
+            move |e: Errno| Error::Io {
+                op,
+                source: std::io::Error::from(e),
+            }
+        };
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkRoute,
+        )
+        .map_err(io("open rtnetlink monitor socket"))?;
+        let groups = [
+            RTNLGRP_LINK,
+            RTNLGRP_IPV4_IFADDR,
+            RTNLGRP_IPV6_IFADDR,
+            RTNLGRP_IPV4_ROUTE,
+            RTNLGRP_IPV6_ROUTE,
+        ]
+        .iter()
+        .fold(0u32, |mask, g| mask | (1 << (g - 1)));
+        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, groups))
+            .map_err(io("join rtnetlink notification groups"))?;
+        Ok(HostMonitor {
+            fd,
+            buf: vec![0; INITIAL_BUF],
+        })
+    }
+
+    /// Every notification queued now, parsed; empty if none. Never blocks.
+    ///
+    /// If the kernel had to drop notifications because the socket's queue
+    /// was full, the result contains [`HostEvent::Overrun`].
+    pub fn drain(&mut self) -> Result<Vec<HostEvent>> {
+        const OP: &str = "read host notifications";
+        let mut events = Vec::new();
+        loop {
+            // Measure the next datagram without taking it, so a large one
+            // is never cut short.
+            let flags = MsgFlags::MSG_DONTWAIT;
+            let peeked = match recv(
+                self.fd.as_raw_fd(),
+                &mut self.buf,
+                flags | MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC,
+            ) {
+                Ok(n) => n,
+                Err(Errno::EAGAIN) => return Ok(events),
+                Err(Errno::EINTR) => continue,
+                Err(Errno::ENOBUFS) => {
+                    // The error is reported once; the queue keeps working.
+                    events.push(HostEvent::Overrun);
+                    continue;
+                }
+                Err(e) => {
+                    return Err(Error::Io {
+                        op: OP,
+                        source: std::io::Error::from(e),
+                    });
+                }
+            };
+            if peeked > self.buf.len() {
+                self.buf.resize(peeked, 0);
+            }
+            let n = match recv(self.fd.as_raw_fd(), &mut self.buf, flags) {
+                Ok(n) => n,
+                Err(Errno::EAGAIN) => return Ok(events),
+                Err(Errno::EINTR) => continue,
+                Err(Errno::ENOBUFS) => {
+                    events.push(HostEvent::Overrun);
+                    continue;
+                }
+                Err(e) => {
+                    return Err(Error::Io {
+                        op: OP,
+                        source: std::io::Error::from(e),
+                    });
+                }
+            };
+            let batch = parse_notifications(&self.buf[..n]).map_err(|d| malformed(OP, d))?;
+            events.extend(batch);
+        }
+    }
+
+    /// Sets the socket's receive queue size (SO_RCVBUF). A small queue
+    /// overruns sooner; only tests want that.
+    #[doc(hidden)]
+    pub fn set_recv_buffer(&self, bytes: usize) -> Result<()> {
+        nix::sys::socket::setsockopt(&self.fd, nix::sys::socket::sockopt::RcvBuf, &bytes).map_err(
+            |e| Error::Io {
+                op: "size the host notification queue",
+                source: std::io::Error::from(e),
+            },
+        )
+    }
+}
+
+impl AsFd for HostMonitor {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for HostMonitor {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
