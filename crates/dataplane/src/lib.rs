@@ -9,7 +9,7 @@ pub mod conntable;
 mod error;
 pub mod ipvs;
 pub mod link;
-mod monitor;
+pub mod monitor;
 pub mod sockdiag;
 pub mod sysctl;
 

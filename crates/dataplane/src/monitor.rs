@@ -67,8 +67,13 @@ pub enum HostEvent {
 }
 
 /// Parses one datagram of rtnetlink notifications. Pure: bytes in, events
-/// out; messages of other types are skipped.
-pub(crate) fn parse_notifications(buf: &[u8]) -> Result<Vec<HostEvent>, String> {
+/// out; messages of other types are skipped. A malformed datagram is an
+/// [`Error::Netlink`] naming the problem.
+pub fn parse_notifications(buf: &[u8]) -> Result<Vec<HostEvent>> {
+    parse_datagram(buf).map_err(|d| malformed("parse host notification", d))
+}
+
+fn parse_datagram(buf: &[u8]) -> Result<Vec<HostEvent>, String> {
     let mut events = Vec::new();
     for m in split_messages(buf)? {
         match m.ty {
@@ -205,7 +210,7 @@ impl HostMonitor {
                     });
                 }
             };
-            let batch = parse_notifications(&self.buf[..n]).map_err(|d| malformed(OP, d))?;
+            let batch = parse_datagram(&self.buf[..n]).map_err(|d| malformed(OP, d))?;
             events.extend(batch);
         }
     }
