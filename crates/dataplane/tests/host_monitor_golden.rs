@@ -11,7 +11,7 @@ use apiserver_proxy_dataplane::{Error, HostEvent};
 mod golden;
 
 fn hex(s: &str) -> Vec<u8> {
-    assert!(s.len() % 2 == 0, "odd hex string");
+    assert!(s.len().is_multiple_of(2), "odd hex string");
     (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
