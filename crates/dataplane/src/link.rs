@@ -3,7 +3,7 @@
 //!
 //! Everything goes over rtnetlink. Requests are built with `neli`'s `rtnl`
 //! types; replies are parsed here with checked arithmetic only, so a
-//! malformed reply from the kernel becomes an [`Error::Netlink`], never a
+//! malformed reply from the kernel becomes an [`Error::Decode`], never a
 //! panic.
 //!
 //! Two ways to make the VIP routable ([`Placement`]): a local `/32` (`/128`)
@@ -20,14 +20,12 @@ use neli::consts::nl::NlmF;
 use neli::consts::rtnl::{
     Ifa, IfaF, Ifla, IflaInfo, RtAddrFamily, RtScope, RtTable, Rta, Rtm, Rtn, Rtprot,
 };
-use neli::consts::socket::{Msg, NlFamily};
 use neli::nl::{NlPayload, NlmsghdrBuilder};
 use neli::rtnl::{IfaddrmsgBuilder, IfinfomsgBuilder, Rtattr, RtattrBuilder, RtmsgBuilder};
-use neli::socket::NlSocket;
 use neli::types::{Buffer, RtBuffer};
-use neli::utils::Groups;
 
 use crate::error::{Error, Result};
+use crate::nl::{self, EADDRNOTAVAIL, EEXIST, EINVAL, ENODEV, EOPNOTSUPP, ESRCH, kernel_error};
 
 /// The dummy interface that holds the VIP unless configured otherwise.
 pub const DEFAULT_INTERFACE: &str = "apiproxy0";
@@ -43,16 +41,6 @@ const RT_TABLE_MAIN: u32 = 254;
 
 /// `rtm_protocol` of routes the kernel adds for addresses.
 const RTPROT_KERNEL: u8 = 2;
-
-// errno values (Linux, all architectures we run on).
-const EPERM: i32 = 1;
-const ESRCH: i32 = 3;
-const EACCES: i32 = 13;
-const EEXIST: i32 = 17;
-const EINVAL: i32 = 22;
-const ENODEV: i32 = 19;
-const EOPNOTSUPP: i32 = 95;
-const EADDRNOTAVAIL: i32 = 99;
 
 // Netlink message types and attribute numbers used while parsing
 // (include/uapi/linux/netlink.h, rtnetlink.h, if_link.h, if_addr.h).
@@ -223,22 +211,10 @@ fn ip_bytes(ip: IpAddr) -> Vec<u8> {
     }
 }
 
-/// Turns a kernel errno into the crate's error.
-fn kernel_error(op: &'static str, errno: i32) -> Error {
-    match errno {
-        EPERM | EACCES => Error::PermissionDenied { op },
-        _ => Error::Kernel {
-            op,
-            errno,
-            msg: std::io::Error::from_raw_os_error(errno).to_string(),
-        },
-    }
-}
-
 pub(crate) fn malformed(op: &'static str, detail: impl Into<String>) -> Error {
-    Error::Netlink {
+    Error::Decode {
         op,
-        detail: format!("malformed reply: {}", detail.into()),
+        detail: detail.into(),
     }
 }
 
@@ -699,15 +675,10 @@ pub(crate) fn parse_route(payload: &[u8]) -> Result<RouteInfo, String> {
 // The socket.
 // ---------------------------------------------------------------------------
 
-/// Receive buffer: large enough for any rtnetlink dump datagram (the kernel
-/// fills at most 32 KiB, or a page if larger, per datagram).
-const RECV_BUF: usize = 256 * 1024;
-
 /// An rtnetlink connection in the calling thread's network namespace.
 pub struct Rtnl {
-    sock: NlSocket,
+    sock: nl::Socket,
     seq: u32,
-    buf: Vec<u8>,
 }
 
 impl fmt::Debug for Rtnl {
@@ -723,35 +694,21 @@ impl Rtnl {
     /// Opens a `NETLINK_ROUTE` socket. The socket belongs to the network
     /// namespace of the calling thread, for its whole life.
     pub fn connect() -> Result<Rtnl> {
-        let sock = NlSocket::connect(NlFamily::Route, None, Groups::empty()).map_err(|source| {
-            Error::Io {
-                op: "open rtnetlink socket",
-                source,
-            }
-        })?;
-        Ok(Rtnl {
-            sock,
-            seq: 0,
-            buf: vec![0; RECV_BUF],
-        })
+        let sock = nl::Socket::open(
+            "open rtnetlink socket",
+            nix::sys::socket::SockProtocol::NetlinkRoute,
+        )?;
+        Ok(Rtnl { sock, seq: 0 })
     }
 
     /// Sends one request and collects its answer: reply messages until the
     /// ACK (requests) or NLMSG_DONE (dumps), or the kernel's errno.
     fn request(&mut self, op: &'static str, msg: Vec<u8>, seq: u32) -> Result<Answer> {
-        self.sock
-            .send(&msg, Msg::empty())
-            .map_err(|source| Error::Io { op, source })?;
+        self.sock.send(op, &msg)?;
         let mut replies = Vec::new();
         loop {
-            let (n, _) = self
-                .sock
-                .recv(&mut self.buf[..], Msg::TRUNC)
-                .map_err(|source| Error::Io { op, source })?;
-            if n > self.buf.len() {
-                return Err(malformed(op, format!("datagram of {n} bytes truncated")));
-            }
-            let messages = split_messages(&self.buf[..n]).map_err(|d| malformed(op, d))?;
+            let datagram = self.sock.recv(op)?;
+            let messages = split_messages(datagram).map_err(|d| malformed(op, d))?;
             for m in messages {
                 if m.seq != seq {
                     // A late answer to an earlier request (none expected).
@@ -1107,6 +1064,7 @@ pub fn udp_source_towards(dest: IpAddr) -> Result<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nl::{EACCES, EPERM};
 
     fn parse_one(bytes: &[u8]) -> RawMsg<'_> {
         let msgs = split_messages(bytes).expect("well-formed");

@@ -68,7 +68,7 @@ pub enum HostEvent {
 
 /// Parses one datagram of rtnetlink notifications. Pure: bytes in, events
 /// out; messages of other types are skipped. A malformed datagram is an
-/// [`Error::Netlink`] naming the problem.
+/// [`Error::Decode`] naming the problem.
 pub fn parse_notifications(buf: &[u8]) -> Result<Vec<HostEvent>> {
     parse_datagram(buf).map_err(|d| malformed("parse host notification", d))
 }
