@@ -25,7 +25,9 @@ use neli::rtnl::{IfaddrmsgBuilder, IfinfomsgBuilder, Rtattr, RtattrBuilder, Rtms
 use neli::types::{Buffer, RtBuffer};
 
 use crate::error::{Error, Result};
-use crate::nl::{self, EADDRNOTAVAIL, EEXIST, EINVAL, ENODEV, EOPNOTSUPP, ESRCH, kernel_error};
+use crate::nl::{
+    self, EADDRNOTAVAIL, EEXIST, EINVAL, ENODEV, EOPNOTSUPP, ESRCH, kernel_error, u32_at,
+};
 
 /// The dummy interface that holds the VIP unless configured otherwise.
 pub const DEFAULT_INTERFACE: &str = "apiproxy0";
@@ -48,8 +50,6 @@ const NLMSG_NOOP: u16 = 1;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLMSG_OVERRUN: u16 = 4;
-const NLMSG_HDRLEN: usize = 16;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 const RTM_NEWLINK: u16 = 16;
 const RTM_NEWADDR: u16 = 20;
 const RTM_NEWROUTE: u16 = 24;
@@ -504,74 +504,6 @@ fn route_get_request(seq: u32, dst: IpAddr) -> Result<Vec<u8>> {
     encode(op, Rtm::Getroute, NlmF::ACK, seq, msg)
 }
 
-/// One netlink message out of a received datagram.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RawMsg<'a> {
-    pub(crate) ty: u16,
-    pub(crate) flags: u16,
-    pub(crate) seq: u32,
-    pub(crate) payload: &'a [u8],
-}
-
-pub(crate) fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    let s = b.get(at..at.checked_add(2)?)?;
-    Some(u16::from_ne_bytes([s[0], s[1]]))
-}
-
-pub(crate) fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    let s = b.get(at..at.checked_add(4)?)?;
-    Some(u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
-}
-
-fn align4(n: usize) -> usize {
-    n.saturating_add(3) & !3
-}
-
-/// Splits a datagram into netlink messages.
-pub(crate) fn split_messages(buf: &[u8]) -> Result<Vec<RawMsg<'_>>, String> {
-    let mut out = Vec::new();
-    let mut at = 0usize;
-    while at < buf.len() {
-        let rest = &buf[at..];
-        let len = u32_at(rest, 0).ok_or("truncated netlink header")? as usize;
-        if len < NLMSG_HDRLEN || len > rest.len() {
-            return Err(format!(
-                "netlink message length {len} out of range (header 16, {} bytes left)",
-                rest.len()
-            ));
-        }
-        out.push(RawMsg {
-            ty: u16_at(rest, 4).ok_or("truncated netlink header")?,
-            flags: u16_at(rest, 6).ok_or("truncated netlink header")?,
-            seq: u32_at(rest, 8).ok_or("truncated netlink header")?,
-            payload: &rest[NLMSG_HDRLEN..len],
-        });
-        at = at.saturating_add(align4(len));
-    }
-    Ok(out)
-}
-
-/// Splits an attribute area into (type, payload) pairs. The nested and
-/// byte-order flags are masked off the type.
-fn split_attrs(buf: &[u8]) -> Result<Vec<(u16, &[u8])>, String> {
-    let mut out = Vec::new();
-    let mut at = 0usize;
-    while buf.len().saturating_sub(at) >= 4 {
-        let rest = &buf[at..];
-        let len = u16_at(rest, 0).ok_or("truncated attribute")? as usize;
-        let ty = u16_at(rest, 2).ok_or("truncated attribute")? & NLA_TYPE_MASK;
-        if len < 4 || len > rest.len() {
-            return Err(format!(
-                "attribute {ty} length {len} out of range ({} bytes left)",
-                rest.len()
-            ));
-        }
-        out.push((ty, &rest[4..len]));
-        at = at.saturating_add(align4(len));
-    }
-    Ok(out)
-}
-
 fn find_attr<'a>(attrs: &[(u16, &'a [u8])], ty: u16) -> Option<&'a [u8]> {
     attrs.iter().find(|(t, _)| *t == ty).map(|(_, p)| *p)
 }
@@ -610,10 +542,10 @@ pub(crate) fn parse_link(payload: &[u8]) -> Result<LinkInfo, String> {
     }
     let index = u32_at(payload, 4).ok_or("short ifinfomsg")?;
     let flags = u32_at(payload, 8).ok_or("short ifinfomsg")?;
-    let attrs = split_attrs(&payload[IFINFOMSG_LEN..])?;
+    let attrs = nl::attributes(&payload[IFINFOMSG_LEN..])?;
     let name = parse_string(find_attr(&attrs, IFLA_IFNAME).ok_or("link without IFLA_IFNAME")?)?;
     let kind = match find_attr(&attrs, IFLA_LINKINFO) {
-        Some(info) => match find_attr(&split_attrs(info)?, IFLA_INFO_KIND) {
+        Some(info) => match find_attr(&nl::attributes(info)?, IFLA_INFO_KIND) {
             Some(kind) => Some(parse_string(kind)?),
             None => None,
         },
@@ -635,7 +567,7 @@ pub(crate) fn parse_address(payload: &[u8]) -> Result<(u32, IfAddress), String> 
     }
     let prefix_len = payload[1];
     let index = u32_at(payload, 4).ok_or("short ifaddrmsg")?;
-    let attrs = split_attrs(&payload[IFADDRMSG_LEN..])?;
+    let attrs = nl::attributes(&payload[IFADDRMSG_LEN..])?;
     // IFA_LOCAL is the interface's own address; IPv6 often sends only
     // IFA_ADDRESS (which then is the same).
     let raw = find_attr(&attrs, IFA_LOCAL)
@@ -656,7 +588,7 @@ pub(crate) fn parse_route(payload: &[u8]) -> Result<RouteInfo, String> {
         return Err(format!("rtmsg of {} bytes", payload.len()));
     }
     let dst_len = payload[1];
-    let attrs = split_attrs(&payload[RTMSG_LEN..])?;
+    let attrs = nl::attributes(&payload[RTMSG_LEN..])?;
     let table = match find_attr(&attrs, RTA_TABLE) {
         Some(t) => parse_u32(t)?,
         None => u32::from(payload[4]),
@@ -708,7 +640,7 @@ impl Rtnl {
         let mut replies = Vec::new();
         loop {
             let datagram = self.sock.recv(op)?;
-            let messages = split_messages(datagram).map_err(|d| malformed(op, d))?;
+            let messages = nl::split(datagram).map_err(|d| malformed(op, d))?;
             for m in messages {
                 if m.seq != seq {
                     // A late answer to an earlier request (none expected).
@@ -1064,12 +996,12 @@ pub fn udp_source_towards(dest: IpAddr) -> Result<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nl::{EACCES, EPERM};
+    use crate::nl::{EACCES, EPERM, NlMessage};
 
-    fn parse_one(bytes: &[u8]) -> RawMsg<'_> {
-        let msgs = split_messages(bytes).expect("well-formed");
+    fn parse_one(bytes: &[u8]) -> NlMessage<'_> {
+        let msgs = nl::split(bytes).expect("well-formed");
         assert_eq!(msgs.len(), 1);
-        msgs[0].clone()
+        msgs[0]
     }
 
     #[test]
@@ -1111,10 +1043,10 @@ mod tests {
         assert_eq!(u32_at(m.payload, 4), Some(0));
         assert_eq!(u32_at(m.payload, 8), Some(IFF_UP));
         assert_eq!(u32_at(m.payload, 12), Some(IFF_UP));
-        let attrs = split_attrs(&m.payload[16..]).expect("attrs");
+        let attrs = nl::attributes(&m.payload[16..]).expect("attrs");
         assert_eq!(find_attr(&attrs, IFLA_IFNAME), Some(&b"apiproxy0\0"[..]));
         let info =
-            split_attrs(find_attr(&attrs, IFLA_LINKINFO).expect("linkinfo")).expect("nested");
+            nl::attributes(find_attr(&attrs, IFLA_LINKINFO).expect("linkinfo")).expect("nested");
         assert_eq!(find_attr(&info, IFLA_INFO_KIND), Some(&b"dummy\0"[..]));
         // Parsing our own request as a link gives the name back.
         let link = parse_link(m.payload).expect("parse");
@@ -1140,7 +1072,7 @@ mod tests {
         assert_eq!(m.payload[0], AF_INET6);
         assert_eq!(m.payload[1], 128);
         assert_eq!(u32::from(m.payload[2]), IFA_F_NODAD);
-        let attrs = split_attrs(&m.payload[8..]).expect("attrs");
+        let attrs = nl::attributes(&m.payload[8..]).expect("attrs");
         assert_eq!(
             find_attr(&attrs, IFA_FLAGS).map(parse_u32),
             Some(Ok(IFA_F_NODAD))
@@ -1184,15 +1116,15 @@ mod tests {
     #[test]
     fn malformed_replies_are_errors_not_panics() {
         // Lengths that lie, in every position.
-        assert!(split_messages(&[1, 2, 3]).is_err());
+        assert!(nl::split(&[1, 2, 3]).is_err());
         let mut short = 8u32.to_ne_bytes().to_vec();
         short.extend_from_slice(&[0; 12]);
-        assert!(split_messages(&short).is_err());
+        assert!(nl::split(&short).is_err());
         let mut long = 400u32.to_ne_bytes().to_vec();
         long.extend_from_slice(&[0; 12]);
-        assert!(split_messages(&long).is_err());
-        assert!(split_attrs(&[200, 0, 1, 0, 0, 0, 0, 0]).is_err());
-        assert!(split_attrs(&[2, 0, 1, 0]).is_err());
+        assert!(nl::split(&long).is_err());
+        assert!(nl::attributes(&[200, 0, 1, 0, 0, 0, 0, 0]).is_err());
+        assert!(nl::attributes(&[2, 0, 1, 0]).is_err());
         assert!(parse_link(&[0; 10]).is_err());
         assert!(parse_address(&[2, 32, 0, 0]).is_err());
         assert!(parse_route(&[2; 11]).is_err());
@@ -1208,8 +1140,8 @@ mod tests {
         ];
         for v in &valid {
             for cut in 0..v.len() {
-                let _ = split_messages(&v[..cut]);
-                let body = &v[NLMSG_HDRLEN.min(cut)..cut];
+                let _ = nl::split(&v[..cut]);
+                let body = &v[nl::NLMSG_HDRLEN.min(cut)..cut];
                 let _ = parse_link(body);
                 let _ = parse_address(body);
                 let _ = parse_route(body);
@@ -1223,8 +1155,8 @@ mod tests {
                     (x >> 16) as u8 % 24
                 })
                 .collect();
-            let _ = split_messages(&bytes);
-            let _ = split_attrs(&bytes);
+            let _ = nl::split(&bytes);
+            let _ = nl::attributes(&bytes);
             let _ = parse_link(&bytes);
             let _ = parse_address(&bytes);
             let _ = parse_route(&bytes);

@@ -16,7 +16,8 @@ use nix::sys::socket::{
 };
 
 use crate::error::{Error, Result};
-use crate::link::{malformed, parse_address, parse_link, parse_route, split_messages};
+use crate::link::{malformed, parse_address, parse_link, parse_route};
+use crate::nl;
 
 // rtnetlink multicast groups (enum rtnetlink_groups, rtnetlink.h). All are
 // below 32, so the legacy bind() group mask reaches them.
@@ -75,7 +76,7 @@ pub fn parse_notifications(buf: &[u8]) -> Result<Vec<HostEvent>> {
 
 fn parse_datagram(buf: &[u8]) -> Result<Vec<HostEvent>, String> {
     let mut events = Vec::new();
-    for m in split_messages(buf)? {
+    for m in nl::split(buf)? {
         match m.ty {
             RTM_NEWLINK | RTM_DELLINK => {
                 let link = parse_link(m.payload)?;

@@ -35,6 +35,114 @@ pub const DEFAULT_RECV_TIMEOUT: Duration = Duration::from_secs(5);
 /// MSG_PEEK first, so this is only the common case.
 const INITIAL_BUF: usize = 64 * 1024;
 
+// ---------------------------------------------------------------------------
+// Framing: netlink messages in a datagram, attributes in a message. Pure and
+// checked: a malformed buffer is a description of the problem, which the
+// caller turns into `Error::Decode` naming its operation.
+// ---------------------------------------------------------------------------
+
+pub(crate) const NLMSG_HDRLEN: usize = 16;
+const NLA_HDRLEN: usize = 4;
+const NLA_TYPE_MASK: u16 = 0x3fff;
+
+/// One netlink message out of a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NlMessage<'a> {
+    pub ty: u16,
+    pub flags: u16,
+    pub seq: u32,
+    pub pid: u32,
+    /// Everything after the 16-byte header.
+    pub payload: &'a [u8],
+}
+
+pub(crate) fn u16_at(b: &[u8], off: usize) -> Option<u16> {
+    let s = b.get(off..off.checked_add(2)?)?;
+    Some(u16::from_ne_bytes([s[0], s[1]]))
+}
+
+pub(crate) fn u32_at(b: &[u8], off: usize) -> Option<u32> {
+    let s = b.get(off..off.checked_add(4)?)?;
+    Some(u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+/// Netlink pads messages and attributes to 4 bytes.
+pub(crate) fn align4(n: usize) -> usize {
+    n.saturating_add(3) & !3
+}
+
+/// Splits a datagram into netlink messages.
+pub(crate) fn split(buf: &[u8]) -> Result<Vec<NlMessage<'_>>, String> {
+    let mut out = Vec::new();
+    let mut rest = buf;
+    while !rest.is_empty() {
+        let len = u32_at(rest, 0).ok_or_else(|| format!("{} trailing bytes", rest.len()))? as usize;
+        if len < NLMSG_HDRLEN || len > rest.len() {
+            return Err(format!(
+                "message length {len} outside 16..={} (truncated datagram?)",
+                rest.len()
+            ));
+        }
+        let (ty, flags, seq, pid) = match (
+            u16_at(rest, 4),
+            u16_at(rest, 6),
+            u32_at(rest, 8),
+            u32_at(rest, 12),
+        ) {
+            (Some(a), Some(b), Some(c), Some(d)) => (a, b, c, d),
+            _ => return Err("short header".to_owned()),
+        };
+        let payload = rest.get(NLMSG_HDRLEN..len).unwrap_or_default();
+        out.push(NlMessage {
+            ty,
+            flags,
+            seq,
+            pid,
+            payload,
+        });
+        rest = rest.get(align4(len).min(rest.len())..).unwrap_or_default();
+    }
+    Ok(out)
+}
+
+/// Walks attributes, calling `f` with (type, payload) for each; the type
+/// without the nested and byte-order flags.
+pub(crate) fn walk<'a>(buf: &'a [u8], mut f: impl FnMut(u16, &'a [u8])) -> Result<(), String> {
+    let mut rest = buf;
+    while !rest.is_empty() {
+        let (len, ty) = match (u16_at(rest, 0), u16_at(rest, 2)) {
+            (Some(l), Some(t)) => (usize::from(l), t & NLA_TYPE_MASK),
+            _ => {
+                return Err(format!(
+                    "{} bytes left, too few for an attribute header",
+                    rest.len()
+                ));
+            }
+        };
+        if len < NLA_HDRLEN {
+            return Err(format!(
+                "attribute {ty} claims {len} bytes, less than its header"
+            ));
+        }
+        let payload = rest.get(NLA_HDRLEN..len).ok_or_else(|| {
+            format!(
+                "attribute {ty} claims {len} bytes, {} available",
+                rest.len()
+            )
+        })?;
+        f(ty, payload);
+        rest = rest.get(align4(len).min(rest.len())..).unwrap_or_default();
+    }
+    Ok(())
+}
+
+/// Splits attributes into (type, payload).
+pub(crate) fn attributes(buf: &[u8]) -> Result<Vec<(u16, &[u8])>, String> {
+    let mut out = Vec::new();
+    walk(buf, |ty, p| out.push((ty, p)))?;
+    Ok(out)
+}
+
 /// The errno of a refused request as an error; the callers match the
 /// errnos that mean something specific to them before calling this.
 pub(crate) fn kernel_error(op: &'static str, errno: i32) -> Error {
