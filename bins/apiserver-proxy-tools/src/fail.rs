@@ -77,7 +77,11 @@ impl From<DpError> for Failure {
         // can do something (modprobe, CAP_NET_ADMIN, a scheduler module).
         let f = Failure::new(e.to_string());
         match e {
-            DpError::Kernel { .. } | DpError::Netlink { .. } | DpError::Io { .. } => f.todo(
+            DpError::Kernel { .. }
+            | DpError::Netlink { .. }
+            | DpError::Io { .. }
+            | DpError::Decode { .. }
+            | DpError::Timeout { .. } => f.todo(
                 "nothing was rolled back: what is in the kernel stays; run the command again",
             ),
             _ => f,

@@ -30,6 +30,13 @@ pub enum Error {
         msg: String,
     },
 
+    /// The kernel did not answer a netlink request in time.
+    #[error("{op}: the kernel did not answer within {after:?}")]
+    Timeout {
+        op: &'static str,
+        after: std::time::Duration,
+    },
+
     #[error("{op}: netlink error: {detail}")]
     Netlink { op: &'static str, detail: String },
 
@@ -98,7 +105,7 @@ pub enum Error {
 
     /// A netlink reply the codec could not make sense of (truncated,
     /// malformed, or missing a required attribute).
-    #[error("{op}: malformed IPVS netlink reply: {detail}")]
+    #[error("{op}: malformed netlink reply: {detail}")]
     Decode { op: &'static str, detail: String },
 
     /// The kernel cannot destroy sockets on request (`EOPNOTSUPP` from

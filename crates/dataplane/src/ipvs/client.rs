@@ -3,24 +3,10 @@
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
 
-use neli::consts::socket::{Msg, NlFamily};
-use neli::socket::NlSocket;
-use neli::utils::Groups;
-
 use super::codec::{self, Request};
 use super::{DestSpec, Destination, Info, Service, ServiceKey, ServiceSpec};
 use crate::error::{Error, Result};
-
-// errno values (Linux).
-const EPERM: i32 = 1;
-const ENOENT: i32 = 2;
-const ESRCH: i32 = 3;
-const EACCES: i32 = 13;
-const EEXIST: i32 = 17;
-
-/// Netlink dump datagrams are at most 32 KiB; a bigger one is read after a
-/// peek tells its size.
-const RECV_BUF: usize = 64 * 1024;
+use crate::nl::{self, EEXIST, ENOENT, ESRCH, kernel_error};
 
 /// A connection to the kernel's IPVS generic netlink family.
 ///
@@ -34,9 +20,8 @@ pub struct Ipvs {
 }
 
 struct Conn {
-    sock: NlSocket,
+    sock: nl::Socket,
     seq: u32,
-    buf: Vec<u8>,
 }
 
 impl std::fmt::Debug for Ipvs {
@@ -44,17 +29,6 @@ impl std::fmt::Debug for Ipvs {
         f.debug_struct("Ipvs")
             .field("family_id", &self.family_id)
             .finish_non_exhaustive()
-    }
-}
-
-fn kernel_error(op: &'static str, errno: i32) -> Error {
-    match errno {
-        EPERM | EACCES => Error::PermissionDenied { op },
-        _ => Error::Kernel {
-            op,
-            errno,
-            msg: std::io::Error::from_raw_os_error(errno).to_string(),
-        },
     }
 }
 
@@ -72,22 +46,13 @@ impl Conn {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         let msg = codec::encode(family_id, seq, request);
-        self.sock
-            .send(&msg, Msg::empty())
-            .map_err(|source| Error::Io { op, source })?;
+        self.sock.send(op, &msg)?;
         // A reply we cannot decode does not stop the reading: the rest of the
         // answer is drained first, or the socket would hold a half-read dump
         // (and the kernel answers EBUSY to the next dump request).
         let mut failed = None;
         loop {
-            let n = recv(&self.sock, &mut self.buf, Msg::PEEK | Msg::TRUNC)
-                .map_err(|source| Error::Io { op, source })?;
-            if n > self.buf.len() {
-                self.buf.resize(n, 0);
-            }
-            let n = recv(&self.sock, &mut self.buf, Msg::empty())
-                .map_err(|source| Error::Io { op, source })?;
-            let datagram = self.buf.get(..n).unwrap_or_default();
+            let datagram = self.sock.recv(op)?;
             let mut these = Vec::new();
             let done = codec::collect(datagram, seq, &mut these).map_err(with_op(op))?;
             for r in these {
@@ -114,18 +79,6 @@ impl Conn {
     }
 }
 
-/// One datagram (or, with `MSG_PEEK | MSG_TRUNC`, its size), retried when a
-/// signal interrupts the wait.
-fn recv(sock: &NlSocket, buf: &mut [u8], flags: Msg) -> std::io::Result<usize> {
-    loop {
-        match sock.recv(&mut *buf, flags) {
-            Ok((n, _)) => return Ok(n),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 fn with_op(op: &'static str) -> impl Fn(Error) -> Error {
     move |e| match e {
         Error::Decode { detail, .. } => Error::Decode { op, detail },
@@ -138,13 +91,8 @@ impl Ipvs {
     /// namespace and resolves the `IPVS` family.
     pub fn connect() -> Result<Ipvs> {
         let op = "resolve the IPVS netlink family";
-        let sock = NlSocket::connect(NlFamily::Generic, None, Groups::empty())
-            .map_err(|source| Error::Io { op, source })?;
-        let mut conn = Conn {
-            sock,
-            seq: 0,
-            buf: vec![0; RECV_BUF],
-        };
+        let sock = nl::Socket::open(op, nix::sys::socket::SockProtocol::NetlinkGeneric)?;
+        let mut conn = Conn { sock, seq: 0 };
         let mut id = None;
         let answer = conn.call(op, codec::GENL_ID_CTRL, &Request::ResolveFamily, &mut |r| {
             id = Some(codec::parse_family_message(r)?);

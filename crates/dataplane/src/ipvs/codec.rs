@@ -18,6 +18,7 @@ use super::{
     DestSpec, Destination, Forward, Info, Protocol, Service, ServiceKey, ServiceSpec, Stats,
 };
 use crate::error::{Error, Result};
+use crate::nl::{self, align4, u32_at};
 
 // include/uapi/linux/netlink.h
 pub const NLM_F_REQUEST: u16 = 0x01;
@@ -31,7 +32,6 @@ pub const NLMSG_OVERRUN: u16 = 4;
 pub const NLMSG_HDRLEN: usize = 16;
 pub const GENL_HDRLEN: usize = 4;
 const NLA_HDRLEN: usize = 4;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 const NLA_F_NESTED: u16 = 0x8000;
 
 // include/uapi/linux/genetlink.h
@@ -217,10 +217,6 @@ fn nul_terminated(s: &str) -> Vec<u8> {
     v
 }
 
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
 fn put_attr(buf: &mut Vec<u8>, ty: u16, payload: &[u8]) {
     let len = NLA_HDRLEN + payload.len();
     buf.extend_from_slice(&u16::try_from(len).unwrap_or(u16::MAX).to_ne_bytes());
@@ -326,65 +322,11 @@ fn decode_err(op: &'static str, detail: impl Into<String>) -> Error {
     }
 }
 
-/// One netlink message out of a datagram.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NlMessage<'a> {
-    pub ty: u16,
-    pub flags: u16,
-    pub seq: u32,
-    pub pid: u32,
-    /// Everything after the 16-byte header.
-    pub payload: &'a [u8],
-}
-
-fn u16_at(b: &[u8], off: usize) -> Option<u16> {
-    let s = b.get(off..off.checked_add(2)?)?;
-    Some(u16::from_ne_bytes([s[0], s[1]]))
-}
-
-fn u32_at(b: &[u8], off: usize) -> Option<u32> {
-    let s = b.get(off..off.checked_add(4)?)?;
-    Some(u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
-}
+pub use crate::nl::NlMessage;
 
 /// Splits a datagram into netlink messages.
 pub fn split_messages(buf: &[u8]) -> Result<Vec<NlMessage<'_>>> {
-    const OP: &str = "split netlink datagram";
-    let mut out = Vec::new();
-    let mut rest = buf;
-    while !rest.is_empty() {
-        let len = u32_at(rest, 0)
-            .ok_or_else(|| decode_err(OP, format!("{} trailing bytes", rest.len())))?
-            as usize;
-        if len < NLMSG_HDRLEN || len > rest.len() {
-            return Err(decode_err(
-                OP,
-                format!(
-                    "message length {len} outside 16..={} (truncated datagram?)",
-                    rest.len()
-                ),
-            ));
-        }
-        let (ty, flags, seq, pid) = match (
-            u16_at(rest, 4),
-            u16_at(rest, 6),
-            u32_at(rest, 8),
-            u32_at(rest, 12),
-        ) {
-            (Some(a), Some(b), Some(c), Some(d)) => (a, b, c, d),
-            _ => return Err(decode_err(OP, "short header")),
-        };
-        let payload = rest.get(NLMSG_HDRLEN..len).unwrap_or_default();
-        out.push(NlMessage {
-            ty,
-            flags,
-            seq,
-            pid,
-            payload,
-        });
-        rest = rest.get(align4(len).min(rest.len())..).unwrap_or_default();
-    }
-    Ok(out)
+    nl::split(buf).map_err(|d| decode_err("split netlink datagram", d))
 }
 
 /// The errno of an `NLMSG_ERROR` (0 for an ACK) or of a `NLMSG_DONE` that
@@ -413,33 +355,9 @@ pub fn genl_header<'a>(op: &'static str, payload: &'a [u8]) -> Result<(u8, &'a [
     Ok((cmd, attrs))
 }
 
-/// Walks attributes, calling `f` with (type, payload) for each; the type
-/// without the nested and byte-order flags.
-fn walk<'a>(op: &'static str, buf: &'a [u8], mut f: impl FnMut(u16, &'a [u8])) -> Result<()> {
-    let mut rest = buf;
-    while !rest.is_empty() {
-        let (len, ty) = match (u16_at(rest, 0), u16_at(rest, 2)) {
-            (Some(l), Some(t)) => (usize::from(l), t & NLA_TYPE_MASK),
-            _ => {
-                return Err(decode_err(
-                    op,
-                    format!("{} bytes left, too few for an attribute header", rest.len()),
-                ));
-            }
-        };
-        let payload = rest.get(NLA_HDRLEN..len).ok_or_else(|| {
-            decode_err(
-                op,
-                format!(
-                    "attribute {ty} claims {len} bytes, {} available",
-                    rest.len()
-                ),
-            )
-        })?;
-        f(ty, payload);
-        rest = rest.get(align4(len).min(rest.len())..).unwrap_or_default();
-    }
-    Ok(())
+/// Walks attributes, calling `f` with (type, payload) for each.
+fn walk<'a>(op: &'static str, buf: &'a [u8], f: impl FnMut(u16, &'a [u8])) -> Result<()> {
+    nl::walk(buf, f).map_err(|d| decode_err(op, d))
 }
 
 /// Splits attributes into (type, payload), type without the nested and

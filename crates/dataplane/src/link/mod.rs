@@ -1,33 +1,26 @@
 //! The host side of the VIP: the dummy interface, the VIP on it (as a local
 //! address, or as a route only), and the node address used as the source.
 //!
-//! Everything goes over rtnetlink. Requests are built with `neli`'s `rtnl`
-//! types; replies are parsed here with checked arithmetic only, so a
-//! malformed reply from the kernel becomes an [`Error::Netlink`], never a
-//! panic.
+//! Everything goes over rtnetlink: the messages are built and parsed by the
+//! pure codec (`codec`), and [`Rtnl`] sends them; a malformed reply from the
+//! kernel becomes an [`Error::Decode`], never a panic.
 //!
 //! Two ways to make the VIP routable ([`Placement`]): a local `/32` (`/128`)
 //! address on the dummy, or (IPv4) only a route `VIP/32 dev lo src NODE_IP`.
 //! See [`Placement::Route`] for why the route goes via `lo` and not via the
 //! dummy.
 
+mod codec;
+
 use std::fmt;
-use std::io::Cursor;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 
-use neli::ToBytes;
-use neli::consts::nl::NlmF;
-use neli::consts::rtnl::{
-    Ifa, IfaF, Ifla, IflaInfo, RtAddrFamily, RtScope, RtTable, Rta, Rtm, Rtn, Rtprot,
-};
-use neli::consts::socket::{Msg, NlFamily};
-use neli::nl::{NlPayload, NlmsghdrBuilder};
-use neli::rtnl::{IfaddrmsgBuilder, IfinfomsgBuilder, Rtattr, RtattrBuilder, RtmsgBuilder};
-use neli::socket::NlSocket;
-use neli::types::{Buffer, RtBuffer};
-use neli::utils::Groups;
-
 use crate::error::{Error, Result};
+use crate::nl::{
+    self, EADDRNOTAVAIL, EEXIST, EINVAL, ENODEV, EOPNOTSUPP, ESRCH, kernel_error, u32_at,
+};
+use codec::*;
+pub(crate) use codec::{malformed, parse_address, parse_link, parse_route};
 
 /// The dummy interface that holds the VIP unless configured otherwise.
 pub const DEFAULT_INTERFACE: &str = "apiproxy0";
@@ -37,49 +30,6 @@ pub const LOOPBACK: &str = "lo";
 
 /// The longest interface name Linux accepts (`IFNAMSIZ` - 1).
 pub const MAX_INTERFACE_NAME_LEN: usize = 15;
-
-/// The routing table our VIP routes live in (`RT_TABLE_MAIN`).
-const RT_TABLE_MAIN: u32 = 254;
-
-/// `rtm_protocol` of routes the kernel adds for addresses.
-const RTPROT_KERNEL: u8 = 2;
-
-// errno values (Linux, all architectures we run on).
-const EPERM: i32 = 1;
-const ESRCH: i32 = 3;
-const EACCES: i32 = 13;
-const EEXIST: i32 = 17;
-const EINVAL: i32 = 22;
-const ENODEV: i32 = 19;
-const EOPNOTSUPP: i32 = 95;
-const EADDRNOTAVAIL: i32 = 99;
-
-// Netlink message types and attribute numbers used while parsing
-// (include/uapi/linux/netlink.h, rtnetlink.h, if_link.h, if_addr.h).
-const NLMSG_NOOP: u16 = 1;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLMSG_OVERRUN: u16 = 4;
-const NLMSG_HDRLEN: usize = 16;
-const NLA_TYPE_MASK: u16 = 0x3fff;
-const RTM_NEWLINK: u16 = 16;
-const RTM_NEWADDR: u16 = 20;
-const RTM_NEWROUTE: u16 = 24;
-const IFLA_IFNAME: u16 = 3;
-const IFLA_LINKINFO: u16 = 18;
-const IFLA_INFO_KIND: u16 = 1;
-const IFA_ADDRESS: u16 = 1;
-const IFA_LOCAL: u16 = 2;
-#[cfg(test)]
-const IFA_FLAGS: u16 = 8;
-const RTA_DST: u16 = 1;
-const RTA_OIF: u16 = 4;
-const RTA_PREFSRC: u16 = 7;
-const RTA_TABLE: u16 = 15;
-const IFF_UP: u32 = 1;
-const IFA_F_NODAD: u32 = 0x02;
-const AF_INET: u8 = 2;
-const AF_INET6: u8 = 10;
 
 /// Checks `name` against the kernel's rules for interface names
 /// (`dev_valid_name`): 1 to 15 bytes, not `.` or `..`, no `/`, `:`, NUL or
@@ -204,510 +154,14 @@ pub enum Placement {
     Route { src: IpAddr },
 }
 
-fn full_prefix(ip: IpAddr) -> u8 {
-    if ip.is_ipv4() { 32 } else { 128 }
-}
-
-fn family(ip: IpAddr) -> RtAddrFamily {
-    if ip.is_ipv4() {
-        RtAddrFamily::Inet
-    } else {
-        RtAddrFamily::Inet6
-    }
-}
-
-fn ip_bytes(ip: IpAddr) -> Vec<u8> {
-    match ip {
-        IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => v6.octets().to_vec(),
-    }
-}
-
-/// Turns a kernel errno into the crate's error.
-fn kernel_error(op: &'static str, errno: i32) -> Error {
-    match errno {
-        EPERM | EACCES => Error::PermissionDenied { op },
-        _ => Error::Kernel {
-            op,
-            errno,
-            msg: std::io::Error::from_raw_os_error(errno).to_string(),
-        },
-    }
-}
-
-fn malformed(op: &'static str, detail: impl Into<String>) -> Error {
-    Error::Netlink {
-        op,
-        detail: format!("malformed reply: {}", detail.into()),
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Message building (neli) and parsing (checked, by hand).
-// ---------------------------------------------------------------------------
-
-fn attr<T>(op: &'static str, ty: T, payload: Vec<u8>) -> Result<Rtattr<T, Buffer>>
-where
-    T: neli::consts::rtnl::RtaType,
-{
-    RtattrBuilder::default()
-        .rta_type(ty)
-        .rta_payload(payload)
-        .build()
-        .map_err(|e| Error::Netlink {
-            op,
-            detail: format!("cannot build attribute: {e}"),
-        })
-}
-
-fn nul_terminated(s: &str) -> Vec<u8> {
-    let mut v = s.as_bytes().to_vec();
-    v.push(0);
-    v
-}
-
-fn encode<P>(op: &'static str, ty: Rtm, flags: NlmF, seq: u32, payload: P) -> Result<Vec<u8>>
-where
-    P: neli::Size + ToBytes + fmt::Debug,
-{
-    let msg = NlmsghdrBuilder::default()
-        .nl_type(ty)
-        .nl_flags(flags | NlmF::REQUEST)
-        .nl_seq(seq)
-        .nl_pid(0)
-        .nl_payload(NlPayload::Payload(payload))
-        .build()
-        .map_err(|e| Error::Netlink {
-            op,
-            detail: format!("cannot build request: {e}"),
-        })?;
-    let mut cursor = Cursor::new(Vec::new());
-    msg.to_bytes(&mut cursor).map_err(|e| Error::Netlink {
-        op,
-        detail: format!("cannot serialize request: {e}"),
-    })?;
-    Ok(cursor.into_inner())
-}
-
-fn link_by_name_request(seq: u32, name: &str) -> Result<Vec<u8>> {
-    let op = "look up interface";
-    let mut attrs = RtBuffer::new();
-    attrs.push(attr(op, Ifla::Ifname, nul_terminated(name))?);
-    let msg = IfinfomsgBuilder::default()
-        .ifi_family(RtAddrFamily::Unspecified)
-        .rtattrs(attrs)
-        .build()
-        .map_err(|e| Error::Netlink {
-            op,
-            detail: e.to_string(),
-        })?;
-    encode(op, Rtm::Getlink, NlmF::ACK, seq, msg)
-}
-
-fn create_dummy_request(seq: u32, name: &str) -> Result<Vec<u8>> {
-    let op = "create dummy interface";
-    let kind = attr(op, IflaInfo::Kind, nul_terminated("dummy"))?;
-    let linkinfo = attr(op, Ifla::Linkinfo, Vec::new())?
-        .nest(&kind)
-        .map_err(|e| Error::Netlink {
-            op,
-            detail: e.to_string(),
-        })?;
-    let mut attrs = RtBuffer::new();
-    attrs.push(attr(op, Ifla::Ifname, nul_terminated(name))?);
-    attrs.push(linkinfo);
-    let msg = IfinfomsgBuilder::default()
-        .ifi_family(RtAddrFamily::Unspecified)
-        .up()
-        .rtattrs(attrs)
-        .build()
-        .map_err(|e| Error::Netlink {
-            op,
-            detail: e.to_string(),
-        })?;
-    encode(
-        op,
-        Rtm::Newlink,
-        NlmF::ACK | NlmF::CREATE | NlmF::EXCL,
-        seq,
-        msg,
-    )
-}
-
-fn set_up_request(seq: u32, index: u32) -> Result<Vec<u8>> {
-    let op = "bring interface up";
-    let msg = IfinfomsgBuilder::default()
-        .ifi_family(RtAddrFamily::Unspecified)
-        .ifi_index(index as i32)
-        .up()
-        .build()
-        .map_err(|e| Error::Netlink {
-            op,
-            detail: e.to_string(),
-        })?;
-    encode(op, Rtm::Newlink, NlmF::ACK, seq, msg)
-}
-
-fn delete_link_request(seq: u32, index: u32) -> Result<Vec<u8>> {
-    let op = "delete interface";
-    let msg = IfinfomsgBuilder::default()
-        .ifi_family(RtAddrFamily::Unspecified)
-        .ifi_index(index as i32)
-        .build()
-        .map_err(|e| Error::Netlink {
-            op,
-            detail: e.to_string(),
-        })?;
-    encode(op, Rtm::Dellink, NlmF::ACK, seq, msg)
-}
-
-/// RTM_NEWADDR / RTM_DELADDR for a host address (`/32`, `/128`) on `index`.
-fn address_request(seq: u32, add: bool, index: u32, ip: IpAddr) -> Result<Vec<u8>> {
-    let op = if add {
-        "add VIP address"
-    } else {
-        "delete VIP address"
-    };
-    let mut attrs = RtBuffer::new();
-    attrs.push(attr(op, Ifa::Local, ip_bytes(ip))?);
-    attrs.push(attr(op, Ifa::Address, ip_bytes(ip))?);
-    let mut flags = IfaF::empty();
-    if ip.is_ipv6() {
-        // No duplicate address detection: the VIP is usable at once, and it
-        // is the same on every node by design.
-        flags |= IfaF::NODAD;
-        attrs.push(attr(op, Ifa::Flags, IFA_F_NODAD.to_ne_bytes().to_vec())?);
-    }
-    let msg = IfaddrmsgBuilder::default()
-        .ifa_family(family(ip))
-        .ifa_prefixlen(full_prefix(ip))
-        .ifa_flags(flags)
-        .ifa_scope(RtScope::Universe)
-        .ifa_index(index)
-        .rtattrs(attrs)
-        .build()
-        .map_err(|e| Error::Netlink {
-            op,
-            detail: e.to_string(),
-        })?;
-    if add {
-        encode(
-            op,
-            Rtm::Newaddr,
-            NlmF::ACK | NlmF::CREATE | NlmF::EXCL,
-            seq,
-            msg,
-        )
-    } else {
-        encode(op, Rtm::Deladdr, NlmF::ACK, seq, msg)
-    }
-}
-
-fn dump_addresses_request(seq: u32) -> Result<Vec<u8>> {
-    let op = "list addresses";
-    let msg = IfaddrmsgBuilder::default()
-        .ifa_family(RtAddrFamily::Unspecified)
-        .ifa_prefixlen(0)
-        .ifa_scope(RtScope::Universe)
-        .ifa_index(0)
-        .build()
-        .map_err(|e| Error::Netlink {
-            op,
-            detail: e.to_string(),
-        })?;
-    encode(op, Rtm::Getaddr, NlmF::DUMP, seq, msg)
-}
-
-/// RTM_NEWROUTE (create or replace) / RTM_DELROUTE for `dst/32` (`/128`)
-/// `dev index src prefsrc` in the main table.
-fn route_request(
-    seq: u32,
-    add: bool,
-    dst: IpAddr,
-    index: Option<u32>,
-    prefsrc: Option<IpAddr>,
-) -> Result<Vec<u8>> {
-    let op = if add {
-        "add VIP route"
-    } else {
-        "delete VIP route"
-    };
-    let mut attrs = RtBuffer::new();
-    attrs.push(attr(op, Rta::Dst, ip_bytes(dst))?);
-    if let Some(index) = index {
-        attrs.push(attr(op, Rta::Oif, index.to_ne_bytes().to_vec())?);
-    }
-    if let Some(src) = prefsrc {
-        attrs.push(attr(op, Rta::Prefsrc, ip_bytes(src))?);
-    }
-    let (protocol, scope, kind) = if add {
-        // A device route without a gateway: scope link for IPv4, as
-        // `ip route add VIP/32 dev IFACE src SRC` does.
-        let scope = if dst.is_ipv4() {
-            RtScope::Link
-        } else {
-            RtScope::Universe
-        };
-        (Rtprot::Static, scope, Rtn::Unicast)
-    } else {
-        // Only ours (protocol static): never the kernel's own prefix route
-        // that an IPv6 address on the interface brings along.
-        (Rtprot::Static, RtScope::Nowhere, Rtn::Unspec)
-    };
-    let msg = RtmsgBuilder::default()
-        .rtm_family(family(dst))
-        .rtm_dst_len(full_prefix(dst))
-        .rtm_src_len(0)
-        .rtm_tos(0)
-        .rtm_table(RtTable::Main)
-        .rtm_protocol(protocol)
-        .rtm_scope(scope)
-        .rtm_type(kind)
-        .rtattrs(attrs)
-        .build()
-        .map_err(|e| Error::Netlink {
-            op,
-            detail: e.to_string(),
-        })?;
-    if add {
-        encode(
-            op,
-            Rtm::Newroute,
-            NlmF::ACK | NlmF::CREATE | NlmF::REPLACE,
-            seq,
-            msg,
-        )
-    } else {
-        encode(op, Rtm::Delroute, NlmF::ACK, seq, msg)
-    }
-}
-
-fn dump_routes_request(seq: u32, v6: bool) -> Result<Vec<u8>> {
-    let op = "list routes";
-    let msg = RtmsgBuilder::default()
-        .rtm_family(if v6 {
-            RtAddrFamily::Inet6
-        } else {
-            RtAddrFamily::Inet
-        })
-        .rtm_dst_len(0)
-        .rtm_src_len(0)
-        .rtm_tos(0)
-        .rtm_table(RtTable::Unspec)
-        .rtm_protocol(Rtprot::Unspec)
-        .rtm_scope(RtScope::Universe)
-        .rtm_type(Rtn::Unspec)
-        .build()
-        .map_err(|e| Error::Netlink {
-            op,
-            detail: e.to_string(),
-        })?;
-    encode(op, Rtm::Getroute, NlmF::DUMP, seq, msg)
-}
-
-/// RTM_GETROUTE for one destination: what `ip route get DEST` asks.
-fn route_get_request(seq: u32, dst: IpAddr) -> Result<Vec<u8>> {
-    let op = "look up the route to a backend";
-    let mut attrs = RtBuffer::new();
-    attrs.push(attr(op, Rta::Dst, ip_bytes(dst))?);
-    let msg = RtmsgBuilder::default()
-        .rtm_family(family(dst))
-        .rtm_dst_len(full_prefix(dst))
-        .rtm_src_len(0)
-        .rtm_tos(0)
-        .rtm_table(RtTable::Unspec)
-        .rtm_protocol(Rtprot::Unspec)
-        .rtm_scope(RtScope::Universe)
-        .rtm_type(Rtn::Unspec)
-        .rtattrs(attrs)
-        .build()
-        .map_err(|e| Error::Netlink {
-            op,
-            detail: e.to_string(),
-        })?;
-    encode(op, Rtm::Getroute, NlmF::ACK, seq, msg)
-}
-
-/// One netlink message out of a received datagram.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RawMsg<'a> {
-    pub(crate) ty: u16,
-    flags: u16,
-    seq: u32,
-    pub(crate) payload: &'a [u8],
-}
-
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    let s = b.get(at..at.checked_add(2)?)?;
-    Some(u16::from_ne_bytes([s[0], s[1]]))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    let s = b.get(at..at.checked_add(4)?)?;
-    Some(u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
-}
-
-fn align4(n: usize) -> usize {
-    n.saturating_add(3) & !3
-}
-
-/// Splits a datagram into netlink messages.
-pub(crate) fn split_messages(buf: &[u8]) -> Result<Vec<RawMsg<'_>>, String> {
-    let mut out = Vec::new();
-    let mut at = 0usize;
-    while at < buf.len() {
-        let rest = &buf[at..];
-        let len = u32_at(rest, 0).ok_or("truncated netlink header")? as usize;
-        if len < NLMSG_HDRLEN || len > rest.len() {
-            return Err(format!(
-                "netlink message length {len} out of range (header 16, {} bytes left)",
-                rest.len()
-            ));
-        }
-        out.push(RawMsg {
-            ty: u16_at(rest, 4).ok_or("truncated netlink header")?,
-            flags: u16_at(rest, 6).ok_or("truncated netlink header")?,
-            seq: u32_at(rest, 8).ok_or("truncated netlink header")?,
-            payload: &rest[NLMSG_HDRLEN..len],
-        });
-        at = at.saturating_add(align4(len));
-    }
-    Ok(out)
-}
-
-/// Splits an attribute area into (type, payload) pairs. The nested and
-/// byte-order flags are masked off the type.
-fn split_attrs(buf: &[u8]) -> Result<Vec<(u16, &[u8])>, String> {
-    let mut out = Vec::new();
-    let mut at = 0usize;
-    while buf.len().saturating_sub(at) >= 4 {
-        let rest = &buf[at..];
-        let len = u16_at(rest, 0).ok_or("truncated attribute")? as usize;
-        let ty = u16_at(rest, 2).ok_or("truncated attribute")? & NLA_TYPE_MASK;
-        if len < 4 || len > rest.len() {
-            return Err(format!(
-                "attribute {ty} length {len} out of range ({} bytes left)",
-                rest.len()
-            ));
-        }
-        out.push((ty, &rest[4..len]));
-        at = at.saturating_add(align4(len));
-    }
-    Ok(out)
-}
-
-fn find_attr<'a>(attrs: &[(u16, &'a [u8])], ty: u16) -> Option<&'a [u8]> {
-    attrs.iter().find(|(t, _)| *t == ty).map(|(_, p)| *p)
-}
-
-fn parse_ip(bytes: &[u8]) -> Result<IpAddr, String> {
-    match bytes.len() {
-        4 => Ok(IpAddr::V4(Ipv4Addr::new(
-            bytes[0], bytes[1], bytes[2], bytes[3],
-        ))),
-        16 => {
-            let mut a = [0u8; 16];
-            a.copy_from_slice(bytes);
-            Ok(IpAddr::V6(Ipv6Addr::from(a)))
-        }
-        n => Err(format!("address of {n} bytes")),
-    }
-}
-
-fn parse_string(bytes: &[u8]) -> Result<String, String> {
-    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-    String::from_utf8(bytes[..end].to_vec()).map_err(|_| "name is not UTF-8".to_owned())
-}
-
-fn parse_u32(bytes: &[u8]) -> Result<u32, String> {
-    if bytes.len() != 4 {
-        return Err(format!("u32 attribute of {} bytes", bytes.len()));
-    }
-    u32_at(bytes, 0).ok_or_else(|| "short u32".to_owned())
-}
-
-/// Parses an RTM_NEWLINK payload (struct ifinfomsg + attributes).
-pub(crate) fn parse_link(payload: &[u8]) -> Result<LinkInfo, String> {
-    const IFINFOMSG_LEN: usize = 16;
-    if payload.len() < IFINFOMSG_LEN {
-        return Err(format!("ifinfomsg of {} bytes", payload.len()));
-    }
-    let index = u32_at(payload, 4).ok_or("short ifinfomsg")?;
-    let flags = u32_at(payload, 8).ok_or("short ifinfomsg")?;
-    let attrs = split_attrs(&payload[IFINFOMSG_LEN..])?;
-    let name = parse_string(find_attr(&attrs, IFLA_IFNAME).ok_or("link without IFLA_IFNAME")?)?;
-    let kind = match find_attr(&attrs, IFLA_LINKINFO) {
-        Some(info) => match find_attr(&split_attrs(info)?, IFLA_INFO_KIND) {
-            Some(kind) => Some(parse_string(kind)?),
-            None => None,
-        },
-        None => None,
-    };
-    Ok(LinkInfo {
-        index,
-        name,
-        up: flags & IFF_UP != 0,
-        kind,
-    })
-}
-
-/// Parses an RTM_NEWADDR payload into (interface index, address).
-pub(crate) fn parse_address(payload: &[u8]) -> Result<(u32, IfAddress), String> {
-    const IFADDRMSG_LEN: usize = 8;
-    if payload.len() < IFADDRMSG_LEN {
-        return Err(format!("ifaddrmsg of {} bytes", payload.len()));
-    }
-    let prefix_len = payload[1];
-    let index = u32_at(payload, 4).ok_or("short ifaddrmsg")?;
-    let attrs = split_attrs(&payload[IFADDRMSG_LEN..])?;
-    // IFA_LOCAL is the interface's own address; IPv6 often sends only
-    // IFA_ADDRESS (which then is the same).
-    let raw = find_attr(&attrs, IFA_LOCAL)
-        .or_else(|| find_attr(&attrs, IFA_ADDRESS))
-        .ok_or("address without IFA_LOCAL or IFA_ADDRESS")?;
-    let addr = parse_ip(raw)?;
-    let family = payload[0];
-    if (family == AF_INET) != addr.is_ipv4() || (family != AF_INET && family != AF_INET6) {
-        return Err(format!("address family {family} does not match {addr}"));
-    }
-    Ok((index, IfAddress { addr, prefix_len }))
-}
-
-/// Parses an RTM_NEWROUTE payload (struct rtmsg + attributes).
-pub(crate) fn parse_route(payload: &[u8]) -> Result<RouteInfo, String> {
-    const RTMSG_LEN: usize = 12;
-    if payload.len() < RTMSG_LEN {
-        return Err(format!("rtmsg of {} bytes", payload.len()));
-    }
-    let dst_len = payload[1];
-    let attrs = split_attrs(&payload[RTMSG_LEN..])?;
-    let table = match find_attr(&attrs, RTA_TABLE) {
-        Some(t) => parse_u32(t)?,
-        None => u32::from(payload[4]),
-    };
-    Ok(RouteInfo {
-        dst: find_attr(&attrs, RTA_DST).map(parse_ip).transpose()?,
-        dst_len,
-        table,
-        protocol: payload[5],
-        oif: find_attr(&attrs, RTA_OIF).map(parse_u32).transpose()?,
-        prefsrc: find_attr(&attrs, RTA_PREFSRC).map(parse_ip).transpose()?,
-    })
-}
-
 // ---------------------------------------------------------------------------
 // The socket.
 // ---------------------------------------------------------------------------
 
-/// Receive buffer: large enough for any rtnetlink dump datagram (the kernel
-/// fills at most 32 KiB, or a page if larger, per datagram).
-const RECV_BUF: usize = 256 * 1024;
-
 /// An rtnetlink connection in the calling thread's network namespace.
 pub struct Rtnl {
-    sock: NlSocket,
+    sock: nl::Socket,
     seq: u32,
-    buf: Vec<u8>,
 }
 
 impl fmt::Debug for Rtnl {
@@ -723,35 +177,21 @@ impl Rtnl {
     /// Opens a `NETLINK_ROUTE` socket. The socket belongs to the network
     /// namespace of the calling thread, for its whole life.
     pub fn connect() -> Result<Rtnl> {
-        let sock = NlSocket::connect(NlFamily::Route, None, Groups::empty()).map_err(|source| {
-            Error::Io {
-                op: "open rtnetlink socket",
-                source,
-            }
-        })?;
-        Ok(Rtnl {
-            sock,
-            seq: 0,
-            buf: vec![0; RECV_BUF],
-        })
+        let sock = nl::Socket::open(
+            "open rtnetlink socket",
+            nix::sys::socket::SockProtocol::NetlinkRoute,
+        )?;
+        Ok(Rtnl { sock, seq: 0 })
     }
 
     /// Sends one request and collects its answer: reply messages until the
     /// ACK (requests) or NLMSG_DONE (dumps), or the kernel's errno.
     fn request(&mut self, op: &'static str, msg: Vec<u8>, seq: u32) -> Result<Answer> {
-        self.sock
-            .send(&msg, Msg::empty())
-            .map_err(|source| Error::Io { op, source })?;
+        self.sock.send(op, &msg)?;
         let mut replies = Vec::new();
         loop {
-            let (n, _) = self
-                .sock
-                .recv(&mut self.buf[..], Msg::TRUNC)
-                .map_err(|source| Error::Io { op, source })?;
-            if n > self.buf.len() {
-                return Err(malformed(op, format!("datagram of {n} bytes truncated")));
-            }
-            let messages = split_messages(&self.buf[..n]).map_err(|d| malformed(op, d))?;
+            let datagram = self.sock.recv(op)?;
+            let messages = nl::split(datagram).map_err(|d| malformed(op, d))?;
             for m in messages {
                 if m.seq != seq {
                     // A late answer to an earlier request (none expected).
@@ -1109,11 +549,13 @@ pub fn udp_source_towards(dest: IpAddr) -> Result<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nl::{EACCES, EPERM, NlMessage};
+    use neli::consts::nl::NlmF;
 
-    fn parse_one(bytes: &[u8]) -> RawMsg<'_> {
-        let msgs = split_messages(bytes).expect("well-formed");
+    fn parse_one(bytes: &[u8]) -> NlMessage<'_> {
+        let msgs = nl::split(bytes).expect("well-formed");
         assert_eq!(msgs.len(), 1);
-        msgs[0].clone()
+        msgs[0]
     }
 
     #[test]
@@ -1155,10 +597,10 @@ mod tests {
         assert_eq!(u32_at(m.payload, 4), Some(0));
         assert_eq!(u32_at(m.payload, 8), Some(IFF_UP));
         assert_eq!(u32_at(m.payload, 12), Some(IFF_UP));
-        let attrs = split_attrs(&m.payload[16..]).expect("attrs");
+        let attrs = nl::attributes(&m.payload[16..]).expect("attrs");
         assert_eq!(find_attr(&attrs, IFLA_IFNAME), Some(&b"apiproxy0\0"[..]));
         let info =
-            split_attrs(find_attr(&attrs, IFLA_LINKINFO).expect("linkinfo")).expect("nested");
+            nl::attributes(find_attr(&attrs, IFLA_LINKINFO).expect("linkinfo")).expect("nested");
         assert_eq!(find_attr(&info, IFLA_INFO_KIND), Some(&b"dummy\0"[..]));
         // Parsing our own request as a link gives the name back.
         let link = parse_link(m.payload).expect("parse");
@@ -1184,7 +626,7 @@ mod tests {
         assert_eq!(m.payload[0], AF_INET6);
         assert_eq!(m.payload[1], 128);
         assert_eq!(u32::from(m.payload[2]), IFA_F_NODAD);
-        let attrs = split_attrs(&m.payload[8..]).expect("attrs");
+        let attrs = nl::attributes(&m.payload[8..]).expect("attrs");
         assert_eq!(
             find_attr(&attrs, IFA_FLAGS).map(parse_u32),
             Some(Ok(IFA_F_NODAD))
@@ -1228,15 +670,15 @@ mod tests {
     #[test]
     fn malformed_replies_are_errors_not_panics() {
         // Lengths that lie, in every position.
-        assert!(split_messages(&[1, 2, 3]).is_err());
+        assert!(nl::split(&[1, 2, 3]).is_err());
         let mut short = 8u32.to_ne_bytes().to_vec();
         short.extend_from_slice(&[0; 12]);
-        assert!(split_messages(&short).is_err());
+        assert!(nl::split(&short).is_err());
         let mut long = 400u32.to_ne_bytes().to_vec();
         long.extend_from_slice(&[0; 12]);
-        assert!(split_messages(&long).is_err());
-        assert!(split_attrs(&[200, 0, 1, 0, 0, 0, 0, 0]).is_err());
-        assert!(split_attrs(&[2, 0, 1, 0]).is_err());
+        assert!(nl::split(&long).is_err());
+        assert!(nl::attributes(&[200, 0, 1, 0, 0, 0, 0, 0]).is_err());
+        assert!(nl::attributes(&[2, 0, 1, 0]).is_err());
         assert!(parse_link(&[0; 10]).is_err());
         assert!(parse_address(&[2, 32, 0, 0]).is_err());
         assert!(parse_route(&[2; 11]).is_err());
@@ -1252,8 +694,8 @@ mod tests {
         ];
         for v in &valid {
             for cut in 0..v.len() {
-                let _ = split_messages(&v[..cut]);
-                let body = &v[NLMSG_HDRLEN.min(cut)..cut];
+                let _ = nl::split(&v[..cut]);
+                let body = &v[nl::NLMSG_HDRLEN.min(cut)..cut];
                 let _ = parse_link(body);
                 let _ = parse_address(body);
                 let _ = parse_route(body);
@@ -1267,8 +709,8 @@ mod tests {
                     (x >> 16) as u8 % 24
                 })
                 .collect();
-            let _ = split_messages(&bytes);
-            let _ = split_attrs(&bytes);
+            let _ = nl::split(&bytes);
+            let _ = nl::attributes(&bytes);
             let _ = parse_link(&bytes);
             let _ = parse_address(&bytes);
             let _ = parse_route(&bytes);
