@@ -15,8 +15,8 @@ use std::time::Duration;
 use apiserver_proxy_types::Endpoint;
 use serde_json::{Map, Value};
 
-/// Default name of the dummy interface holding the VIPs.
-pub const DEFAULT_INTERFACE: &str = "apiproxy0";
+/// Default name of the dummy interface holding the VIPs (the dataplane's).
+pub use apiserver_proxy_dataplane::DEFAULT_INTERFACE;
 /// The Go version's metrics port.
 pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:8004";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/bcs-apiserver-proxy";
@@ -305,19 +305,10 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     }
 }
 
-/// Linux interface names: 1 to 15 bytes, no `/`, no whitespace.
+/// Linux interface names, by the dataplane's rule (the kernel's): the one
+/// check, so that `config check` refuses what the daemon would.
 pub fn check_interface_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 15 {
-        return Err(format!(
-            "{name:?} is not a valid interface name: use 1 to 15 characters"
-        ));
-    }
-    if name.contains('/') || name.chars().any(char::is_whitespace) || name == "." || name == ".." {
-        return Err(format!(
-            "{name:?} is not a valid interface name: no '/', spaces, '.' or '..'"
-        ));
-    }
-    Ok(())
+    apiserver_proxy_dataplane::validate_interface_name(name).map_err(|e| e.to_string())
 }
 
 /// Checks a scheduler name; the message names the kernel module.

@@ -58,7 +58,7 @@ bogus: 1
         "virtualServers[0].scheduler: unknown IPVS scheduler \"fastest\"",
         "virtualServers[0].seeds[1]: \"master-2:6443\": \"master-2\" is not an IP address",
         "virtualServers[1].sedes: unknown key",
-        "interface: \"this-name-is-far-too-long\" is not a valid interface name",
+        "interface: invalid interface name \"this-name-is-far-too-long\"",
         "logFormat: \"xml\" is not a log format",
         "health.interval: expected a duration",
         "health.rise: expected a whole number from 1 to 100",
@@ -170,4 +170,14 @@ fn the_go_versions_json_config_is_read_with_its_keys_mapped() {
     .expect("a host name master is a warning");
     assert!(host.config.virtual_servers[0].seeds.is_empty());
     assert_eq!(host.warnings[0].path, "k8sConfig.master");
+}
+
+#[test]
+fn config_check_refuses_the_interface_names_the_kernel_refuses() {
+    for bad in ["a:b", "a\\u0000b", "."] {
+        let text = format!("interface: \"{bad}\"\n");
+        let err = parse_str(&text, "c.yaml").expect_err(bad).to_string();
+        assert!(err.contains("invalid interface name"), "{bad}: {err}");
+    }
+    assert!(parse_str("interface: apiproxy0\n", "c.yaml").is_ok());
 }
