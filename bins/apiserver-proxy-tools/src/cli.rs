@@ -366,11 +366,9 @@ fn interface(s: &str) -> Result<String, String> {
 }
 
 fn health_path(s: &str) -> Result<String, String> {
-    if s.starts_with('/') {
-        Ok(s.to_string())
-    } else {
-        Err(format!("{s:?} must start with '/', for example /readyz"))
-    }
+    config::check_path(s)
+        .map(|()| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// The Go tool's flag names and ours. Go's flag package reads `-name` and

@@ -331,9 +331,7 @@ pub fn effective_config(args: &RunArgs) -> Result<(Config, Vec<String>)> {
         c.health.mode = m;
     }
     if let Some(p) = &h.health_path {
-        if !p.starts_with('/') {
-            bail!("--health-path {p:?} must start with '/', e.g. /readyz");
-        }
+        config::check_path(p).context("--health-path")?;
         c.health.path = p.clone();
     }
     if let Some(d) = h.health_interval {
@@ -342,13 +340,7 @@ pub fn effective_config(args: &RunArgs) -> Result<(Config, Vec<String>)> {
     if let Some(d) = h.health_timeout {
         c.health.timeout = d;
     }
-    if c.health.timeout >= c.health.interval {
-        bail!(
-            "the health timeout ({:?}) must be shorter than the interval ({:?})",
-            c.health.timeout,
-            c.health.interval
-        );
-    }
+    config::check_timeout(c.health.timeout, c.health.interval).context("health")?;
     if let Some(f) = &h.health_ca_file {
         c.health.ca_file = Some(f.clone());
     }

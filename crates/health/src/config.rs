@@ -25,6 +25,27 @@ const MAX_KEEPALIVE_SECS: u64 = 32767;
 /// `TCP_KEEPCNT` at most (the kernel's limit).
 const MAX_KEEPALIVE_COUNT: u32 = 127;
 
+/// A readiness path: origin-form (`/readyz`, `/readyz?verbose`), the one
+/// check for the configuration file, both command lines and the checker.
+pub fn check_path(path: &str) -> Result<(), Error> {
+    if path.starts_with('/') && path.parse::<http::uri::PathAndQuery>().is_ok() {
+        Ok(())
+    } else {
+        Err(Error::InvalidPath(path.to_string()))
+    }
+}
+
+/// A probe must time out before the next one is due.
+pub fn check_timeout(timeout: Duration, interval: Duration) -> Result<(), Error> {
+    if timeout < interval {
+        Ok(())
+    } else {
+        Err(Error::InvalidConfig(format!(
+            "the timeout ({timeout:?}) must be shorter than the interval ({interval:?})"
+        )))
+    }
+}
+
 /// How a backend is probed: the one definition, for the configuration
 /// file, both command lines and the health checker.
 #[derive(
@@ -281,10 +302,7 @@ impl HealthConfig {
                     "status {s} is both in success_statuses and unknown_statuses"
                 )));
             }
-            if !self.path.starts_with('/') || self.path.parse::<http::uri::PathAndQuery>().is_err()
-            {
-                return Err(Error::InvalidPath(self.path.clone()));
-            }
+            check_path(&self.path)?;
         }
         Ok(())
     }

@@ -139,7 +139,7 @@ pub use checker::{
 };
 pub use config::{
     ClientCert, DEFAULT_SERVER_NAME, HealthConfig, KeepaliveConfig, MAX_DURATION, Mode,
-    SERVICE_ACCOUNT_CA, TlsConfig,
+    SERVICE_ACCOUNT_CA, TlsConfig, check_path, check_timeout,
 };
 pub use error::{Error, Result};
 pub use reason::{FailureKind, Phase, Reason, State, TlsProblem};

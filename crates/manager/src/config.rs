@@ -28,6 +28,9 @@ pub const KNOWN_SCHEDULERS: &[&str] = &[
 pub use apiserver_proxy_dataplane::VipMode;
 
 pub use apiserver_proxy_health::Mode as HealthMode;
+/// The health crate's checks of a readiness path and of a timeout against
+/// its interval: one rule for the file and both command lines.
+pub use apiserver_proxy_health::{check_path, check_timeout};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -646,10 +649,9 @@ impl Reader {
                 }
                 "path" => {
                     if let Some(s) = self.string(v, &p) {
-                        if s.starts_with('/') {
-                            h.path = s;
-                        } else {
-                            self.problem(&p, format!("{s:?} must start with '/', e.g. /readyz"));
+                        match check_path(&s) {
+                            Ok(()) => h.path = s,
+                            Err(e) => self.problem(&p, e.to_string()),
                         }
                     }
                 }
@@ -708,14 +710,8 @@ impl Reader {
                 _ => {}
             }
         }
-        if h.timeout >= h.interval {
-            self.problem(
-                &join(path, "timeout"),
-                format!(
-                    "the timeout ({:?}) must be shorter than the interval ({:?})",
-                    h.timeout, h.interval
-                ),
-            );
+        if let Err(e) = check_timeout(h.timeout, h.interval) {
+            self.problem(&join(path, "timeout"), e.to_string());
         }
     }
 

@@ -181,3 +181,15 @@ fn config_check_refuses_the_interface_names_the_kernel_refuses() {
     }
     assert!(parse_str("interface: apiproxy0\n", "c.yaml").is_ok());
 }
+
+#[test]
+fn config_check_refuses_the_readiness_paths_the_checker_refuses() {
+    // The checker wants an origin-form path: a space or a missing slash is
+    // refused by `config check` too, not first at the daemon's start.
+    for bad in ["/ready z", "readyz"] {
+        let text = format!("health:\n  path: \"{bad}\"\n");
+        let err = parse_str(&text, "c.yaml").expect_err(bad).to_string();
+        assert!(err.contains("health.path"), "{bad}: {err}");
+    }
+    assert!(parse_str("health:\n  path: /readyz?verbose\n", "c.yaml").is_ok());
+}
