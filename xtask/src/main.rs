@@ -12,6 +12,7 @@
 //! See docs/testing.md.
 
 mod bench;
+mod counts;
 mod deps;
 mod kernel;
 mod lifecycle;

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use crate::test::Counts;
+use crate::counts::Counts;
 
 /// The workspace version: the image tag, and the chart's version and appVersion.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
