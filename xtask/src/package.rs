@@ -339,8 +339,8 @@ pub fn cargo_build_debug(root: &Path) -> Result<()> {
 }
 
 /// Runs `BINARY --version` and checks that it names itself and the version.
-/// The CLI's placeholder prints its version and exits 2: accepted here, as
-/// this checks that the binary runs, not what it does.
+/// The exit status is not judged: this checks that the binary runs and
+/// names itself, not what it does.
 pub fn smoke_run(path: &Path, name: &str) -> Result<String> {
     let out = Command::new(path)
         .arg("--version")

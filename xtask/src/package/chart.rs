@@ -515,7 +515,8 @@ fn check_rbac(r: &Rendered, sa_name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The DaemonSet requirements of issue 8, for any values.
+/// What the DaemonSet must be whatever the values: host network, node-critical
+/// priority, its service account, rolling updates, one container.
 fn check_daemonset(ds: &Value, sa_name: &str, configmaps: &BTreeSet<&str>) -> Result<()> {
     let spec = &ds["spec"]["template"]["spec"];
     let want = |ptr: &str, expected: Value| -> Result<()> {
@@ -986,8 +987,9 @@ fn check_metric_names(expr: &str, known: &BTreeSet<String>) -> Result<()> {
     Ok(())
 }
 
-/// The dashboard file: valid JSON, the panels issue 8 asks for, and only
-/// metrics that exist.
+/// The dashboard file: valid JSON, its panels (backend health, fail-open,
+/// discovery source, failovers, probes, cut sockets), and only metrics that
+/// exist.
 fn dashboard(root: &Path) -> Result<String> {
     let text = fs::read_to_string(root.join(CHART_DIR).join("files/dashboard.json"))?;
     let dash: Value = serde_json::from_str(&text).context("files/dashboard.json is not JSON")?;
@@ -1061,7 +1063,7 @@ fn package_contents(helm: &Path, tgz: &Path) -> Result<String> {
 }
 
 /// `apiserver-proxy-tools static-pod`: validated and asserted like the
-/// chart, for an IPv4 and an IPv6 VIP. Fails until the subcommand exists.
+/// chart, for an IPv4 and an IPv6 VIP.
 pub fn static_pod(checks: &mut Checks, root: &Path, kv: &Path, debug: &Path) {
     let tools = debug.join("apiserver-proxy-tools");
     let available = Command::new(&tools)
