@@ -1,0 +1,344 @@
+//! The daemon's configuration: one schema, read from a YAML file (ours) or a
+//! JSON file (the Go bcs-apiserver-proxy's), then overridden by environment
+//! and flags (the binaries do that part with clap).
+//!
+//! Files are read into a generic value first and walked by hand, so that
+//! `config check` can name *every* problem with its path
+//! (`virtualServers[0].seeds[1]: ...`) instead of stopping at the first.
+//!
+//! Here: the schema, its defaults, the errors, loading, and the checks only
+//! the whole configuration can make. `reader` walks our YAML; `go`
+//! translates the Go version's JSON; `default-config.yaml` is what
+//! `config default` prints.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use apiserver_proxy_types::Endpoint;
+use serde_json::{Map, Value};
+
+mod go;
+mod reader;
+
+use go::GO_TOP_KEYS;
+use reader::{Reader, kind};
+
+/// Default name of the dummy interface holding the VIPs (the dataplane's).
+pub use apiserver_proxy_dataplane::DEFAULT_INTERFACE;
+/// The Go version's metrics port.
+pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:8004";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/bcs-apiserver-proxy";
+/// IPVS schedulers Debian's kernel ships as modules (`ip_vs_NAME`).
+pub const KNOWN_SCHEDULERS: &[&str] = &[
+    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
+];
+
+pub use apiserver_proxy_dataplane::VipMode;
+
+pub use apiserver_proxy_health::Mode as HealthMode;
+/// The health crate's checks of a readiness path and of a timeout against
+/// its interval: one rule for the file and both command lines.
+pub use apiserver_proxy_health::{check_path, check_timeout};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// One virtual server and where its backends come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtualServerConfig {
+    pub vip: Endpoint,
+    pub scheduler: String,
+    /// Static backends: the desired set until the cluster answers, and the
+    /// last resort.
+    pub seeds: Vec<Endpoint>,
+    /// The EndpointSlice port name to take backends' ports from.
+    pub port_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSettings {
+    pub mode: HealthMode,
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    pub success_statuses: BTreeSet<u16>,
+    /// None: the in-cluster service-account CA.
+    pub ca_file: Option<PathBuf>,
+    pub server_name: String,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoverySettings {
+    /// Watch the cluster at all (off: seeds only).
+    pub enabled: bool,
+    /// No event or bookmark for this long: relist.
+    pub stale_watch_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub virtual_servers: Vec<VirtualServerConfig>,
+    pub interface: String,
+    pub vip_mode: VipMode,
+    pub state_dir: PathBuf,
+    pub metrics_addr: SocketAddr,
+    /// None: in-cluster credentials.
+    pub kubeconfig: Option<PathBuf>,
+    pub log_format: LogFormat,
+    pub resync_interval: Duration,
+    pub drain_timeout: Duration,
+    pub health: HealthSettings,
+    pub discovery: DiscoverySettings,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        HealthSettings {
+            mode: HealthMode::Https,
+            path: "/readyz".into(),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            rise: 2,
+            fall: 1,
+            success_statuses: BTreeSet::from([200]),
+            ca_file: None,
+            server_name: "kubernetes".into(),
+            client_cert: None,
+            client_key: None,
+            insecure_skip_verify: false,
+        }
+    }
+}
+
+impl Default for DiscoverySettings {
+    fn default() -> Self {
+        DiscoverySettings {
+            enabled: true,
+            stale_watch_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            virtual_servers: Vec::new(),
+            interface: DEFAULT_INTERFACE.into(),
+            vip_mode: VipMode::Address,
+            state_dir: DEFAULT_STATE_DIR.into(),
+            metrics_addr: DEFAULT_METRICS_ADDR
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 8004))),
+            kubeconfig: None,
+            log_format: LogFormat::Text,
+            // The IPVS table sends no change notifications: this tick is
+            // what bounds the repair of `ipvsadm -C` or a deleted
+            // destination (the host is repaired on notification). A pass
+            // reads only our own services, so four a second cost little.
+            resync_interval: Duration::from_millis(250),
+            drain_timeout: Duration::from_secs(30),
+            health: HealthSettings::default(),
+            discovery: DiscoverySettings::default(),
+        }
+    }
+}
+
+/// One problem in a configuration, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Why a configuration was refused: every problem found, not just the first.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not valid {format}: {detail}")]
+    Syntax {
+        path: PathBuf,
+        format: &'static str,
+        detail: String,
+    },
+    #[error("{} has {} problem(s):\n  {}", source_name, problems.len(), problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n  "))]
+    Invalid {
+        source_name: String,
+        problems: Vec<Problem>,
+    },
+}
+
+/// What a file said, before environment and flags are applied: the config
+/// plus warnings (keys of the Go version that we read but do not honour).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<Problem>,
+    pub format: FileFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    /// Our YAML schema (see `default_yaml`).
+    Yaml,
+    /// The Go bcs-apiserver-proxy's JSON config.
+    GoJson,
+}
+
+/// Reads and validates a configuration file. A file whose top level has
+/// `proxyLvs` or another key of the Go version's JSON config is read as
+/// that, so a Go deployment's file works unchanged.
+pub fn load_file(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_str(&text, &path.display().to_string())
+}
+
+/// [`load_file`] for text already read; `source_name` names it in messages.
+pub fn parse_str(text: &str, source_name: &str) -> Result<Loaded, ConfigError> {
+    // YAML is a superset of JSON, so one parser reads both formats.
+    let value: Value = if text.trim().is_empty() {
+        Value::Object(Map::new())
+    } else {
+        serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: source_name.into(),
+            format: "YAML or JSON",
+            detail: e.to_string(),
+        })?
+    };
+    let mut r = Reader::default();
+    let (config, format) = match &value {
+        Value::Object(map) if GO_TOP_KEYS.iter().any(|k| map.contains_key(*k)) => {
+            (r.go_config(map), FileFormat::GoJson)
+        }
+        Value::Object(map) => (r.config(map), FileFormat::Yaml),
+        Value::Null => (Config::default(), FileFormat::Yaml),
+        other => {
+            r.problem(
+                "",
+                format!("the top level must be a mapping, found {}", kind(other)),
+            );
+            (Config::default(), FileFormat::Yaml)
+        }
+    };
+    if r.problems.is_empty() {
+        Ok(Loaded {
+            config,
+            warnings: r.warnings,
+            format,
+        })
+    } else {
+        Err(ConfigError::Invalid {
+            source_name: source_name.into(),
+            problems: r.problems,
+        })
+    }
+}
+
+/// Checks what only the whole configuration can tell (after flags): at least
+/// one virtual server, no VIP twice, seeds of the VIP's family.
+pub fn validate(config: &Config) -> Result<(), ConfigError> {
+    let mut problems = Vec::new();
+    if config.virtual_servers.is_empty() {
+        problems.push(Problem {
+            path: "virtualServers".into(),
+            message: "no virtual server: give one with --vs VIP:PORT (and --rs IP:PORT for its \
+                      seeds) or in the config file"
+                .into(),
+        });
+    }
+    let mut seen = BTreeSet::new();
+    for (i, vs) in config.virtual_servers.iter().enumerate() {
+        if !seen.insert(vs.vip) {
+            problems.push(Problem {
+                path: format!("virtualServers[{i}].vip"),
+                message: format!("{} is configured twice", vs.vip),
+            });
+        }
+        for (j, seed) in vs.seeds.iter().enumerate() {
+            if seed.family() != vs.vip.family() {
+                problems.push(Problem {
+                    path: format!("virtualServers[{i}].seeds[{j}]"),
+                    message: format!(
+                        "{seed} is {} but the virtual server {} is {}: IPVS cannot mix families \
+                         in one service",
+                        seed.family(),
+                        vs.vip,
+                        vs.vip.family()
+                    ),
+                });
+            }
+        }
+    }
+    if let Err(e) = check_interface_name(&config.interface) {
+        problems.push(Problem {
+            path: "interface".into(),
+            message: e,
+        });
+    }
+    if config.health.client_cert.is_some() != config.health.client_key.is_some() {
+        problems.push(Problem {
+            path: "health".into(),
+            message: "clientCert and clientKey go together: give both or neither".into(),
+        });
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            source_name: "the configuration".into(),
+            problems,
+        })
+    }
+}
+
+/// Linux interface names, by the dataplane's rule (the kernel's): the one
+/// check, so that `config check` refuses what the daemon would.
+pub fn check_interface_name(name: &str) -> Result<(), String> {
+    apiserver_proxy_dataplane::validate_interface_name(name).map_err(|e| e.to_string())
+}
+
+/// Checks a scheduler name; the message names the kernel module.
+pub fn check_scheduler(name: &str) -> Result<(), String> {
+    if KNOWN_SCHEDULERS.contains(&name) {
+        Ok(())
+    } else {
+        Err(format!(
+            "unknown IPVS scheduler {name:?}: use one of {} (each is the kernel module ip_vs_NAME)",
+            KNOWN_SCHEDULERS.join(", ")
+        ))
+    }
+}
+
+/// The annotated default configuration `config default` prints. It is
+/// parsed in the tests, so it always stays valid.
+pub fn default_yaml() -> &'static str {
+    include_str!("default-config.yaml")
+}
