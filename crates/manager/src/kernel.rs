@@ -34,8 +34,8 @@ pub trait Kernel: Send + 'static {
     /// Applies one operation, idempotently (creating what exists updates it,
     /// deleting what is gone succeeds).
     fn apply(&mut self, op: &Op) -> Result<()>;
-    /// The connections through `vip` to `backend`.
-    fn connections(&mut self, vip: Endpoint, backend: Endpoint) -> Result<Vec<IpvsConn>>;
+    /// The connections through `vip` to `backend`, or to any backend.
+    fn connections(&mut self, vip: Endpoint, backend: Option<Endpoint>) -> Result<Vec<IpvsConn>>;
     /// Destroys the node-local client sockets of these connections.
     fn cut(&mut self, conns: &[IpvsConn]) -> Result<usize>;
     /// Makes the host hold `spec` (interface up, every VIP placed, sysctls
@@ -101,7 +101,7 @@ pub fn apply_plan<K: Kernel + ?Sized>(kernel: &mut K, plan: &Plan) -> Applied {
                 vip,
                 backend,
                 why: DeleteReason::Dead,
-            } => match kernel.connections(*vip, *backend) {
+            } => match kernel.connections(*vip, Some(*backend)) {
                 Ok(c) => c,
                 Err(source) => {
                     out.errors.push(StepError {
@@ -123,6 +123,25 @@ pub fn apply_plan<K: Kernel + ?Sized>(kernel: &mut K, plan: &Plan) -> Applied {
                 continue;
             }
         }
+        // A service that had to be created again (`ipvsadm -C`, kube-proxy's
+        // cleanup) leaves the node's established connections through its VIP
+        // orphaned: their IPVS entries point at destinations that are gone,
+        // and an idle client (a kubelet watch) would hang on them. Cut them,
+        // so that they reconnect through the new service at once. Sockets
+        // still in their handshake recover by themselves and are left alone.
+        let doomed = match op {
+            Op::CreateService { vip, .. } => match kernel.connections(*vip, None) {
+                Ok(c) => c.into_iter().filter(|c| c.state == "ESTABLISHED").collect(),
+                Err(source) => {
+                    out.errors.push(StepError {
+                        step: Step::ReadConnections { backend: *vip },
+                        source,
+                    });
+                    Vec::new()
+                }
+            },
+            _ => doomed,
+        };
         if !doomed.is_empty() {
             match kernel.cut(&doomed) {
                 Ok(n) => out.sockets_destroyed += n,
@@ -348,9 +367,12 @@ impl Kernel for Netlink {
         r.map_err(Error::from)
     }
 
-    fn connections(&mut self, vip: Endpoint, backend: Endpoint) -> Result<Vec<IpvsConn>> {
+    fn connections(&mut self, vip: Endpoint, backend: Option<Endpoint>) -> Result<Vec<IpvsConn>> {
         let all = conntable::read()?;
-        Ok(conntable::tcp_through(&all, vip.0, backend.0))
+        Ok(match backend {
+            Some(b) => conntable::tcp_through(&all, vip.0, b.0),
+            None => conntable::tcp_to(&all, vip.0),
+        })
     }
 
     fn cut(&mut self, conns: &[IpvsConn]) -> Result<usize> {

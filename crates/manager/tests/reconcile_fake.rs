@@ -141,7 +141,7 @@ async fn a_dead_backends_connections_are_read_before_the_delete_and_cut_after_it
         vec![
             &Call::Connections {
                 vip: ep(VIP),
-                backend: ep(b)
+                backend: Some(ep(b))
             },
             &Call::Apply(Op::DelDest {
                 vip: ep(VIP),
@@ -373,4 +373,39 @@ async fn only_host_changes_that_can_undo_ours_trigger_a_repair() {
     assert!(r.host_event_matters(&route(vip, true)));
     assert!(!r.host_event_matters(&route(other, true)));
     assert!(r.host_event_matters(&HostEvent::Overrun));
+}
+
+#[tokio::test]
+async fn after_a_flush_the_nodes_established_connections_through_the_vip_are_cut() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = "192.168.1.10:6443";
+    let mut kernel = FakeKernel::new().with_service(ep(VIP), &[(ep(a), 1)]);
+    let watch: SocketAddr = "10.103.97.2:40000".parse().expect("addr");
+    kernel.connect(watch, ep(VIP), ep(a));
+    let (mut r, m) = reconciler(config(dir.path(), &[a]), kernel, None);
+    r.pass().await;
+    assert!(
+        r.kernel_mut().cut.is_empty(),
+        "nothing to cut while the service stands"
+    );
+    // `ipvsadm -C`: the service goes, the connection's entry stays orphaned.
+    let k = r.kernel_mut();
+    k.services.clear();
+    k.journal.clear();
+    r.pass().await;
+    let k = r.kernel_mut();
+    assert_eq!(k.weights(ep(VIP)), vec![(ep(a), 1)], "rebuilt");
+    assert_eq!(k.cut.len(), 1, "the idle watch is cut: {:?}", k.journal);
+    assert!(
+        k.journal.contains(&Call::Connections {
+            vip: ep(VIP),
+            backend: None
+        }),
+        "{:?}",
+        k.journal
+    );
+    assert_eq!(
+        metric(&m, "apiserver_proxy_sockets_destroyed_total"),
+        Some(1.0)
+    );
 }

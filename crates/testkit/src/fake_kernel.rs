@@ -32,7 +32,10 @@ pub struct FakeService {
 pub enum Call {
     ReadOurs(Vec<Endpoint>),
     Apply(Op),
-    Connections { vip: Endpoint, backend: Endpoint },
+    Connections {
+        vip: Endpoint,
+        backend: Option<Endpoint>,
+    },
     Cut(usize),
     EnsureHost,
 }
@@ -230,13 +233,13 @@ impl Kernel for FakeKernel {
         Ok(())
     }
 
-    fn connections(&mut self, vip: Endpoint, backend: Endpoint) -> Result<Vec<IpvsConn>> {
+    fn connections(&mut self, vip: Endpoint, backend: Option<Endpoint>) -> Result<Vec<IpvsConn>> {
         self.journal.push(Call::Connections { vip, backend });
         self.check("read connections")?;
         Ok(self
             .conns
             .iter()
-            .filter(|c| c.virtual_addr == vip.0 && c.dest == backend.0)
+            .filter(|c| c.virtual_addr == vip.0 && backend.is_none_or(|b| c.dest == b.0))
             .cloned()
             .collect())
     }
