@@ -37,6 +37,16 @@ fn pass(k: &mut Netlink, d: &[DesiredVs], drains: &mut Drains) -> usize {
     applied.ops
 }
 
+/// Held by each test of this file. IPVS keeps one service hash table for
+/// every network namespace, and a dump (`ipvsadm -S`) that runs while
+/// another namespace fills it (10,000 services) can list entries twice. The
+/// daemon reads its services with one GET per VIP and is not affected; this
+/// file's `ipvsadm` views are.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn ipvsadm_save() -> String {
     run("ipvsadm", &["-S", "-n"])
 }
@@ -44,6 +54,7 @@ fn ipvsadm_save() -> String {
 #[test]
 #[ignore = "real-kernel: needs IPVS, run by `cargo xtask test` in the VM"]
 fn converges_stays_converged_and_repairs_tampering() {
+    let _one_at_a_time = serial();
     let _netns = kernel::enter();
     let mut k = Netlink::connect().expect("netlink");
     let mut drains = Drains::default();
@@ -111,6 +122,7 @@ fn converges_stays_converged_and_repairs_tampering() {
 #[test]
 #[ignore = "real-kernel: needs IPVS, run by `cargo xtask test` in the VM"]
 fn ten_thousand_foreign_services_are_never_touched() {
+    let _one_at_a_time = serial();
     let _netns = kernel::enter();
     // What kube-proxy's IPVS mode leaves on a big cluster.
     let mut rules = String::new();
