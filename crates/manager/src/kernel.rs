@@ -47,12 +47,14 @@ pub trait Kernel: Send + 'static {
 /// One step of [`apply_plan`] that failed.
 #[derive(Debug)]
 pub enum Step {
-    /// Reading the connections to a dead backend (they are then not cut).
+    /// Reading the connections an operation orphans (they are then not
+    /// cut); `backend: None` is every backend of the VIP.
     ReadConnections {
-        backend: Endpoint,
+        vip: Endpoint,
+        backend: Option<Endpoint>,
     },
     Apply(Op),
-    /// Destroying the node's sockets to a dead backend.
+    /// Destroying the node's sockets on orphaned connections.
     Cut {
         backend: Endpoint,
     },
@@ -61,7 +63,13 @@ pub enum Step {
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Step::ReadConnections { backend } => write!(f, "reading the connections to {backend}"),
+            Step::ReadConnections {
+                vip,
+                backend: Some(backend),
+            } => write!(f, "reading the connections through {vip} to {backend}"),
+            Step::ReadConnections { vip, backend: None } => {
+                write!(f, "reading the connections through {vip}")
+            }
             Step::Apply(op) => write!(f, "{op}"),
             Step::Cut { backend } => write!(f, "cutting the node's sockets to {backend}"),
         }
@@ -90,27 +98,19 @@ pub struct Applied {
 /// Applies a plan in order. A failed operation does not stop the others:
 /// each is independent, and the next pass retries what failed.
 ///
-/// For a dead backend, the connections through it are read *before* the
-/// delete (afterwards IPVS may expire them) and cut *after* it (so that the
-/// client's reconnect cannot be balanced to the dead backend again).
+/// Some operations leave node-local sockets on IPVS entries whose
+/// destination is gone (see [`Orphans`]). Their connections are read
+/// *before* the operation where it removes the destination (afterwards IPVS
+/// may expire the entries) and cut *after* it (so that the client's
+/// reconnect cannot be balanced to the old destination again). An idle
+/// client, such as a kubelet watch or the daemon's own watch through the
+/// VIP, would otherwise hang on its socket until its own timeout.
 pub fn apply_plan<K: Kernel + ?Sized>(kernel: &mut K, plan: &Plan) -> Applied {
     let mut out = Applied::default();
     for op in &plan.ops {
-        let doomed = match op {
-            Op::DelDest {
-                vip,
-                backend,
-                why: DeleteReason::Dead,
-            } => match kernel.connections(*vip, Some(*backend)) {
-                Ok(c) => c,
-                Err(source) => {
-                    out.errors.push(StepError {
-                        step: Step::ReadConnections { backend: *backend },
-                        source,
-                    });
-                    Vec::new()
-                }
-            },
+        let orphans = Orphans::of(op);
+        let mut doomed = match orphans {
+            Some(o) if o.read_before => o.read(kernel, &mut out),
             _ => Vec::new(),
         };
         match kernel.apply(op) {
@@ -123,25 +123,9 @@ pub fn apply_plan<K: Kernel + ?Sized>(kernel: &mut K, plan: &Plan) -> Applied {
                 continue;
             }
         }
-        // A service that had to be created again (`ipvsadm -C`, kube-proxy's
-        // cleanup) leaves the node's established connections through its VIP
-        // orphaned: their IPVS entries point at destinations that are gone,
-        // and an idle client (a kubelet watch) would hang on them. Cut them,
-        // so that they reconnect through the new service at once. Sockets
-        // still in their handshake recover by themselves and are left alone.
-        let doomed = match op {
-            Op::CreateService { vip, .. } => match kernel.connections(*vip, None) {
-                Ok(c) => c.into_iter().filter(|c| c.state == "ESTABLISHED").collect(),
-                Err(source) => {
-                    out.errors.push(StepError {
-                        step: Step::ReadConnections { backend: *vip },
-                        source,
-                    });
-                    Vec::new()
-                }
-            },
-            _ => doomed,
-        };
+        if let Some(o) = orphans.filter(|o| !o.read_before) {
+            doomed = o.read(kernel, &mut out);
+        }
         if !doomed.is_empty() {
             match kernel.cut(&doomed) {
                 Ok(n) => out.sockets_destroyed += n,
@@ -155,6 +139,89 @@ pub fn apply_plan<K: Kernel + ?Sized>(kernel: &mut K, plan: &Plan) -> Applied {
         }
     }
     out
+}
+
+/// The node-local connections an operation orphans, and so must cut.
+#[derive(Debug, Clone, Copy)]
+struct Orphans {
+    vip: Endpoint,
+    /// `None`: every backend of the VIP.
+    backend: Option<Endpoint>,
+    /// Read before the operation: it deletes the destination the entries
+    /// point at, and IPVS may expire them once it is gone.
+    read_before: bool,
+    /// Only established connections. Sockets still in their handshake
+    /// recover by themselves.
+    established_only: bool,
+}
+
+impl Orphans {
+    fn of(op: &Op) -> Option<Orphans> {
+        match op {
+            // A dead backend: every connection to it is lost anyway.
+            Op::DelDest {
+                vip,
+                backend,
+                why: DeleteReason::Dead,
+            } => Some(Orphans {
+                vip: *vip,
+                backend: Some(*backend),
+                read_before: true,
+                established_only: false,
+            }),
+            // A drain that timed out deletes a destination that still has
+            // connections: with `expire_nodest_conn` IPVS drops their
+            // entries on the next packet, and a connection that sends none
+            // (an idle watch) never learns it.
+            Op::DelDest {
+                vip,
+                backend,
+                why: DeleteReason::DrainTimeout,
+            } => Some(Orphans {
+                vip: *vip,
+                backend: Some(*backend),
+                read_before: true,
+                established_only: true,
+            }),
+            // A service that had to be created again (`ipvsadm -C`,
+            // kube-proxy's cleanup): the established connections through
+            // its VIP point at destinations that no longer exist.
+            Op::CreateService { vip, .. } => Some(Orphans {
+                vip: *vip,
+                backend: None,
+                read_before: false,
+                established_only: true,
+            }),
+            // A drained destination has no active connection left; the
+            // other operations keep every destination.
+            Op::DelDest {
+                why: DeleteReason::Drained,
+                ..
+            }
+            | Op::AddDest { .. }
+            | Op::SetWeight { .. }
+            | Op::SetScheduler { .. } => None,
+        }
+    }
+
+    fn read<K: Kernel + ?Sized>(&self, kernel: &mut K, out: &mut Applied) -> Vec<IpvsConn> {
+        match kernel.connections(self.vip, self.backend) {
+            Ok(c) => c
+                .into_iter()
+                .filter(|c| !self.established_only || c.state == "ESTABLISHED")
+                .collect(),
+            Err(source) => {
+                out.errors.push(StepError {
+                    step: Step::ReadConnections {
+                        vip: self.vip,
+                        backend: self.backend,
+                    },
+                    source,
+                });
+                Vec::new()
+            }
+        }
+    }
 }
 
 /// The real kernel, over netlink: IPVS, rtnetlink for the host, sock_diag.

@@ -409,3 +409,49 @@ async fn after_a_flush_the_nodes_established_connections_through_the_vip_are_cut
         Some(1.0)
     );
 }
+
+#[tokio::test]
+async fn a_drain_that_times_out_cuts_the_connections_it_orphans() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = ("192.168.1.10:6443", "192.168.1.11:6443");
+    let mut kernel = FakeKernel::new().with_service(ep(VIP), &[(ep(a), 1), (ep(b), 1)]);
+    // The daemon's own watch, idle on `b`, which the cluster then removes.
+    let watch: SocketAddr = "10.103.97.2:40000".parse().expect("addr");
+    kernel.connect(watch, ep(VIP), ep(b));
+    let mut c = config(dir.path(), &[]);
+    c.drain_timeout = std::time::Duration::ZERO;
+    let (mut r, m) = reconciler(c, kernel, None);
+    r.on_set(cluster(&[a], 1));
+    r.on_health(health(a, State::Ready));
+    r.pass().await;
+    r.pass().await;
+
+    let k = r.kernel_mut();
+    assert_eq!(k.weights(ep(VIP)), vec![(ep(a), 1)], "{:?}", k.journal);
+    let tail: Vec<&Call> = k
+        .journal
+        .iter()
+        .filter(|c| !matches!(c, Call::ReadOurs(_)))
+        .skip_while(|c| !matches!(c, Call::Connections { .. }))
+        .collect();
+    assert_eq!(
+        tail,
+        vec![
+            &Call::Connections {
+                vip: ep(VIP),
+                backend: Some(ep(b))
+            },
+            &Call::Apply(Op::DelDest {
+                vip: ep(VIP),
+                backend: ep(b),
+                why: DeleteReason::DrainTimeout
+            }),
+            &Call::Cut(1),
+        ],
+        "read before the delete, cut after it"
+    );
+    assert_eq!(
+        metric(&m, "apiserver_proxy_sockets_destroyed_total"),
+        Some(1.0)
+    );
+}
