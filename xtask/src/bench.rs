@@ -31,7 +31,7 @@ const BENCH_PACKAGES: &[&str] = &[
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// Only these sections (comma-separated): failover, convergence,
-    /// dataplane, scale, footprint.
+    /// dataplane, scale, footprint, repair.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Failover trials per scenario for our daemon (peers: as many as fit

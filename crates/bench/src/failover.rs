@@ -23,6 +23,7 @@ use crate::results::{self, SetupInfo, Timeline, Trial};
 use crate::util::{self, Env, now, sleep_s};
 
 pub const VIP_OURS: &str = "10.103.97.2:6443";
+pub const OUR_INTERFACE: &str = "apiproxy0";
 const VIP_BARE: &str = "10.103.97.3:6443";
 const PORT: u16 = 6443;
 
@@ -33,7 +34,7 @@ const SETTLE: f64 = 2.0;
 const CAP: f64 = 45.0;
 const IDLE_CAP: f64 = 25.0;
 
-fn addr(s: &str) -> SocketAddr {
+pub fn addr(s: &str) -> SocketAddr {
     s.parse().expect("a literal address")
 }
 
@@ -73,15 +74,7 @@ impl Ours {
         let ips: Vec<IpAddr> = masters.iter().map(|m| m.addr().ip()).collect();
         publish(&masters, &ips);
         extra.publish(ips.iter().map(|ip| (*ip, Some(true))).collect());
-        let daemon = Daemon::spawn(
-            &env.daemon,
-            &env.path("ours"),
-            addr(VIP_OURS),
-            masters[0].addr(),
-            &env.ca_file,
-            "apiproxy0",
-            addr("127.0.0.1:18004"),
-        )?;
+        let daemon = Ours::spawn(env, &masters, &[])?;
         let want: Vec<SocketAddr> = masters.iter().map(|m| m.addr()).collect();
         let t = lb::wait_in_rotation(addr(VIP_OURS), &want, Duration::from_secs(180))?;
         println!("bench: our daemon has its three masters in the kernel after {t:.1} s");
@@ -92,6 +85,35 @@ impl Ours {
             extra,
             peers_rss: Vec::new(),
         })
+    }
+
+    fn spawn(env: &Env, masters: &[Arc<Master>], extra: &[&str]) -> Result<Daemon> {
+        Daemon::spawn(
+            &env.daemon,
+            &env.path("ours"),
+            addr(VIP_OURS),
+            masters[0].addr(),
+            &env.ca_file,
+            OUR_INTERFACE,
+            addr("127.0.0.1:18004"),
+            extra,
+        )
+    }
+
+    /// Stops our daemon and starts it again with `extra` flags; the rules
+    /// stay in the kernel meanwhile. Returns once it answers `/healthz`.
+    pub fn restart(&mut self, env: &Env, extra: &[&str]) -> Result<()> {
+        let _ = self.daemon.child.kill();
+        let _ = self.daemon.child.wait();
+        self.daemon = Ours::spawn(env, &self.masters, extra)?;
+        let t0 = now();
+        while !util::http_get(self.daemon.metrics, "/healthz").contains("ok") {
+            if now() - t0 > 60.0 {
+                anyhow::bail!("our daemon did not answer /healthz within 60 s of a restart");
+            }
+            sleep_s(0.05);
+        }
+        Ok(())
     }
 
     pub fn addrs(&self) -> Vec<SocketAddr> {

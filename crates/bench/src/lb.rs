@@ -148,7 +148,7 @@ pub fn bare_ipvs(ifname: &str, vip: SocketAddr, backends: &[SocketAddr]) -> Resu
 }
 
 /// Our daemon with its defaults, plus what a node needs to say: the VIP,
-/// one seed, the kubeconfig and the CA.
+/// one seed, the kubeconfig and the CA, and any `extra` flags.
 #[derive(Debug)]
 pub struct Daemon {
     pub child: Child,
@@ -168,6 +168,7 @@ impl Daemon {
         ca_file: &Path,
         interface: &str,
         metrics: SocketAddr,
+        extra: &[&str],
     ) -> Result<Daemon> {
         std::fs::create_dir_all(dir)?;
         let kubeconfig = dir.join("kubeconfig");
@@ -189,6 +190,7 @@ impl Daemon {
             .arg("--metrics-addr")
             .arg(metrics.to_string())
             .args(["--log-format", "json"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

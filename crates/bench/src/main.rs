@@ -1,7 +1,8 @@
 //! `apiserver-proxy-bench`: the measuring half of `cargo xtask bench`.
 //!
 //! - `run` (inside the VM, as root): failover side by side with haproxy,
-//!   nginx and bare IPVS, the dataplane, convergence, scale and footprint.
+//!   nginx and bare IPVS, the dataplane, convergence, scale, footprint and
+//!   tamper repair.
 //!   Writes every figure to one JSON file.
 //! - `report` (on the host): turns that JSON into `docs/benchmarks.md` and
 //!   the PNG timelines in `docs/bench/`. No figure is typed by hand: the
@@ -15,6 +16,7 @@ mod dataplane;
 mod failover;
 mod lb;
 mod plot;
+mod repair;
 mod report;
 mod results;
 mod scale;
@@ -52,11 +54,11 @@ pub struct RunArgs {
     /// Where the JSON results go.
     #[arg(long)]
     out: PathBuf,
-    /// Comma-separated sections: failover, convergence, dataplane, scale, footprint.
+    /// Comma-separated sections: failover, convergence, dataplane, scale, footprint, repair.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "failover,convergence,dataplane,scale,footprint"
+        default_value = "failover,convergence,dataplane,scale,footprint,repair"
     )]
     only: Vec<String>,
     /// Failover trials per scenario for our daemon (peers: as many as fit the budget).
@@ -93,7 +95,14 @@ fn run(args: RunArgs) -> Result<()> {
     let mut out = results::Results::new(&args);
     let env = util::Env::new(&args)?;
     let mut ours = failover::Ours::start(&env)?;
-    let names = ["failover", "convergence", "footprint", "dataplane", "scale"];
+    let names = [
+        "failover",
+        "convergence",
+        "footprint",
+        "repair",
+        "dataplane",
+        "scale",
+    ];
     for name in names {
         if !args.wants(name) {
             continue;
@@ -104,6 +113,7 @@ fn run(args: RunArgs) -> Result<()> {
                 "failover" => out.failover = Some(failover::run(&env, &mut ours)?),
                 "convergence" => out.convergence = Some(failover::convergence(&env, &mut ours)?),
                 "footprint" => out.footprint = Some(failover::footprint(&env, &mut ours)?),
+                "repair" => out.repair = Some(repair::run(&env, &mut ours)?),
                 "dataplane" => out.dataplane = Some(dataplane::run(&env, &mut ours)?),
                 _ => out.scale = Some(scale::run(&env, &mut ours)?),
             }

@@ -27,6 +27,8 @@ pub struct Results {
     pub dataplane: Option<Dataplane>,
     pub scale: Option<Scale>,
     pub footprint: Option<Footprint>,
+    #[serde(default)]
+    pub repair: Option<Repair>,
 }
 
 impl Results {
@@ -197,4 +199,25 @@ pub struct Footprint {
     pub churn_cpu_pct: Option<f64>,
     /// RSS of the peers while they ran the failover comparison (all processes).
     pub peers_rss_kib: Vec<(String, u64)>,
+}
+
+/// Tamper repair times and the resync's CPU cost.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Repair {
+    pub trials: usize,
+    pub kinds: Vec<RepairKind>,
+    pub idle_window_s: f64,
+    /// Idle CPU (% of one core) per resync interval.
+    pub idle_cpu_pct: Vec<(String, Option<f64>)>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct RepairKind {
+    pub tamper: String,
+    /// What tells the daemon: a netlink notification or the resync.
+    pub trigger: String,
+    /// Seconds from the tamper to the repair, one per repaired trial.
+    pub times_s: Vec<f64>,
+    /// Trials not repaired within the cap.
+    pub not_repaired: usize,
 }

@@ -141,6 +141,7 @@ pub fn run(env: &Env, ours: &mut Ours) -> Result<Scale> {
         &env.ca_file,
         "apiproxy1",
         "127.0.0.1:18005".parse()?,
+        &[],
     )?;
     let want: Vec<SocketAddr> = (0..BACKENDS)
         .map(|i| SocketAddr::new(IpAddr::V4(backend_ip(i)), 6443))

@@ -1,7 +1,6 @@
 //! `report`: docs/benchmarks.md and docs/bench/ from the JSON of one run.
 //! Every number in the document is formatted from that JSON.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -10,6 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::results::{Failover, Results, Trial};
 use crate::util::percentile;
+
+mod dataplane;
+mod failover;
+mod sections;
 
 #[derive(clap::Args, Debug)]
 pub struct ReportArgs {
@@ -303,7 +306,7 @@ pub fn write(args: &ReportArgs) -> Result<()> {
             );
         }
     }
-    let dp = r.dataplane.as_ref().map(dataplane_medians);
+    let dp = r.dataplane.as_ref().map(dataplane::medians);
     if let Some(m) = &dp {
         let cell = |p: &str, wl: &str| m.get(&(p.to_string(), wl.to_string()));
         let get = |p: &str, wl: &str| cell(p, wl).map(|c| c.rps);
@@ -363,162 +366,22 @@ pub fn write(args: &ReportArgs) -> Result<()> {
     let _ = writeln!(w);
 
     if let Some(f) = fo {
-        failover_section(w, f, &bench_dir)?;
+        failover::section(w, f, &bench_dir)?;
     }
     if let (Some(d), Some(m)) = (&r.dataplane, &dp) {
-        dataplane_section(w, d, m);
+        dataplane::section(w, d, m);
     }
     if let Some(c) = &r.convergence {
-        let _ = writeln!(
-            w,
-            "## Convergence: endpoint change in the API to the kernel rule\n"
-        );
-        let _ = writeln!(
-            w,
-            "Our daemon watches `default/kubernetes` through one fake apiserver. A fourth master is added to the \
-             EndpointSlice, then removed again; the time runs from handing the new slice to the fake apiserver \
-             (which polls its command queue every 10 ms) to the kernel showing the destination in rotation \
-             (weight > 0) or out of it, read over netlink every 2 ms.\n"
-        );
-        let _ = writeln!(
-            w,
-            "| change | trials | p50 | p99 |\n| --- | --- | --- | --- |"
-        );
-        for (name, v) in [
-            ("endpoint added", &c.add_s),
-            ("endpoint removed", &c.remove_s),
-        ] {
-            let _ = writeln!(
-                w,
-                "| {name} | {} | {} | {} |",
-                v.len(),
-                percentile(v, 50.0).map_or("n/a".into(), |x| ms(x * 1000.0)),
-                percentile(v, 99.0).map_or("n/a".into(), |x| ms(x * 1000.0))
-            );
-        }
-        let _ = writeln!(w);
+        sections::convergence(w, c);
     }
     if let Some(s) = &r.scale {
-        let _ = writeln!(w, "## Scale\n");
-        let _ = writeln!(w, "| what | figure |\n| --- | --- |");
-        let _ = writeln!(
-            w,
-            "| reconcile pass, empty table besides ours (mean) | {} |",
-            s.reconcile_mean_ms_before.map_or("n/a".into(), ms)
-        );
-        let _ = writeln!(
-            w,
-            "| reconcile pass with {} foreign services (mean; every pass ≤ bucket) | {} (≤ {}) |",
-            s.foreign_services,
-            s.reconcile_mean_ms_with_foreign.map_or("n/a".into(), ms),
-            s.reconcile_max_bucket_ms_with_foreign
-                .map_or("?".into(), ms)
-        );
-        let _ = writeln!(
-            w,
-            "| for comparison: one full dump of those services over netlink (median of 3) | {} |",
-            s.full_dump_ms.map_or("n/a".into(), ms)
-        );
-        let _ = writeln!(
-            w,
-            "| creating the {} foreign services (bench, netlink) | {:.1} s |",
-            s.foreign_services, s.create_foreign_s
-        );
-        let _ = writeln!(
-            w,
-            "| one virtual server with {} backends: daemon start to all in the kernel | {} |",
-            s.backends,
-            secs_or_cap(s.backends_converge_s, 240.0)
-        );
-        let _ = writeln!(
-            w,
-            "| reconcile pass with {} backends (mean) | {} |",
-            s.backends,
-            s.reconcile_mean_ms_backends.map_or("n/a".into(), ms)
-        );
-        let _ = writeln!(
-            w,
-            "| daemon with {} backends: RSS / CPU (probing all of them) | {} / {} of one emulated core |",
-            s.backends,
-            s.rss_kib_backends.map_or("n/a".into(), mib),
-            opt_pct(s.cpu_pct_backends)
-        );
-        let _ = writeln!(
-            w,
-            "| {} nodes' readiness probes on one apiserver, **computed** (nodes ÷ interval {:.0} s) | {:.0} requests/s |",
-            s.nodes, s.probe_interval_s, s.probe_rps_computed
-        );
-        let _ = writeln!(
-            w,
-            "| the same, **measured**: {} simulated nodes (our health checker, defaults) against one fake apiserver, {} ready, counted over {:.0} s | {} requests/s |",
-            s.nodes,
-            s.probers_ready,
-            s.probe_window_s,
-            s.probe_rps_measured
-                .map_or("n/a".into(), |v| format!("{v:.0}"))
-        );
-        let _ = writeln!(
-            w,
-            "\nThe reconcile pass reads only our own service (one GET plus a destination dump), so the foreign \
-             services should not change it; the full dump is what a pass that read the whole table would pay. \
-             The simulated nodes skip the procfs socket inspection (it costs the prober, not the apiserver). \
-             See [health.md](health.md) for what the probe rate means next to kubelet heartbeats.\n"
-        );
+        sections::scale(w, s);
     }
     if let Some(fp) = &r.footprint {
-        let _ = writeln!(w, "## Footprint\n");
-        let _ = writeln!(w, "| what | figure |\n| --- | --- |");
-        let _ = writeln!(
-            w,
-            "| daemon idle, 3 healthy backends, {:.0} s: RSS / CPU | {} / {} of one emulated core |",
-            fp.idle_window_s,
-            fp.idle_rss_kib.map_or("n/a".into(), mib),
-            opt_pct(fp.idle_cpu_pct)
-        );
-        let _ = writeln!(
-            w,
-            "| daemon under churn ({} events in {:.0} s: a master crashes and returns, the API adds and removes a master): max RSS / CPU | {} / {} |",
-            fp.churn_events,
-            fp.churn_window_s,
-            fp.churn_rss_kib.map_or("n/a".into(), mib),
-            opt_pct(fp.churn_cpu_pct)
-        );
-        for (peer, kib) in &fp.peers_rss_kib {
-            let _ = writeln!(
-                w,
-                "| {peer} during the failover runs: RSS (all its processes) | {} |",
-                mib(*kib)
-            );
-        }
-        for (name, bytes) in &meta.binaries {
-            let _ = writeln!(
-                w,
-                "| binary `{name}` (release, stripped) | {:.1} MiB |",
-                *bytes as f64 / 1048576.0
-            );
-        }
-        let bytes_mib = |bytes: u64| format!("{:.1} MiB", bytes as f64 / 1048576.0);
-        if let (Some(gz), Some(tar)) = (meta.image_compressed, meta.image_unpacked) {
-            let _ = writeln!(
-                w,
-                "| image (built by this run, static binaries): download / unpacked on the node | {} / {} |",
-                bytes_mib(gz),
-                bytes_mib(tar)
-            );
-        }
-        match &meta.image {
-            Some((path, bytes)) => {
-                let _ = writeln!(
-                    w,
-                    "| image as a `docker load` tarball `{path}` | {} |",
-                    bytes_mib(*bytes)
-                );
-            }
-            None => {
-                let _ = writeln!(w, "| image | not built (see the command's output) |");
-            }
-        }
-        let _ = writeln!(w);
+        sections::footprint(w, fp, &meta);
+    }
+    if let Some(rp) = &r.repair {
+        sections::repair(w, rp);
     }
     std::fs::write(args.docs.join("benchmarks.md"), md)?;
     println!(
@@ -527,246 +390,6 @@ pub fn write(args: &ReportArgs) -> Result<()> {
         bench_dir.display()
     );
     Ok(())
-}
-
-fn failover_section(w: &mut String, f: &Failover, dir: &std::path::Path) -> Result<()> {
-    let _ = writeln!(w, "## Failover, side by side\n");
-    let _ = writeln!(
-        w,
-        "Five load balancers ran **at the same time** in the VM, each in front of three fake apiservers of its own \
-         (TLS, `/readyz`, the EndpointSlice API; each in its own network namespace behind a veth). Through each, a \
-         client starts a new TLS connection with `GET /version` every {} ms (timeout {:.0} s) and tells the masters \
-         apart by their certificates. Each trial fails one master (alternating between the second and the third), \
-         then brings it back and waits until all three serve again.\n",
-        f.client_period_ms, f.client_timeout_s
-    );
-    let _ = writeln!(w, "| set-up | configuration |\n| --- | --- |");
-    for s in &f.setups {
-        let _ = writeln!(w, "| {} | {} |", s.label, s.config);
-    }
-    let _ = writeln!(
-        w,
-        "\n- **Time until no new connection goes to the dead master**: from the failure to the start of the last \
-         client request that failed, was slow (over {:.2} s and over three times the set-up's median latency of the \
-         5 s before the failure: the balancer tried the dead master first and retried elsewhere), or was answered by the drained master; that is followed by at least {:.0} s of clean requests. \
-         Its resolution is the client period. `> {:.0} s`: still happening at the cap. For ours, the column *kernel* \
-         is the time until the kernel took the master out of rotation (netlink, every 10 ms).\n\
-         - **Failed requests**: client requests that got no answer, per failover (mean / worst trial).\n\
-         - **Idle connection stuck**: a TLS connection through the balancer to the victim, idle after one request \
-         (a kubelet watch between events): time until the client sees it end (reset or EOF). Cap {:.0} s. Not \
-         measured for the drain: the draining master still serves it.\n",
-        f.slow_threshold_s, f.settle_s, f.cap_s, f.idle_cap_s
-    );
-    let budgets: Vec<String> = f
-        .budgets
-        .iter()
-        .map(|(s, b)| format!("{s} {b:.0} s"))
-        .collect();
-    let walls: Vec<String> = f
-        .scenario_wall_s
-        .iter()
-        .map(|(s, b)| format!("{s} {b:.0} s"))
-        .collect();
-    let _ = writeln!(
-        w,
-        "Ours runs every trial. A peer starts another trial only while it fits its scenario's time budget ({}), \
-         because a peer that needs 20 s or more per failover cannot do 20 trials in the time this command may take; \
-         the *trials* column says how many each got. Scenario wall times: {}.\n",
-        budgets.join(", "),
-        walls.join(", ")
-    );
-    for (scn, title) in [
-        (
-            "crash",
-            "Crash (process killed: connections reset, new ones refused)",
-        ),
-        (
-            "blackhole",
-            "Black hole (every packet to and from the master dropped)",
-        ),
-        (
-            "drain",
-            "Graceful drain (`/readyz` answers 500, the master keeps serving)",
-        ),
-    ] {
-        let _ = writeln!(w, "### {title}\n");
-        let _ = writeln!(
-            w,
-            "| set-up | trials | no new connection to it: p50 | p99 | failed requests per failover (mean / max) | idle connection stuck: p50 | p99 | kernel (ours): p50 / p99 |"
-        );
-        let _ = writeln!(w, "| --- | --- | --- | --- | --- | --- | --- | --- |");
-        for (id, label, row) in rows(f, scn) {
-            if row.trials.is_empty() {
-                continue;
-            }
-            let idle = |p| {
-                if row.idle_n() == 0 {
-                    "n/a".to_string()
-                } else {
-                    secs_or_cap(row.idle(p), f.idle_cap_s)
-                }
-            };
-            let kernel = if id == "ours" {
-                format!(
-                    "{} / {}",
-                    secs_or_cap(row.kernel(50.0), f.cap_s),
-                    secs_or_cap(row.kernel(99.0), f.cap_s)
-                )
-            } else {
-                "".into()
-            };
-            let over = row.over_cap();
-            let _ = writeln!(
-                w,
-                "| {label} | {}{} | {} | {} | {:.1} / {} | {} | {} | {kernel} |",
-                row.trials.len(),
-                if over > 0 {
-                    format!(" ({over} > cap)")
-                } else {
-                    String::new()
-                },
-                secs_or_cap(row.failover(50.0), f.cap_s),
-                secs_or_cap(row.failover(99.0), f.cap_s),
-                row.failed_mean(),
-                row.failed_max(),
-                idle(50.0),
-                idle(99.0),
-            );
-        }
-        let _ = writeln!(w);
-    }
-    let _ = writeln!(w, "### Timelines\n");
-    let _ = writeln!(
-        w,
-        "One trial per set-up and scenario (the one with the median failover time). Each dot is a client request at \
-         the time it started, in the lane of the master that answered: green normal, purple answered by the drained \
-         master, orange slower than {:.2} s, red failed. Black line: the failure; red: the last affected request; \
-         blue (ours): the kernel rule out of rotation; grey: the idle connection ended.\n",
-        f.slow_threshold_s
-    );
-    super::plot::register_font()?;
-    for s in &f.setups {
-        let mut lines: Vec<&crate::results::Timeline> =
-            f.timelines.iter().filter(|t| t.setup == s.id).collect();
-        let order = |sc: &str| {
-            ["crash", "blackhole", "drain"]
-                .iter()
-                .position(|x| *x == sc)
-                .unwrap_or(9)
-        };
-        lines.sort_by_key(|t| order(&t.scenario));
-        if lines.is_empty() {
-            continue;
-        }
-        let file = format!("timeline-{}.png", s.id);
-        super::plot::timeline(&dir.join(&file), &s.label, f, &lines)?;
-        let _ = writeln!(w, "![{}](bench/{file})\n", s.label);
-    }
-    Ok(())
-}
-
-/// One (path, workload) cell of the dataplane tables: medians over the rounds, plus the
-/// lowest and highest requests/s, so a reader can tell a real gap from round-to-round noise.
-struct Cell {
-    rps: f64,
-    rps_min: f64,
-    rps_max: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    errors: u64,
-}
-
-impl Cell {
-    /// Half the min..max range as a share of the median: "± x %" between rounds.
-    fn spread_pct(&self) -> f64 {
-        (self.rps_max - self.rps_min) / 2.0 / self.rps * 100.0
-    }
-}
-
-type Medians = BTreeMap<(String, String), Cell>;
-
-fn dataplane_medians(d: &crate::results::Dataplane) -> Medians {
-    let mut groups: BTreeMap<(String, String), Vec<&crate::results::WrkRun>> = BTreeMap::new();
-    for run in &d.runs {
-        groups
-            .entry((run.path.clone(), run.workload.clone()))
-            .or_default()
-            .push(run);
-    }
-    groups
-        .into_iter()
-        .map(|(k, v)| {
-            let med = |f: &dyn Fn(&crate::results::WrkRun) -> f64| {
-                percentile(&v.iter().map(|r| f(r)).collect::<Vec<_>>(), 50.0).unwrap_or(f64::NAN)
-            };
-            let rps = v.iter().map(|r| r.rps);
-            let cell = Cell {
-                rps: med(&|r| r.rps),
-                rps_min: rps.clone().fold(f64::INFINITY, f64::min),
-                rps_max: rps.fold(f64::NEG_INFINITY, f64::max),
-                p50_ms: med(&|r| r.p50_ms),
-                p99_ms: med(&|r| r.p99_ms),
-                errors: v.iter().map(|r| r.errors).sum(),
-            };
-            (k, cell)
-        })
-        .collect()
-}
-
-fn dataplane_section(w: &mut String, d: &crate::results::Dataplane, m: &Medians) {
-    let _ = writeln!(w, "## Dataplane\n");
-    let _ = writeln!(
-        w,
-        "`wrk -t1 -c{} -d{:.0}s` against a tiny HTTP server (three listeners in three namespaces sharing one \
-         two-thread runtime, so spreading load over three backends buys no extra server CPU), directly to one \
-         backend and through each balancer; {} interleaved rounds with the order rotated, median shown. \
-         `new`: a new TCP connection per request (`Connection: close`); `keepalive`: {} persistent connections; \
-         `tls-new`: a new TLS connection per request. Balancers forward TCP (haproxy `mode tcp`, nginx `stream`, \
-         IPVS masquerade); client, balancer and server share the VM's two vCPUs, so a user-space proxy's CPU comes \
-         out of the throughput, as it would on a busy node. *Spread over rounds* is the slowest and fastest \
-         round, and half that range as a share of the median: a gap between two paths smaller than their \
-         spreads is not resolved by this run.\n",
-        d.connections, d.duration_s, d.rounds, d.connections
-    );
-    let paths = ["direct", "bare-ipvs", "ours", "haproxy", "nginx"];
-    for wl in ["new", "keepalive", "tls-new"] {
-        let cell = |p: &str| m.get(&(p.to_string(), wl.to_string()));
-        let Some(direct) = cell("direct") else {
-            continue;
-        };
-        let bare = cell("bare-ipvs").map(|c| c.rps);
-        let ours = cell("ours").map(|c| c.rps);
-        let _ = writeln!(w, "### `{wl}`\n");
-        let _ = writeln!(
-            w,
-            "| path | requests/s | spread over rounds | vs direct | vs bare IPVS | ours vs it | p50 latency | added p50 vs direct | p99 | errors |"
-        );
-        let _ = writeln!(
-            w,
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
-        );
-        for p in paths {
-            let Some(c) = cell(p) else {
-                continue;
-            };
-            let _ = writeln!(
-                w,
-                "| {p} | {:.0} | {:.0}–{:.0} (±{:.1} %) | {} | {} | {} | {} | {:+.2} ms | {} | {} |",
-                c.rps,
-                c.rps_min,
-                c.rps_max,
-                c.spread_pct(),
-                f2(c.rps / direct.rps),
-                bare.map_or("".into(), |b| f2(c.rps / b)),
-                ours.map_or("".into(), |o| format!("{}×", f2(o / c.rps))),
-                ms(c.p50_ms),
-                c.p50_ms - direct.p50_ms,
-                ms(c.p99_ms),
-                c.errors,
-            );
-        }
-        let _ = writeln!(w);
-    }
 }
 
 #[cfg(test)]
@@ -824,7 +447,7 @@ mod tests {
     #[test]
     fn medians_and_spread_over_rounds() {
         let d = dataplane(&[("bare-ipvs", [110.0, 90.0, 100.0])]);
-        let m = dataplane_medians(&d);
+        let m = dataplane::medians(&d);
         let c = &m[&("bare-ipvs".to_string(), "new".to_string())];
         assert_eq!((c.rps, c.rps_min, c.rps_max), (100.0, 90.0, 110.0));
         assert!((c.spread_pct() - 10.0).abs() < 1e-9, "{}", c.spread_pct());
@@ -900,7 +523,7 @@ mod tests {
     /// the document after a change to the report alone.
     #[test]
     fn the_committed_results_still_parse() {
-        let text = include_str!("../../../docs/bench/results.json");
+        let text = include_str!("../../../../docs/bench/results.json");
         let r: Results = serde_json::from_str(text).expect("docs/bench/results.json");
         assert!(r.failover.is_some() && r.dataplane.is_some() && r.scale.is_some());
     }

@@ -1,0 +1,207 @@
+//! The shorter sections: convergence, scale, footprint and tamper repair.
+
+use std::fmt::Write as _;
+
+use super::{Meta, mib, ms, opt_pct, secs_or_cap};
+use crate::results::{Convergence, Footprint, Repair, Scale};
+use crate::util::percentile;
+
+pub(super) fn convergence(w: &mut String, c: &Convergence) {
+    let _ = writeln!(
+        w,
+        "## Convergence: endpoint change in the API to the kernel rule\n"
+    );
+    let _ = writeln!(
+        w,
+        "Our daemon watches `default/kubernetes` through one fake apiserver. A fourth master is added to the \
+         EndpointSlice, then removed again; the time runs from handing the new slice to the fake apiserver \
+         (which polls its command queue every 10 ms) to the kernel showing the destination in rotation \
+         (weight > 0) or out of it, read over netlink every 2 ms.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| change | trials | p50 | p99 |\n| --- | --- | --- | --- |"
+    );
+    for (name, v) in [
+        ("endpoint added", &c.add_s),
+        ("endpoint removed", &c.remove_s),
+    ] {
+        let _ = writeln!(
+            w,
+            "| {name} | {} | {} | {} |",
+            v.len(),
+            percentile(v, 50.0).map_or("n/a".into(), |x| ms(x * 1000.0)),
+            percentile(v, 99.0).map_or("n/a".into(), |x| ms(x * 1000.0))
+        );
+    }
+    let _ = writeln!(w);
+}
+
+pub(super) fn scale(w: &mut String, s: &Scale) {
+    let _ = writeln!(w, "## Scale\n");
+    let _ = writeln!(w, "| what | figure |\n| --- | --- |");
+    let _ = writeln!(
+        w,
+        "| reconcile pass, empty table besides ours (mean) | {} |",
+        s.reconcile_mean_ms_before.map_or("n/a".into(), ms)
+    );
+    let _ = writeln!(
+        w,
+        "| reconcile pass with {} foreign services (mean; every pass ≤ bucket) | {} (≤ {}) |",
+        s.foreign_services,
+        s.reconcile_mean_ms_with_foreign.map_or("n/a".into(), ms),
+        s.reconcile_max_bucket_ms_with_foreign
+            .map_or("?".into(), ms)
+    );
+    let _ = writeln!(
+        w,
+        "| for comparison: one full dump of those services over netlink (median of 3) | {} |",
+        s.full_dump_ms.map_or("n/a".into(), ms)
+    );
+    let _ = writeln!(
+        w,
+        "| creating the {} foreign services (bench, netlink) | {:.1} s |",
+        s.foreign_services, s.create_foreign_s
+    );
+    let _ = writeln!(
+        w,
+        "| one virtual server with {} backends: daemon start to all in the kernel | {} |",
+        s.backends,
+        secs_or_cap(s.backends_converge_s, 240.0)
+    );
+    let _ = writeln!(
+        w,
+        "| reconcile pass with {} backends (mean) | {} |",
+        s.backends,
+        s.reconcile_mean_ms_backends.map_or("n/a".into(), ms)
+    );
+    let _ = writeln!(
+        w,
+        "| daemon with {} backends: RSS / CPU (probing all of them) | {} / {} of one emulated core |",
+        s.backends,
+        s.rss_kib_backends.map_or("n/a".into(), mib),
+        opt_pct(s.cpu_pct_backends)
+    );
+    let _ = writeln!(
+        w,
+        "| {} nodes' readiness probes on one apiserver, **computed** (nodes ÷ interval {:.0} s) | {:.0} requests/s |",
+        s.nodes, s.probe_interval_s, s.probe_rps_computed
+    );
+    let _ = writeln!(
+        w,
+        "| the same, **measured**: {} simulated nodes (our health checker, defaults) against one fake apiserver, {} ready, counted over {:.0} s | {} requests/s |",
+        s.nodes,
+        s.probers_ready,
+        s.probe_window_s,
+        s.probe_rps_measured
+            .map_or("n/a".into(), |v| format!("{v:.0}"))
+    );
+    let _ = writeln!(
+        w,
+        "\nThe reconcile pass reads only our own service (one GET plus a destination dump), so the foreign \
+         services should not change it; the full dump is what a pass that read the whole table would pay. \
+         The simulated nodes skip the procfs socket inspection (it costs the prober, not the apiserver). \
+         See [health.md](health.md) for what the probe rate means next to kubelet heartbeats.\n"
+    );
+}
+
+pub(super) fn footprint(w: &mut String, fp: &Footprint, meta: &Meta) {
+    let _ = writeln!(w, "## Footprint\n");
+    let _ = writeln!(w, "| what | figure |\n| --- | --- |");
+    let _ = writeln!(
+        w,
+        "| daemon idle, 3 healthy backends, {:.0} s: RSS / CPU | {} / {} of one emulated core |",
+        fp.idle_window_s,
+        fp.idle_rss_kib.map_or("n/a".into(), mib),
+        opt_pct(fp.idle_cpu_pct)
+    );
+    let _ = writeln!(
+        w,
+        "| daemon under churn ({} events in {:.0} s: a master crashes and returns, the API adds and removes a master): max RSS / CPU | {} / {} |",
+        fp.churn_events,
+        fp.churn_window_s,
+        fp.churn_rss_kib.map_or("n/a".into(), mib),
+        opt_pct(fp.churn_cpu_pct)
+    );
+    for (peer, kib) in &fp.peers_rss_kib {
+        let _ = writeln!(
+            w,
+            "| {peer} during the failover runs: RSS (all its processes) | {} |",
+            mib(*kib)
+        );
+    }
+    for (name, bytes) in &meta.binaries {
+        let _ = writeln!(
+            w,
+            "| binary `{name}` (release, stripped) | {:.1} MiB |",
+            *bytes as f64 / 1048576.0
+        );
+    }
+    let bytes_mib = |bytes: u64| format!("{:.1} MiB", bytes as f64 / 1048576.0);
+    if let (Some(gz), Some(tar)) = (meta.image_compressed, meta.image_unpacked) {
+        let _ = writeln!(
+            w,
+            "| image (built by this run, static binaries): download / unpacked on the node | {} / {} |",
+            bytes_mib(gz),
+            bytes_mib(tar)
+        );
+    }
+    match &meta.image {
+        Some((path, bytes)) => {
+            let _ = writeln!(
+                w,
+                "| image as a `docker load` tarball `{path}` | {} |",
+                bytes_mib(*bytes)
+            );
+        }
+        None => {
+            let _ = writeln!(w, "| image | not built (see the command's output) |");
+        }
+    }
+    let _ = writeln!(w);
+}
+pub(super) fn repair(w: &mut String, r: &Repair) {
+    let _ = writeln!(w, "## Tamper repair\n");
+    let _ = writeln!(
+        w,
+        "Our daemon runs with its defaults. Each trial waits for a whole node, removes one piece with the \
+         command shown, and reads the kernel over netlink every millisecond until the piece is back; the time \
+         counts from the command's return. Host pieces are repaired on rtnetlink's notification, IPVS on the \
+         resync (the kernel sends no IPVS notification). {} trials per tamper, cap 10 s.\n",
+        r.trials
+    );
+    let _ = writeln!(
+        w,
+        "| tamper | the daemon learns of it by | repaired | p50 | p99 | worst |\n| --- | --- | --- | --- | --- | --- |"
+    );
+    for k in &r.kinds {
+        let worst = k
+            .times_s
+            .iter()
+            .copied()
+            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+        let fmt = |v: Option<f64>| v.map_or("n/a".into(), |x| ms(x * 1000.0));
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} of {} | {} | {} | {} |",
+            k.tamper,
+            k.trigger,
+            k.times_s.len(),
+            k.times_s.len() + k.not_repaired,
+            fmt(percentile(&k.times_s, 50.0)),
+            fmt(percentile(&k.times_s, 99.0)),
+            fmt(worst)
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nWhat the resync costs: the daemon idle with three healthy backends, {:.0} s per setting, one after \
+         the other on the same node.\n",
+        r.idle_window_s
+    );
+    let _ = writeln!(w, "| resync interval | idle CPU |\n| --- | --- |");
+    for (resync, cpu) in &r.idle_cpu_pct {
+        let _ = writeln!(w, "| {resync} | {} of one emulated core |", opt_pct(*cpu));
+    }
+    let _ = writeln!(w);
+}
