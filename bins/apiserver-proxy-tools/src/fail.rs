@@ -100,15 +100,10 @@ impl From<ManagerError> for Failure {
             ManagerError::StateFile { .. } => Failure::new(e.to_string()).todo(
                 "fix the file or move it away; `apiserver-proxy-tools init` writes a new one",
             ),
+            ManagerError::Health(h) => Failure::new(format!("cannot probe the backends: {h}"))
+                .todo("fix the --health-* options, or skip the probes with --no-probe"),
             other => Failure::new(other.to_string()),
         }
-    }
-}
-
-impl From<apiserver_proxy_health::Error> for Failure {
-    fn from(e: apiserver_proxy_health::Error) -> Failure {
-        Failure::new(format!("cannot probe the backends: {e}"))
-            .todo("fix the --health-* options, or skip the probes with --no-probe")
     }
 }
 

@@ -1,10 +1,11 @@
-//! One probe of each backend, with the health crate's `probe_once` (the
-//! daemon's own checks, without thresholds), all at once.
+//! The CLI's probes: the `--health-*` flags turned into the daemon's probe
+//! configuration, run by the manager, and printed.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use apiserver_proxy_health::{HealthConfig, Mode, ProbeResult, State, probe_once};
+use apiserver_proxy_manager::config::HealthMode;
+pub use apiserver_proxy_manager::probe::Probed;
+use apiserver_proxy_manager::probe::{self, HealthConfig};
 use apiserver_proxy_types::Endpoint;
 
 use crate::cli::{DEFAULT_CA_FILE, HealthArgs};
@@ -16,30 +17,6 @@ pub struct Prober {
     config: HealthConfig,
     /// "https GET /readyz, CA /etc/kubernetes/pki/ca.crt".
     pub summary: String,
-}
-
-/// A backend's probe result: in service or not, and a line about it.
-#[derive(Debug, Clone)]
-pub struct Probed {
-    pub backend: Endpoint,
-    pub passed: bool,
-    pub detail: String,
-}
-
-/// What the daemon keeps in rotation, decided where the daemon decides it.
-pub fn passes(state: State) -> bool {
-    apiserver_proxy_manager::reconcile::condition(Some(state)).in_service()
-}
-
-fn millis(d: Duration) -> String {
-    format!("{}ms", d.as_millis())
-}
-
-fn detail(r: &ProbeResult) -> String {
-    let took = r
-        .probe_latency
-        .map_or(r.connect_latency, |p| r.connect_latency + p);
-    format!("{} ({}) in {}", r.state, r.reason, millis(took))
 }
 
 impl Prober {
@@ -56,10 +33,10 @@ impl Prober {
         config.tls.server_name = h.health_server_name.clone();
         config.tls.insecure_skip_verify = h.health_insecure_skip_verify;
         let mut summary = match config.mode {
-            Mode::Tcp => "tcp connect".to_string(),
+            HealthMode::Tcp => "tcp connect".to_string(),
             m => format!("{m} GET {}", config.path),
         };
-        if config.mode == Mode::Https {
+        if config.mode == HealthMode::Https {
             let ca: Option<PathBuf> = match &h.health_ca_file {
                 Some(f) => Some(f.clone()),
                 None if Path::new(DEFAULT_CA_FILE).exists() => Some(DEFAULT_CA_FILE.into()),
@@ -80,28 +57,10 @@ impl Prober {
         Prober { config, summary }
     }
 
-    /// Probes every backend at once. A configuration the health crate
+    /// Probes every backend at once. A configuration the health checker
     /// refuses (an unreadable CA file) is an error.
     pub fn probe_all(&self, backends: &[Endpoint]) -> Result<Vec<Probed>, Failure> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Failure::new(format!("cannot start the probes: {e}")))?;
-        let results = rt.block_on(futures::future::join_all(
-            backends.iter().map(|b| probe_once(&self.config, *b)),
-        ));
-        backends
-            .iter()
-            .zip(results)
-            .map(|(b, r)| {
-                let r = r?;
-                Ok(Probed {
-                    backend: *b,
-                    passed: passes(r.state),
-                    detail: detail(&r),
-                })
-            })
-            .collect()
+        Ok(probe::probe_all(&self.config, backends)?)
     }
 }
 

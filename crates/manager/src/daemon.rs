@@ -90,9 +90,7 @@ pub async fn run(
     mut host_events: Option<&mut mpsc::Receiver<Vec<HostEvent>>>,
 ) -> Result<Stop> {
     let _lock = StateLock::acquire(&config.state_dir, Duration::ZERO)?;
-    let kernel = tokio::task::spawn_blocking(Netlink::connect)
-        .await
-        .map_err(|e| Error::Runtime(e.to_string()))??;
+    let kernel = tokio::task::spawn_blocking(Netlink::connect).await??;
     let saved = load_saved_state(&config.state_dir);
     let mut r = Reconciler::new(config.clone(), metrics.clone(), status, kernel, saved);
     // The host first: without the interface and the VIP, no rule helps.

@@ -19,8 +19,13 @@ pub enum Error {
     #[error("discovery: {0}")]
     Discovery(#[from] apiserver_proxy_discovery::Error),
 
-    #[error("internal: {0}")]
-    Runtime(String),
+    /// A task on the blocking pool panicked (the kernel handle it held is
+    /// lost: the daemon exits and restarts, rules in place).
+    #[error("a blocking task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+
+    #[error("cannot start an async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
 
     #[error("{path}: {detail}")]
     StateFile { path: String, detail: String },
@@ -47,6 +52,7 @@ impl Error {
             Error::Locked { .. } => "locked",
             Error::Health(_) => "health",
             Error::Discovery(_) => "discovery",
+            Error::Task(_) => "task",
             Error::Runtime(_) => "runtime",
             Error::StateFile { .. } => "state_file",
             Error::Io { .. } => "io",

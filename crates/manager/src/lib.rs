@@ -2,8 +2,9 @@
 //! dataplane. It owns the configuration schema both binaries share
 //! ([`config`]), the kernel seam ([`kernel::Kernel`]) and the host around it
 //! ([`host`]), the pure plan ([`plan`]), the daemon's decisions
-//! ([`reconcile`]) and its event loop ([`daemon`]), and the node's state
-//! file ([`state`]). The binaries parse flags and call it.
+//! ([`reconcile`]) and its event loop ([`daemon`]), the node's state file
+//! ([`state`]) and the one-shot probes of the CLI ([`probe`]). The binaries
+//! parse flags and call it.
 
 pub mod config;
 pub mod daemon;
@@ -14,6 +15,7 @@ pub mod kernel;
 pub mod lock;
 pub mod metrics;
 pub mod plan;
+pub mod probe;
 pub mod reconcile;
 pub mod state;
 mod throttle;

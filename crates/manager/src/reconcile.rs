@@ -136,7 +136,7 @@ impl<K: Kernel> Reconciler<K> {
             }
             // A panic on the pool loses the kernel handle; the caller exits
             // and the daemon restarts, rules in place.
-            Err(e) => Err(Error::Runtime(e.to_string())),
+            Err(e) => Err(Error::Task(e)),
         }
     }
 
