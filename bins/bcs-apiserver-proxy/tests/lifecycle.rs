@@ -1194,7 +1194,11 @@ fn lifecycle_4_migration_from_the_go_version_then_a_reboot() {
             "the Go config's realServer.realServers must be honoured, not ignored:\n{check_text}"
         ));
     }
-    if rc.contains(&go_line) {
+    // Commented out is replaced: only a line the shell would run counts.
+    let go_line_runs = rc
+        .lines()
+        .any(|l| !l.trim_start().starts_with('#') && l.contains(go_line.trim()));
+    if go_line_runs {
         problems.push(format!(
             "`init` must replace the Go tool's rc.local line (and say so):\ninit said:\n{init}\nrc.local:\n{rc}"
         ));
@@ -1329,7 +1333,8 @@ fn tamper(
     if row.idle.contains("NOT") {
         problems.push(format!(
             "{name}: the idle connection through the VIP was neither served nor cut (a zombie \
-             a kubelet watch would hang on)"
+             a kubelet watch would hang on); IPVS's connections:\n{}",
+            std::fs::read_to_string("/proc/thread-self/net/ip_vs_conn").unwrap_or_default()
         ));
         // The next tamper is judged on a connection of its own.
         clients.reopen_watch(ca);

@@ -101,15 +101,6 @@ fn parse_ip(s: &str) -> Option<IpAddr> {
         .map(|n| IpAddr::V4(Ipv4Addr::from(n)))
 }
 
-/// The TCP connections that went through `virtual_addr`, to any destination.
-pub fn tcp_to(conns: &[IpvsConn], virtual_addr: SocketAddr) -> Vec<IpvsConn> {
-    conns
-        .iter()
-        .filter(|c| c.protocol == "TCP" && c.virtual_addr == virtual_addr)
-        .cloned()
-        .collect()
-}
-
 /// The TCP connections that went through `virtual_addr` to `dest`.
 pub fn tcp_through(
     conns: &[IpvsConn],

@@ -121,6 +121,14 @@ pub enum Error {
     /// A line of /proc/net/ip_vs_conn we could not read.
     #[error("cannot parse the IPVS connection table, line {line}: {detail}")]
     ConnTable { line: usize, detail: String },
+
+    /// A line of /proc/net/tcp or tcp6 we could not read.
+    #[error("cannot parse the socket table {file}, line {line}: {detail}")]
+    SocketTable {
+        file: &'static str,
+        line: usize,
+        detail: String,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

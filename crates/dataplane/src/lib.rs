@@ -13,6 +13,7 @@ pub mod monitor;
 mod nl;
 pub mod sockdiag;
 pub mod sysctl;
+pub mod tcp_table;
 mod vip;
 
 pub use error::{Error, Result};

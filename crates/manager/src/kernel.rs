@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use apiserver_proxy_dataplane::conntable::{self, IpvsConn};
 use apiserver_proxy_dataplane::sockdiag::SockDiag;
 use apiserver_proxy_dataplane::sysctl::Sysctls;
+use apiserver_proxy_dataplane::tcp_table;
 use apiserver_proxy_dataplane::{
     Change, DestSpec, Error as DpError, Ipvs, Placement, Protocol, Rtnl, ServiceKey, ServiceSpec,
 };
@@ -34,7 +35,9 @@ pub trait Kernel: Send + 'static {
     /// Applies one operation, idempotently (creating what exists updates it,
     /// deleting what is gone succeeds).
     fn apply(&mut self, op: &Op) -> Result<()>;
-    /// The connections through `vip` to `backend`, or to any backend.
+    /// The connections through `vip` to `backend` (IPVS's entries), or,
+    /// with `None`, the node's own established sockets to `vip` whatever
+    /// IPVS still knows of them.
     fn connections(&mut self, vip: Endpoint, backend: Option<Endpoint>) -> Result<Vec<IpvsConn>>;
     /// Destroys the node-local client sockets of these connections.
     fn cut(&mut self, conns: &[IpvsConn]) -> Result<usize>;
@@ -435,11 +438,23 @@ impl Kernel for Netlink {
     }
 
     fn connections(&mut self, vip: Endpoint, backend: Option<Endpoint>) -> Result<Vec<IpvsConn>> {
-        let all = conntable::read()?;
-        Ok(match backend {
-            Some(b) => conntable::tcp_through(&all, vip.0, b.0),
-            None => conntable::tcp_to(&all, vip.0),
-        })
+        match backend {
+            Some(b) => Ok(conntable::tcp_through(&conntable::read()?, vip.0, b.0)),
+            // The node's own sockets, from the socket table: a flush can
+            // take the IPVS entries with it while the sockets stay open.
+            None => Ok(tcp_table::established_to(vip.0)?
+                .into_iter()
+                .map(|s| IpvsConn {
+                    protocol: "TCP".into(),
+                    client: s.local,
+                    virtual_addr: vip.0,
+                    // Unknown: the entry that named it may be gone.
+                    dest: vip.0,
+                    state: "ESTABLISHED".into(),
+                    expires: 0,
+                })
+                .collect()),
+        }
     }
 
     fn cut(&mut self, conns: &[IpvsConn]) -> Result<usize> {

@@ -140,7 +140,7 @@ impl Metrics {
             )),
             sockets_destroyed: must(IntCounter::with_opts(opts(
                 "sockets_destroyed_total",
-                "Node-local sockets cut because their apiserver died",
+                "Node-local sockets cut because the path they were on was removed: their apiserver died, its drain timed out, or the virtual server had to be created again",
             ))),
 
             host_repairs: must(IntCounter::with_opts(opts(

@@ -379,7 +379,7 @@ impl<K: Kernel> Reconciler<K> {
         if applied.sockets_destroyed > 0 {
             tracing::info!(
                 count = applied.sockets_destroyed,
-                "cut node-local connections to a dead apiserver"
+                "cut the node's connections orphaned by a dead or timed-out backend or a re-created virtual server"
             );
             self.metrics
                 .sockets_destroyed

@@ -111,6 +111,23 @@ fn wait_up(up_rx: &mpsc::Receiver<()>) {
         .expect("fake apiserver did not come up within 60 s");
 }
 
+/// Serves again after a stop. The stopped listener closes only when its
+/// aborted task is next polled, which a `Start` queued right behind the
+/// `Stop` can beat: the address is then still in use for a moment.
+async fn restart(server: &FakeApiServer) {
+    let mut tries = 0;
+    loop {
+        match server.start() {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 200 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("restart the fake apiserver: {e}"),
+        }
+    }
+}
+
 /// A master's thread: serves until the [`Master`] (its sender) is dropped.
 fn serve(addr: SocketAddr, leaf: CertKey, rx: mpsc::Receiver<Cmd>, up_tx: mpsc::Sender<()>) {
     let family = if addr.is_ipv6() { "IPv6" } else { "IPv4" };
@@ -132,7 +149,7 @@ fn serve(addr: SocketAddr, leaf: CertKey, rx: mpsc::Receiver<Cmd>, up_tx: mpsc::
             };
             match cmd {
                 Cmd::Stop => server.stop(),
-                Cmd::Start => server.start().expect("restart the fake apiserver"),
+                Cmd::Start => restart(&server).await,
                 Cmd::Ready(r) => server.set_ready(r),
                 Cmd::Slice(eps) => {
                     server.apply_slice(kubernetes_slice("kubernetes", family, addr.port(), &eps))
