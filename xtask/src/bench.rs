@@ -77,6 +77,9 @@ pub fn run(args: BenchArgs) -> Result<i32> {
                 .ok();
             let vm_started = Instant::now();
             let json = run_in_vm(&root, &args, &bench, &release.join("bcs-apiserver-proxy"))?;
+            if !args.only.is_empty() {
+                carry_over(&json, &root.join(&args.docs).join("bench"))?;
+            }
             (json, vm_started.elapsed().as_secs_f64(), image)
         }
     };
@@ -225,6 +228,54 @@ fn run_in_vm(root: &Path, args: &BenchArgs, bench: &Path, daemon: &Path) -> Resu
         );
     }
     Ok(results)
+}
+
+/// The sections of the results file, as `run` names them.
+const SECTIONS: [&str; 6] = [
+    "failover",
+    "convergence",
+    "dataplane",
+    "scale",
+    "footprint",
+    "repair",
+];
+
+/// A run of some sections (`--only`) keeps the others' figures from the
+/// results the docs already hold, and records which ones and from when, so
+/// that the report says so: one section can be measured again without
+/// throwing the rest away or presenting old figures as new.
+fn carry_over(json: &Path, earlier_dir: &Path) -> Result<()> {
+    let earlier_path = earlier_dir.join("results.json");
+    let Ok(earlier) = std::fs::read_to_string(&earlier_path) else {
+        return Ok(());
+    };
+    let earlier: serde_json::Value = serde_json::from_str(&earlier)
+        .with_context(|| format!("parse {}", earlier_path.display()))?;
+    let earlier_date = std::fs::read_to_string(earlier_dir.join("meta.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|m| m["date"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "an earlier run".into());
+    let mut now: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(json).with_context(|| format!("read {}", json.display()))?,
+    )?;
+    let mut kept = Vec::new();
+    for section in SECTIONS {
+        if now[section].is_null() && !earlier[section].is_null() {
+            now[section] = earlier[section].clone();
+            kept.push(section);
+        }
+    }
+    if kept.is_empty() {
+        return Ok(());
+    }
+    println!(
+        "xtask: sections {} keep their figures from {earlier_date}",
+        kept.join(", ")
+    );
+    now["carried_over"] = serde_json::json!({ "sections": kept, "from": earlier_date });
+    std::fs::write(json, serde_json::to_string_pretty(&now)?)?;
+    Ok(())
 }
 
 fn output(program: &str, args: &[&str]) -> String {

@@ -54,15 +54,8 @@ pub fn run_all(host_only: bool) -> Result<i32> {
         eprintln!("##################################################################");
         None
     } else {
-        step("real-kernel tests: one VM boot");
-        // The lifecycle suite does not pass yet (see docs/lifecycle.md):
-        // it runs as `cargo xtask lifecycle`, and its absence here is said
-        // out loud, never hidden.
-        eprintln!("##################################################################");
-        eprintln!("## WARNING: the lifecycle suite (lifecycle_* tests) is NOT part  ##");
-        eprintln!("## of this run: it is unfinished. Run `cargo xtask lifecycle`.   ##");
-        eprintln!("##################################################################");
-        let run = vm_tests_except(&root, &[], &[], Some(crate::lifecycle::TEST_PREFIX))?;
+        step("real-kernel tests, the lifecycle suite included: one VM boot");
+        let run = vm_tests(&root, &[], &[])?;
         if run.lifecycle {
             let command = "cargo xtask test";
             if let Err(e) = crate::lifecycle::write_doc(&root, &run.results, &run.output, command) {
@@ -240,16 +233,6 @@ struct VmRun {
 }
 
 fn vm_tests(root: &Path, packages: &[String], filters: &[String]) -> Result<VmRun> {
-    vm_tests_except(root, packages, filters, None)
-}
-
-/// [`vm_tests`] without the tests whose names start with `except`.
-fn vm_tests_except(
-    root: &Path,
-    packages: &[String],
-    filters: &[String],
-    except: Option<&str>,
-) -> Result<VmRun> {
     let bins = test_binaries(root, packages)?;
     // The job starts in the run's folder, which the host sees too: the
     // lifecycle tests leave their figures there.
@@ -265,7 +248,6 @@ fn vm_tests_except(
         let matching: Vec<&String> = tests
             .iter()
             .filter(|t| filters.is_empty() || filters.iter().any(|f| t.contains(f.as_str())))
-            .filter(|t| except.is_none_or(|e| !t.starts_with(e)))
             .collect();
         if matching.is_empty() {
             continue;
@@ -297,10 +279,7 @@ fn vm_tests_except(
         };
         let dir = vm::shell_quote(&bin.package_dir.to_string_lossy());
         let exe = vm::shell_quote(&bin.exe.to_string_lossy());
-        let mut filter_arg: Vec<String> = filters.iter().map(|f| vm::shell_quote(f)).collect();
-        if let Some(e) = except {
-            filter_arg.push(format!("--skip {}", vm::shell_quote(e)));
-        }
+        let filter_arg: Vec<String> = filters.iter().map(|f| vm::shell_quote(f)).collect();
         let filter_arg = filter_arg.join(" ");
         job.push_str(&format!(
             "cd {dir} && export CARGO_MANIFEST_DIR={dir}\n\

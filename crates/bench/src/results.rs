@@ -29,6 +29,17 @@ pub struct Results {
     pub footprint: Option<Footprint>,
     #[serde(default)]
     pub repair: Option<Repair>,
+    /// Sections this run did not measure, kept from an earlier run's
+    /// results (`cargo xtask bench --only`).
+    #[serde(default)]
+    pub carried_over: Option<CarriedOver>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct CarriedOver {
+    pub sections: Vec<String>,
+    /// The earlier run's date.
+    pub from: String,
 }
 
 impl Results {

@@ -222,6 +222,15 @@ pub fn write(args: &ReportArgs) -> Result<()> {
     if !walls.is_empty() {
         let _ = writeln!(w, "Section wall times in the VM: {}.\n", walls.join(", "));
     }
+    if let Some(c) = &r.carried_over {
+        let _ = writeln!(
+            w,
+            "**Not measured by this run:** {} (figures kept from the run of {}; the machine facts above are \
+             this run's).\n",
+            c.sections.join(", "),
+            c.from
+        );
+    }
     // Goals.
     let fo = r.failover.as_ref();
     let ours_row = |scn: &str| {
