@@ -173,42 +173,27 @@ impl HostMonitor {
             // Measure the next datagram without taking it, so a large one
             // is never cut short.
             let flags = MsgFlags::MSG_DONTWAIT;
-            let peeked = match recv(
-                self.fd.as_raw_fd(),
-                &mut self.buf,
-                flags | MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC,
-            ) {
-                Ok(n) => n,
-                Err(Errno::EAGAIN) => return Ok(events),
-                Err(Errno::EINTR) => continue,
-                Err(Errno::ENOBUFS) => {
+            let peek = flags | MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC;
+            let peeked = match recv_step(self.fd.as_raw_fd(), &mut self.buf, peek)? {
+                Received::Bytes(n) => n,
+                Received::Nothing => return Ok(events),
+                Received::Again => continue,
+                Received::Overrun => {
                     // The error is reported once; the queue keeps working.
                     events.push(HostEvent::Overrun);
                     continue;
-                }
-                Err(e) => {
-                    return Err(Error::Io {
-                        op: OP,
-                        source: std::io::Error::from(e),
-                    });
                 }
             };
             if peeked > self.buf.len() {
                 self.buf.resize(peeked, 0);
             }
-            let n = match recv(self.fd.as_raw_fd(), &mut self.buf, flags) {
-                Ok(n) => n,
-                Err(Errno::EAGAIN) => return Ok(events),
-                Err(Errno::EINTR) => continue,
-                Err(Errno::ENOBUFS) => {
+            let n = match recv_step(self.fd.as_raw_fd(), &mut self.buf, flags)? {
+                Received::Bytes(n) => n,
+                Received::Nothing => return Ok(events),
+                Received::Again => continue,
+                Received::Overrun => {
                     events.push(HostEvent::Overrun);
                     continue;
-                }
-                Err(e) => {
-                    return Err(Error::Io {
-                        op: OP,
-                        source: std::io::Error::from(e),
-                    });
                 }
             };
             let batch = parse_datagram(&self.buf[..n]).map_err(|d| malformed(OP, d))?;
@@ -263,5 +248,29 @@ impl AsFd for HostMonitor {
 impl AsRawFd for HostMonitor {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+}
+
+/// What one non-blocking `recv` on the notification socket gave.
+enum Received {
+    Bytes(usize),
+    /// The queue is empty (`EAGAIN`).
+    Nothing,
+    /// Interrupted (`EINTR`): try again.
+    Again,
+    /// The kernel dropped notifications (`ENOBUFS`).
+    Overrun,
+}
+
+fn recv_step(fd: std::os::fd::RawFd, buf: &mut [u8], flags: MsgFlags) -> Result<Received> {
+    match recv(fd, buf, flags) {
+        Ok(n) => Ok(Received::Bytes(n)),
+        Err(Errno::EAGAIN) => Ok(Received::Nothing),
+        Err(Errno::EINTR) => Ok(Received::Again),
+        Err(Errno::ENOBUFS) => Ok(Received::Overrun),
+        Err(e) => Err(Error::Io {
+            op: "read host notifications",
+            source: std::io::Error::from(e),
+        }),
     }
 }
