@@ -13,7 +13,7 @@ use apiserver_proxy_manager::config::{
     self, Config, HealthMode, LogFormat, VipMode, VirtualServerConfig,
 };
 use apiserver_proxy_types::Endpoint;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 const ABOUT: &str = "Node-local load balancer for the kube-apiservers.
 
@@ -63,12 +63,6 @@ pub enum ConfigCommand {
         #[command(flatten)]
         run: Box<RunArgs>,
     },
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum CliLogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Args, Debug, Default)]
@@ -157,7 +151,7 @@ pub struct RunArgs {
 
     /// Log format [default: text].
     #[arg(long, env = "APISERVER_PROXY_LOG_FORMAT", value_enum)]
-    pub log_format: Option<CliLogFormat>,
+    pub log_format: Option<LogFormat>,
 }
 
 #[derive(Args, Debug, Default)]
@@ -357,10 +351,7 @@ pub fn effective_config(args: &RunArgs) -> Result<(Config, Vec<String>)> {
         c.health.insecure_skip_verify = true;
     }
     if let Some(f) = args.log_format {
-        c.log_format = match f {
-            CliLogFormat::Text => LogFormat::Text,
-            CliLogFormat::Json => LogFormat::Json,
-        };
+        c.log_format = f;
     }
     config::validate(&c).context("invalid configuration")?;
     Ok((c, warnings))

@@ -43,7 +43,8 @@ pub use apiserver_proxy_health::Mode as HealthMode;
 /// its interval: one rule for the file and both command lines.
 pub use apiserver_proxy_health::{check_path, check_timeout};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How the daemon logs: one type for the file and the `--log-format` flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
