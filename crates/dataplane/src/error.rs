@@ -132,3 +132,33 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A stable name for the kind of failure, for metric labels and
+    /// matching in logs (the message may change, this does not).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::IpvsUnavailable => "ipvs_unavailable",
+            Error::PermissionDenied { .. } => "permission_denied",
+            Error::Io { .. } => "io",
+            Error::Kernel { .. } => "kernel",
+            Error::Timeout { .. } => "timeout",
+            Error::Netlink { .. } => "netlink",
+            Error::InvalidInterfaceName { .. } => "invalid_interface_name",
+            Error::InterfaceNotFound { .. } => "interface_not_found",
+            Error::DummyUnavailable => "dummy_unavailable",
+            Error::InvalidArgument { .. } => "invalid_argument",
+            Error::IpvsSysctlMissing { .. } => "ipvs_sysctl_missing",
+            Error::SysctlReadOnly { .. } => "sysctl_read_only",
+            Error::Sysctl { .. } => "sysctl",
+            Error::SysctlValue { .. } => "sysctl_value",
+            Error::IpvsSchedulerUnavailable { .. } => "ipvs_scheduler_unavailable",
+            Error::Exists { .. } => "exists",
+            Error::NotFound { .. } => "not_found",
+            Error::Decode { .. } => "decode",
+            Error::SockDestroyUnsupported => "sock_destroy_unsupported",
+            Error::ConnTable { .. } => "conn_table",
+            Error::SocketTable { .. } => "socket_table",
+        }
+    }
+}

@@ -43,15 +43,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// A stable name for the kind of failure, for metric labels (the
-    /// message may change, this does not). A dependency's error carries its
-    /// crate's label behind the crate's name.
+    /// message may change, this does not). A dependency's error gives its
+    /// own label ("kernel", "timeout", "ca_file"...): the metric's `during`
+    /// label already says which step failed.
     pub fn label(&self) -> &'static str {
         match self {
-            Error::Dataplane(_) => "dataplane",
+            Error::Dataplane(e) => e.label(),
             Error::Config(_) => "config",
             Error::Locked { .. } => "locked",
-            Error::Health(_) => "health",
-            Error::Discovery(_) => "discovery",
+            Error::Health(e) => e.label(),
+            Error::Discovery(e) => e.label(),
             Error::Task(_) => "task",
             Error::Runtime(_) => "runtime",
             Error::StateFile { .. } => "state_file",

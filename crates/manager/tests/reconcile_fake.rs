@@ -301,7 +301,7 @@ async fn a_flushed_table_is_rebuilt_and_a_failing_kernel_is_survived() {
     assert_eq!(
         metric(
             &m,
-            "apiserver_proxy_errors_total{during=\"read\",error=\"dataplane\"}"
+            "apiserver_proxy_errors_total{during=\"read\",error=\"kernel\"}"
         ),
         Some(1.0)
     );
