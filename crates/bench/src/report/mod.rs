@@ -372,6 +372,9 @@ pub fn write(args: &ReportArgs) -> Result<()> {
                 .map_or(String::new(), |m| format!("by {:.1} ms", m - 50.0)),
         );
     }
+    if let Some(rp) = &r.repair {
+        sections::repair_goals(w, rp);
+    }
     let _ = writeln!(w);
 
     if let Some(f) = fo {
