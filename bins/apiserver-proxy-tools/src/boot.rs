@@ -6,7 +6,6 @@
 //! Every path is taken below `--root` (`/` unless a test or an image build
 //! says otherwise); systemctl runs only against the live system.
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -269,21 +268,11 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
 }
 
-/// Writes a file atomically (temp file, fsync, rename) with `mode`.
+/// Writes a file with `mode` through the one safe write: a crash leaves the
+/// old file or the new one, and a planted symlink is never followed.
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Failure> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir).map_err(|e| io_failure("create", dir, e))?;
-    let tmp = path.with_extension("apiserver-proxy-tools.tmp");
-    let written = std::fs::File::create(&tmp).and_then(|mut f| {
-        f.write_all(bytes)?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        f.sync_all()
-    });
-    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_failure("write", path, e));
-    }
-    Ok(())
+    apiserver_proxy_types::file::write_atomic(path, bytes, Some(mode))
+        .map_err(|e| io_failure("write", path, e))
 }
 
 fn systemctl(args: &[&str]) -> Result<(), Failure> {
@@ -409,6 +398,23 @@ mod tests {
         let mut args = vec!["t", "reload", "--root", root.to_str().expect("utf8")];
         args.extend_from_slice(extra);
         Boot::new(&crate::cli::Cli::parse_from(args).common)
+    }
+
+    /// Regression: boot files were written through the fixed name
+    /// `NAME.apiserver-proxy-tools.tmp`, opened with `File::create`, which
+    /// follows a planted symlink and truncates its target.
+    #[test]
+    fn boot_files_never_follow_a_planted_symlink() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").expect("write");
+        let path = dir.path().join("rc.local");
+        std::os::unix::fs::symlink(&victim, path.with_extension("apiserver-proxy-tools.tmp"))
+            .expect("symlink");
+        write_file(&path, b"#!/bin/sh\n", 0o755).expect("write");
+        assert_eq!(std::fs::read(&victim).expect("read"), b"precious");
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o7777, 0o755);
     }
 
     #[test]

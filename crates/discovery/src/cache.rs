@@ -16,10 +16,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use apiserver_proxy_types::Endpoint;
+pub use apiserver_proxy_types::file::remove_stale_temp_files;
+use apiserver_proxy_types::file::write_atomic;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -128,88 +129,13 @@ pub fn load(path: &Path) -> Result<Option<CachedSets>, Error> {
     }
 }
 
-/// Writes the cache atomically: a new temporary file in the same directory
-/// (random name, created exclusively, so a planted file or symlink is never
-/// followed or truncated), fsync, rename over `path`, fsync the directory. A
-/// crash at any point leaves either the old or the new file, never a torn
-/// one (plus, at worst, a temporary file that
-/// [`remove_stale_temp_files`] deletes at the next start).
+/// Writes the cache with [`write_atomic`]: a crash leaves the old file or
+/// the new one, and a symlink planted in the folder is never followed.
 pub fn store(path: &Path, sets: &CachedSets) -> Result<(), Error> {
-    let io = |source: std::io::Error| Error::CacheIo {
+    write_atomic(path, &encode(sets), None).map_err(|source| Error::CacheIo {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = parent_dir(path);
-    let prefix = temp_prefix(path).map_err(io)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&prefix)
-        .suffix(TEMP_SUFFIX)
-        .tempfile_in(&dir)
-        .map_err(io)?;
-    // On any error below, dropping `tmp` removes the temporary file.
-    tmp.write_all(&encode(sets)).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(io)
-}
-
-/// The suffix of temporary cache files.
-const TEMP_SUFFIX: &str = ".tmp";
-
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-/// The name prefix of temporary files for `path`: `.NAME.`.
-fn temp_prefix(path: &Path) -> std::io::Result<std::ffi::OsString> {
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("cache path has no file name"))?;
-    let mut prefix = std::ffi::OsString::from(".");
-    prefix.push(file_name);
-    prefix.push(".");
-    Ok(prefix)
-}
-
-/// Deletes temporary files a crashed [`store`] left next to `path`
-/// (`.NAME.<random>.tmp`, and `.NAME.tmp.<pid>` from older builds). Call it
-/// only while no `store` to the same path runs (discovery does so at
-/// start). Returns how many were removed; errors are ignored (they only
-/// leave a small stray file).
-pub fn remove_stale_temp_files(path: &Path) -> usize {
-    let Ok(prefix) = temp_prefix(path) else {
-        return 0;
-    };
-    let (Some(prefix), Some(file_name)) =
-        (prefix.to_str(), path.file_name().and_then(|n| n.to_str()))
-    else {
-        return 0;
-    };
-    let old_prefix = format!(".{file_name}.tmp.");
-    let Ok(entries) = fs::read_dir(parent_dir(path)) else {
-        return 0;
-    };
-    let mut removed = 0;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let ours = (name.len() > prefix.len() + TEMP_SUFFIX.len()
-            && name.starts_with(prefix)
-            && name.ends_with(TEMP_SUFFIX))
-            || name
-                .strip_prefix(&old_prefix)
-                .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
-        // Only plain files and symlinks (removing a symlink never touches
-        // its target); never a directory.
-        let plain = entry.file_type().is_ok_and(|t| !t.is_dir());
-        if ours && plain && fs::remove_file(entry.path()).is_ok() {
-            removed += 1;
-        }
-    }
-    removed
+    })
 }
 
 #[cfg(test)]
@@ -326,36 +252,5 @@ mod tests {
                 .is_file(),
             "the cache is a regular file"
         );
-    }
-
-    #[test]
-    fn stale_temp_files_are_removed_and_nothing_else() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("backends.json");
-        store(&path, &sample()).expect("store");
-        let stale = [".backends.json.a1B2c3.tmp", ".backends.json.tmp.4242"];
-        let keep = [
-            "backends.json",
-            ".backends.json.tmp",
-            ".backends.json.tmp.x1",
-            ".other.json.a1B2c3.tmp",
-            "notes.tmp",
-        ];
-        for name in stale.iter().chain(&keep[1..]) {
-            fs::write(dir.path().join(name), b"x").expect("write");
-        }
-        fs::create_dir(dir.path().join(".backends.json.dir.tmp")).expect("mkdir");
-        assert_eq!(remove_stale_temp_files(&path), stale.len());
-        let mut names: Vec<String> = fs::read_dir(dir.path())
-            .expect("read_dir")
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect();
-        names.sort();
-        let mut want: Vec<String> = keep.iter().map(|s| s.to_string()).collect();
-        want.push(".backends.json.dir.tmp".to_string());
-        want.sort();
-        assert_eq!(names, want);
-        assert_eq!(load(&path).ok().flatten(), Some(sample()));
     }
 }

@@ -14,8 +14,7 @@
 //!   answered must not leave the node nothing to restore at boot), and never
 //!   drops or rewrites an entry it does not manage.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use apiserver_proxy_types::Endpoint;
@@ -163,22 +162,12 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Er
     }
 }
 
-/// Writes `bytes` to `path` so that a crash leaves the old file or the new
-/// one, never half of either.
+/// Writes `bytes` to `path` with the one safe write
+/// (`apiserver_proxy_types::file::write_atomic`): a crash leaves the old
+/// file or the new one, and a symlink planted in the state folder (a
+/// hostPath the pod can write) is never followed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(io("create", dir))?;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = File::create(&tmp).map_err(io("create", &tmp))?;
-        f.write_all(bytes).map_err(io("write", &tmp))?;
-        f.sync_all().map_err(io("fsync", &tmp))?;
-    }
-    fs::rename(&tmp, path).map_err(io("rename", path))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("fsync", dir))?;
-    Ok(())
+    apiserver_proxy_types::file::write_atomic(path, bytes, Some(0o644)).map_err(io("write", path))
 }
 
 pub fn path_in(state_dir: &Path) -> PathBuf {
@@ -275,6 +264,29 @@ pub fn load_go(persist_dir: &Path) -> Result<Option<SavedVs>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: state.json was written through the fixed name
+    /// `state.tmp`, opened with `File::create`, which follows a symlink
+    /// planted in the state folder and truncates its target.
+    #[test]
+    fn saving_never_follows_a_symlink_planted_in_the_state_folder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").expect("write");
+        std::os::unix::fs::symlink(&victim, dir.path().join("state.tmp")).expect("symlink");
+        save(
+            dir.path(),
+            &NodeState::new("apiproxy0", VipMode::Address, Vec::new()),
+        )
+        .expect("save");
+        assert_eq!(fs::read(&victim).expect("read"), b"precious");
+        assert!(
+            fs::symlink_metadata(path_in(dir.path()))
+                .expect("stat")
+                .file_type()
+                .is_file()
+        );
+    }
 
     fn ep(s: &str) -> Endpoint {
         s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))

@@ -1,8 +1,12 @@
 //! Types every crate of bcs-apiserver-proxy agrees on.
 //!
 //! Kept deliberately small: an [`Endpoint`] (an `IP:PORT` that parses with
-//! errors a person can act on), the address [`Family`], and the binaries'
-//! [`outln!`]. Anything richer belongs to the crate that owns the concept.
+//! errors a person can act on), the address [`Family`], the binaries'
+//! [`outln!`], and [`file::write_atomic`], the one way every crate writes a
+//! file on the node. Anything richer belongs to the crate that owns the
+//! concept.
+
+pub mod file;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
