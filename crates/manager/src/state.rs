@@ -217,7 +217,47 @@ pub fn parse(text: &str, path: &Path) -> Result<NodeState> {
             state.version
         )));
     }
+    let problems = problems(&state);
+    if !problems.is_empty() {
+        return Err(bad(format!("invalid: {}", problems.join("; "))));
+    }
     Ok(state)
+}
+
+/// What the configuration's validation would refuse, checked again on a
+/// file anyone with write access to the state folder may have edited: it
+/// reaches the kernel at boot, before any daemon looks at it.
+fn problems(state: &NodeState) -> Vec<String> {
+    use crate::config::{check_interface_name, check_scheduler};
+    let mut out = Vec::new();
+    if let Err(e) = check_interface_name(&state.interface) {
+        out.push(format!("interface: {e}"));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, vs) in state.virtual_servers.iter().enumerate() {
+        let at = format!("virtualServers[{i}] ({})", vs.vip);
+        if !seen.insert(vs.vip) {
+            out.push(format!("{at}: listed twice"));
+        }
+        if let Some(name) = &vs.interface
+            && let Err(e) = check_interface_name(name)
+        {
+            out.push(format!("{at}.interface: {e}"));
+        }
+        if let Err(e) = check_scheduler(&vs.scheduler) {
+            out.push(format!("{at}.scheduler: {e}"));
+        }
+        for b in &vs.backends {
+            if b.family() != vs.vip.family() {
+                out.push(format!(
+                    "{at}.backends: {b} is {} but the VIP is {}: IPVS cannot mix families",
+                    b.family(),
+                    vs.vip.family()
+                ));
+            }
+        }
+    }
+    out
 }
 
 #[derive(Debug, Deserialize)]
@@ -264,6 +304,54 @@ pub fn load_go(persist_dir: &Path) -> Result<Option<SavedVs>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: these reached the kernel step of `reload`.
+    #[test]
+    fn a_state_file_is_validated_like_a_config_file() {
+        let path = Path::new("/x/state.json");
+        let file = |interface: &str, vs: &str| {
+            format!(
+                r#"{{"kind":"{KIND}","version":{VERSION},"interface":"{interface}","vipMode":"address","virtualServers":[{vs}]}}"#
+            )
+        };
+        let vs = r#"{"vip":"10.103.97.2:6443","scheduler":"rr","backends":["192.168.1.10:6443"]}"#;
+        assert!(parse(&file("apiproxy0", vs), path).is_ok());
+        for (text, says) in [
+            (file("../../x", vs), "interface: "),
+            (
+                file(
+                    "apiproxy0",
+                    r#"{"vip":"10.103.97.2:6443","scheduler":"rr","backends":[],"interface":"a/b"}"#,
+                ),
+                "virtualServers[0] (10.103.97.2:6443).interface",
+            ),
+            (
+                file(
+                    "apiproxy0",
+                    r#"{"vip":"10.103.97.2:6443","scheduler":"bogus","backends":[]}"#,
+                ),
+                "unknown IPVS scheduler \"bogus\"",
+            ),
+            (
+                file(
+                    "apiproxy0",
+                    r#"{"vip":"10.103.97.2:6443","scheduler":"rr","backends":["[fd00::1]:6443"]}"#,
+                ),
+                "cannot mix families",
+            ),
+            (file("apiproxy0", &format!("{vs},{vs}")), "listed twice"),
+            (
+                file("apiproxy0", vs).replace("\"address\"", "\"bogus\""),
+                "unknown variant `bogus`",
+            ),
+        ] {
+            let e = parse(&text, path).expect_err(&text).to_string();
+            assert!(
+                e.contains(says) && e.contains("/x/state.json"),
+                "{says}: {e}"
+            );
+        }
+    }
 
     /// Regression: state.json was written through the fixed name
     /// `state.tmp`, opened with `File::create`, which follows a symlink
