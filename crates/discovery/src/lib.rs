@@ -150,7 +150,9 @@ impl DiscoveryConfig {
         }
     }
 
-    fn validate(&self) -> Result<(), Error> {
+    /// What [`Discovery::start`] refuses, without starting anything (the
+    /// manager's `config check` runs it too).
+    pub fn validate(&self) -> Result<(), Error> {
         let mut seen = BTreeSet::new();
         for vs in &self.virtual_servers {
             if !seen.insert(vs.vip) {

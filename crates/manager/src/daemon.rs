@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apiserver_proxy_dataplane::{HostEvent, HostMonitor};
-use apiserver_proxy_discovery::{DesiredSet, Discovery, DiscoveryConfig, Source, VirtualServer};
-use apiserver_proxy_health::{Checker, ClientCert, HealthConfig, Outcome, ProbeKind, ProbeRecord};
+use apiserver_proxy_discovery::{DesiredSet, Discovery, Source, VirtualServer};
+use apiserver_proxy_health::{Checker, Outcome, ProbeKind, ProbeRecord};
 use tokio::sync::mpsc;
 
-use crate::config::Config;
+use crate::config::{Config, discovery_config, health_config};
 use crate::error::{Error, Result};
 use crate::http::{self, Status};
 use crate::kernel::Netlink;
@@ -23,35 +23,6 @@ use crate::lock::StateLock;
 use crate::metrics::Metrics;
 use crate::reconcile::Reconciler;
 use crate::state::{self, NodeState};
-
-/// The health crate's configuration from ours.
-pub fn health_config(c: &Config) -> HealthConfig {
-    let h = &c.health;
-    let defaults = HealthConfig::default();
-    let mut tls = defaults.tls.clone();
-    tls.ca_file = h.ca_file.clone();
-    tls.server_name = h.server_name.clone();
-    tls.insecure_skip_verify = h.insecure_skip_verify;
-    if let (Some(cert), Some(key)) = (&h.client_cert, &h.client_key) {
-        tls.client_cert = Some(ClientCert {
-            cert_file: cert.clone(),
-            key_file: key.clone(),
-        });
-    }
-    HealthConfig {
-        mode: h.mode,
-        path: h.path.clone(),
-        interval: h.interval,
-        // Nodes drift apart instead of probing in lock-step.
-        jitter: h.interval / 10,
-        timeout: h.timeout,
-        rise: h.rise,
-        fall: h.fall,
-        success_statuses: h.success_statuses.iter().copied().collect(),
-        tls,
-        ..defaults
-    }
-}
 
 /// Builds the kube client configuration: the kubeconfig given, else the
 /// in-cluster service account, else whatever `kube` infers.
@@ -103,22 +74,13 @@ pub async fn run(
     )?;
     let mut health_rx = checker.subscribe();
 
-    let vss: Vec<VirtualServer> = config
-        .virtual_servers
-        .iter()
-        .map(|vs| {
-            let mut v = VirtualServer::new(vs.vip);
-            v.port_name = vs.port_name.clone();
-            v.seeds = vs.seeds.iter().copied().collect();
-            v
-        })
-        .collect();
+    let base_discovery = discovery_config(&config);
+    let vss: Vec<VirtualServer> = base_discovery.virtual_servers.clone();
     let mut discovery = if config.discovery.enabled {
         match kube_config(&config).await {
             Ok(base) => {
-                let mut dc = DiscoveryConfig::new(vss.clone());
+                let mut dc = base_discovery;
                 dc.cache_path = Some(state::cache_path_in(&config.state_dir));
-                dc.stale_after = config.discovery.stale_watch_timeout;
                 Some(Discovery::start(dc, base)?)
             }
             Err(e) => {

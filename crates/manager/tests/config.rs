@@ -4,8 +4,10 @@ use apiserver_proxy_manager::config::{
     self, ConfigError, FileFormat, HealthMode, VipMode, default_yaml, parse_str,
 };
 
+/// What `config check` says of `text`: the file's own problems, else the
+/// whole-configuration validation's.
 fn problems(text: &str) -> Vec<String> {
-    match parse_str(text, "test.yaml") {
+    match parse_str(text, "test.yaml").and_then(|l| config::validate(&l.config)) {
         Err(ConfigError::Invalid { problems, .. }) => {
             problems.iter().map(|p| p.to_string()).collect()
         }
@@ -192,4 +194,93 @@ fn config_check_refuses_the_readiness_paths_the_checker_refuses() {
         assert!(err.contains("health.path"), "{bad}: {err}");
     }
     assert!(parse_str("health:\n  path: /readyz?verbose\n", "c.yaml").is_ok());
+}
+
+/// Regression: `config check` said "ok" to each of these, and the daemon
+/// then refused it at start (or spun, or panicked on the overflow).
+#[test]
+fn config_check_refuses_what_the_daemon_refuses_at_start() {
+    let vs = "virtualServers:\n  - vip: 10.103.97.2:6443\n";
+    for (extra, says) in [
+        ("health:\n  interval: 100000h\n", "interval must be between"),
+        (
+            "health:\n  successStatuses: [200, 401]\n",
+            "status 401 is both",
+        ),
+        (
+            "resyncInterval: 1ns\n",
+            "resyncInterval: 1ns is out of bounds",
+        ),
+        (
+            "resyncInterval: 2000000000000000000s\n",
+            "resyncInterval: 63376175628years",
+        ),
+        ("drainTimeout: 1000d\n", "drainTimeout: "),
+    ] {
+        let p = problems(&format!("{vs}{extra}"));
+        assert!(p.iter().any(|p| p.contains(says)), "{extra}: {p:?}");
+    }
+    let p = problems("virtualServers:\n  - vip: 10.103.97.2:6443\n    portName: \"\"\n");
+    assert!(
+        p.iter().any(|p| p.contains("the port name is empty")),
+        "{p:?}"
+    );
+    let go = r#"{"proxyLvs":{"virtualAddress":"10.103.97.2:6443"},"healthCheck":{"healthPath":"readyz"}}"#;
+    let p = problems(go);
+    assert!(
+        p.iter().any(|p| p.contains("write it like /readyz")),
+        "{p:?}"
+    );
+}
+
+mod property {
+    use super::*;
+    use apiserver_proxy_manager::config::{discovery_config, health_config};
+    use proptest::prelude::*;
+
+    /// A config file built from values near every bound, valid or not.
+    fn file() -> impl Strategy<Value = String> {
+        let dur = prop::sample::select(vec![
+            "0s", "1ns", "1ms", "9ms", "10ms", "250ms", "1s", "59m", "1h", "2h", "24h", "25h",
+            "100000h",
+        ]);
+        let statuses =
+            prop::sample::select(vec!["[200]", "[]", "[200, 401]", "[204, 500]", "[403]"]);
+        let port = prop::sample::select(vec!["https", "", "h"]);
+        let path = prop::sample::select(vec!["/readyz", "readyz", "/ready z", "/livez?verbose"]);
+        (
+            (dur.clone(), dur.clone(), dur.clone(), dur.clone()),
+            (dur, statuses, port, path),
+            (0u32..3, 0u32..3),
+        )
+            .prop_map(
+                |((resync, drain, interval, timeout), (stale, statuses, port, path), (rise, fall))| {
+                    format!(
+                        "virtualServers:\n  - vip: 10.103.97.2:6443\n    portName: \"{port}\"\n\
+                         resyncInterval: {resync}\ndrainTimeout: {drain}\n\
+                         health:\n  interval: {interval}\n  timeout: {timeout}\n  rise: {rise}\n  fall: {fall}\n  \
+                         successStatuses: {statuses}\n  path: \"{path}\"\n\
+                         discovery:\n  staleWatchTimeout: {stale}\n"
+                    )
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// What `config check` accepts, the daemon's start accepts (its
+        /// health checker and discovery validate again), and what either
+        /// refuses, `config check` refuses.
+        #[test]
+        fn config_check_and_the_daemon_agree(text in file()) {
+            let check = parse_str(&text, "p.yaml").and_then(|l| config::validate(&l.config));
+            let daemon = parse_str(&text, "p.yaml").ok().map(|l| l.config).filter(|c| {
+                config::validate(c).is_ok()
+                    && health_config(c).validate().is_ok()
+                    && discovery_config(c).validate().is_ok()
+            });
+            prop_assert_eq!(check.is_ok(), daemon.is_some(), "{}", text);
+        }
+    }
 }

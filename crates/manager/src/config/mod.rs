@@ -17,6 +17,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use apiserver_proxy_discovery::{DiscoveryConfig, VirtualServer};
+use apiserver_proxy_health::{ClientCert, HealthConfig};
 use apiserver_proxy_types::Endpoint;
 use serde_json::{Map, Value};
 
@@ -304,6 +306,46 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             message: e,
         });
     }
+    for (path, value, min, max) in [
+        (
+            "resyncInterval",
+            config.resync_interval,
+            RESYNC_MIN,
+            RESYNC_MAX,
+        ),
+        (
+            "drainTimeout",
+            config.drain_timeout,
+            Duration::ZERO,
+            DRAIN_MAX,
+        ),
+    ] {
+        if value < min || value > max {
+            problems.push(Problem {
+                path: path.into(),
+                message: format!(
+                    "{} is out of bounds: give between {} and {}",
+                    humantime::format_duration(value),
+                    humantime::format_duration(min),
+                    humantime::format_duration(max)
+                ),
+            });
+        }
+    }
+    // What the daemon's health checker and discovery would refuse at start,
+    // refused here too: `config check` and the daemon judge alike.
+    if let Err(e) = health_config(config).validate() {
+        problems.push(Problem {
+            path: "health".into(),
+            message: e.to_string(),
+        });
+    }
+    if let Err(e) = discovery_config(config).validate() {
+        problems.push(Problem {
+            path: "virtualServers / discovery".into(),
+            message: e.to_string(),
+        });
+    }
     if config.health.client_cert.is_some() != config.health.client_key.is_some() {
         problems.push(Problem {
             path: "health".into(),
@@ -319,6 +361,59 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         })
     }
 }
+
+/// The health crate's configuration from ours.
+pub fn health_config(c: &Config) -> HealthConfig {
+    let h = &c.health;
+    let defaults = HealthConfig::default();
+    let mut tls = defaults.tls.clone();
+    tls.ca_file = h.ca_file.clone();
+    tls.server_name = h.server_name.clone();
+    tls.insecure_skip_verify = h.insecure_skip_verify;
+    if let (Some(cert), Some(key)) = (&h.client_cert, &h.client_key) {
+        tls.client_cert = Some(ClientCert {
+            cert_file: cert.clone(),
+            key_file: key.clone(),
+        });
+    }
+    HealthConfig {
+        mode: h.mode,
+        path: h.path.clone(),
+        interval: h.interval,
+        // Nodes drift apart instead of probing in lock-step.
+        jitter: h.interval / 10,
+        timeout: h.timeout,
+        rise: h.rise,
+        fall: h.fall,
+        success_statuses: h.success_statuses.iter().copied().collect(),
+        tls,
+        ..defaults
+    }
+}
+
+/// The discovery crate's configuration from ours (without the cache path,
+/// which the daemon adds).
+pub fn discovery_config(c: &Config) -> DiscoveryConfig {
+    let vss = c
+        .virtual_servers
+        .iter()
+        .map(|vs| {
+            let mut v = VirtualServer::new(vs.vip);
+            v.port_name = vs.port_name.clone();
+            v.seeds = vs.seeds.iter().copied().collect();
+            v
+        })
+        .collect();
+    let mut dc = DiscoveryConfig::new(vss);
+    dc.stale_after = c.discovery.stale_watch_timeout;
+    dc
+}
+
+/// Bounds of the durations the manager itself uses. The health checker and
+/// discovery check theirs ([`validate`] asks them).
+pub const RESYNC_MIN: Duration = Duration::from_millis(10);
+pub const RESYNC_MAX: Duration = Duration::from_secs(3600);
+pub const DRAIN_MAX: Duration = Duration::from_secs(24 * 3600);
 
 /// Linux interface names, by the dataplane's rule (the kernel's): the one
 /// check, so that `config check` refuses what the daemon would.
