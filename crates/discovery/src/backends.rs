@@ -106,16 +106,22 @@ pub enum Decision {
     RejectEmpty,
     /// The answer is empty and so is the current set: nothing to do.
     EmptyStaysEmpty,
+    /// The answer lists more backends than allowed: keep the current set.
+    RejectOversized,
 }
 
 /// The fail-static rule. `current_from_cluster` says whether the current set
-/// already came from the cluster (so an equal answer is not news).
+/// already came from the cluster (so an equal answer is not news); an
+/// answer longer than `max_backends` is refused whatever the current set.
 pub fn decide(
     current: &BTreeSet<Endpoint>,
     current_from_cluster: bool,
     answer: &BTreeSet<Endpoint>,
+    max_backends: usize,
 ) -> Decision {
-    if answer.is_empty() {
+    if answer.len() > max_backends {
+        Decision::RejectOversized
+    } else if answer.is_empty() {
         if current.is_empty() {
             Decision::EmptyStaysEmpty
         } else {
@@ -254,14 +260,26 @@ mod tests {
         let one: BTreeSet<_> = [ep("10.0.0.1:6443")].into_iter().collect();
         let two: BTreeSet<_> = [ep("10.0.0.2:6443")].into_iter().collect();
         let none = BTreeSet::new();
-        assert_eq!(decide(&one, true, &none), Decision::RejectEmpty);
-        assert_eq!(decide(&one, false, &none), Decision::RejectEmpty);
-        assert_eq!(decide(&none, false, &none), Decision::EmptyStaysEmpty);
-        assert_eq!(decide(&one, true, &one), Decision::Unchanged);
+        assert_eq!(decide(&one, true, &none, 16), Decision::RejectEmpty);
+        assert_eq!(decide(&one, false, &none, 16), Decision::RejectEmpty);
+        assert_eq!(decide(&none, false, &none, 16), Decision::EmptyStaysEmpty);
+        assert_eq!(decide(&one, true, &one, 16), Decision::Unchanged);
         // Same backends, but the current set came from seeds or the cache:
         // the cluster confirming it is news (the source changes).
-        assert_eq!(decide(&one, false, &one), Decision::Replace);
-        assert_eq!(decide(&one, true, &two), Decision::Replace);
-        assert_eq!(decide(&none, false, &two), Decision::Replace);
+        assert_eq!(decide(&one, false, &one, 16), Decision::Replace);
+        assert_eq!(decide(&one, true, &two, 16), Decision::Replace);
+        assert_eq!(decide(&none, false, &two, 16), Decision::Replace);
+    }
+
+    #[test]
+    fn an_answer_longer_than_the_cap_is_refused_whatever_the_current_set() {
+        let one: BTreeSet<_> = [ep("10.0.0.1:6443")].into_iter().collect();
+        let three: BTreeSet<_> = (1..=3).map(|i| ep(&format!("10.0.0.{i}:6443"))).collect();
+        assert_eq!(decide(&one, true, &three, 3), Decision::Replace);
+        assert_eq!(decide(&one, true, &three, 2), Decision::RejectOversized);
+        assert_eq!(
+            decide(&BTreeSet::new(), false, &three, 2),
+            Decision::RejectOversized
+        );
     }
 }

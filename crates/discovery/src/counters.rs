@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Counters {
     pub(crate) desired_sets_emitted: AtomicU64,
     pub(crate) empty_answers_ignored: AtomicU64,
+    pub(crate) oversized_answers_ignored: AtomicU64,
+    pub(crate) foreign_objects_ignored: AtomicU64,
     pub(crate) watch_errors: AtomicU64,
     pub(crate) relists: AtomicU64,
     pub(crate) gone_relists: AtomicU64,
@@ -27,6 +29,12 @@ pub struct CountersSnapshot {
     /// Cluster answers with no usable backend that were not applied because
     /// the current set is non-empty (fail-static), counted per virtual server.
     pub empty_answers_ignored: u64,
+    /// Cluster answers with more backends than `max_backends`, not applied
+    /// (the current set stays), counted per virtual server.
+    pub oversized_answers_ignored: u64,
+    /// EndpointSlices or Endpoints not named as the service (only the
+    /// apiserver's own object is read), counted per answer.
+    pub foreign_objects_ignored: u64,
     /// Errors from the watch (list failures, broken streams, error events).
     pub watch_errors: u64,
     /// Full lists completed (initial, after 410 Gone, after a stale watch,
@@ -66,6 +74,8 @@ macro_rules! incs {
 incs!(
     desired_sets_emitted,
     empty_answers_ignored,
+    oversized_answers_ignored,
+    foreign_objects_ignored,
     watch_errors,
     relists,
     gone_relists,

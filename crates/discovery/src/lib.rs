@@ -88,6 +88,9 @@ impl VirtualServer {
     }
 }
 
+/// The most backends an answer may list before it is refused.
+pub const DEFAULT_MAX_BACKENDS: usize = 16;
+
 /// The name of the apiserver port of the `kubernetes` service.
 pub const DEFAULT_PORT_NAME: &str = "https";
 
@@ -129,6 +132,11 @@ pub struct DiscoveryConfig {
     /// Also try the server URL of the base kube config (kubeconfig or
     /// in-cluster) after every known backend has failed.
     pub use_config_server_as_last_resort: bool,
+    /// An answer with more backends than this is not applied (the current
+    /// set stays, and a warning and a counter say why): a control plane
+    /// has a handful of apiservers, and a list longer than this is a
+    /// mistake or an attempt to steer the node's traffic.
+    pub max_backends: usize,
 }
 
 impl DiscoveryConfig {
@@ -147,6 +155,7 @@ impl DiscoveryConfig {
             errors_before_switch: 2,
             connect_timeout: Duration::from_secs(5),
             use_config_server_as_last_resort: true,
+            max_backends: DEFAULT_MAX_BACKENDS,
         }
     }
 
@@ -189,6 +198,9 @@ impl DiscoveryConfig {
                     "{field} is {value:?}; it must be positive and at most {MAX_DURATION:?}"
                 )));
             }
+        }
+        if self.max_backends == 0 {
+            return Err(Error::Config("max_backends must be at least 1".into()));
         }
         if self.backoff_max < self.backoff_initial {
             return Err(Error::Config(format!(

@@ -217,11 +217,16 @@ impl Engine {
         match mode {
             Mode::Slices => {
                 let api: Api<EndpointSlice> = Api::namespaced(client, &self.config.namespace);
+                // The apiserver writes one slice for its own service, named
+                // as the service; others carrying the label (anyone who can
+                // write EndpointSlices in the namespace can add one) are not
+                // asked for, and dropped in `evaluate` if served anyway.
                 let wc = watcher::Config::default()
                     .labels(&format!(
                         "kubernetes.io/service-name={}",
                         self.config.service_name
                     ))
+                    .fields(&format!("metadata.name={}", self.config.service_name))
                     .timeout(timeout);
                 watcher::watcher(api, wc)
                     .map_ok(|e| map_event(e, |s| Obj::Slice(Box::new(s))))
@@ -348,6 +353,17 @@ impl Engine {
     async fn evaluate(&mut self, mode: Mode, objects: &BTreeMap<String, Obj>) -> bool {
         let mut changed = false;
         let vss = self.config.virtual_servers.clone();
+        let name = self.config.service_name.clone();
+        let foreign = objects.keys().filter(|k| **k != name).count();
+        if foreign > 0 {
+            self.counters.bump(|c| &c.foreign_objects_ignored);
+            warn!(
+                foreign,
+                "ignoring objects not named {name:?}: only the apiserver's own object lists the apiservers"
+            );
+        }
+        let objects: BTreeMap<&String, &Obj> =
+            objects.iter().filter(|(k, _)| **k == name).collect();
         for vs in &vss {
             let answer = match mode {
                 Mode::Slices => backends::backends_from_slices(
@@ -372,7 +388,7 @@ impl Engine {
                 Some(c) => (&c.backends, c.source == Source::Cluster),
                 None => (&empty, false),
             };
-            match backends::decide(current, from_cluster, &answer) {
+            match backends::decide(current, from_cluster, &answer, self.config.max_backends) {
                 Decision::Replace => {
                     info!(vs = %vs.vip, backends = ?answer, "new desired set from the cluster");
                     if !self.emit(vs.vip, answer, Source::Cluster).await {
@@ -389,6 +405,16 @@ impl Engine {
                         "the cluster answered with no usable {} backend on port {:?}; keeping the current set (fail-static)",
                         vs.family(),
                         vs.port_name
+                    );
+                }
+                Decision::RejectOversized => {
+                    self.counters.bump(|c| &c.oversized_answers_ignored);
+                    warn!(
+                        vs = %vs.vip,
+                        listed = answer.len(),
+                        max = self.config.max_backends,
+                        kept = current.len(),
+                        "the cluster listed more apiservers than allowed; keeping the current set"
                     );
                 }
                 Decision::Unchanged | Decision::EmptyStaysEmpty => {}

@@ -42,6 +42,35 @@ async fn kube_config(c: &Config) -> std::result::Result<kube::Config, String> {
         .map_err(|e| format!("no kubeconfig and no in-cluster credentials: {e}"))
 }
 
+/// Discovery's refusal counters as last exported, so that each resync adds
+/// only what is new.
+#[derive(Default)]
+struct RejectedSeen {
+    empty: u64,
+    oversized: u64,
+    foreign: u64,
+}
+
+impl RejectedSeen {
+    fn export(&mut self, c: &apiserver_proxy_discovery::CountersSnapshot, metrics: &Metrics) {
+        for (reason, now, seen) in [
+            ("empty", c.empty_answers_ignored, &mut self.empty),
+            ("too_many", c.oversized_answers_ignored, &mut self.oversized),
+            (
+                "foreign_object",
+                c.foreign_objects_ignored,
+                &mut self.foreign,
+            ),
+        ] {
+            metrics
+                .discovery_rejected
+                .with_label_values(&[reason])
+                .inc_by(now.saturating_sub(*seen));
+            *seen = now;
+        }
+    }
+}
+
 /// Why the loop stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
@@ -104,7 +133,7 @@ pub async fn run(
 
     let mut resync = tokio::time::interval(config.resync_interval);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut rejected_seen = 0;
+    let mut rejected_seen = RejectedSeen::default();
     let result = loop {
         let next_set = async {
             match discovery.as_mut() {
@@ -154,9 +183,7 @@ pub async fn run(
             }
             _ = resync.tick() => {
                 if let Some(d) = &discovery {
-                    let rejected = d.counters().snapshot().empty_answers_ignored;
-                    metrics.discovery_rejected.inc_by(rejected.saturating_sub(rejected_seen));
-                    rejected_seen = rejected;
+                    rejected_seen.export(&d.counters().snapshot(), &metrics);
                 }
                 // A failure is logged (once a minute) and counted inside.
                 let _ = r.ensure_host().await;

@@ -30,7 +30,7 @@ pub struct Metrics {
     pub fail_open: IntGaugeVec,
     pub sysctl_unset: IntGaugeVec,
     pub discovery_source: IntGaugeVec,
-    pub discovery_rejected: IntCounter,
+    pub discovery_rejected: IntCounterVec,
     pub build_info: IntGaugeVec,
 }
 
@@ -188,10 +188,13 @@ impl Metrics {
                 ),
                 &["vs", "source"],
             )),
-            discovery_rejected: must(IntCounter::with_opts(opts(
-                "discovery_rejected_total",
-                "Answers from the cluster with no usable endpoint, ignored (fail-static)",
-            ))),
+            discovery_rejected: must(IntCounterVec::new(
+                opts(
+                    "discovery_rejected_total",
+                    "Answers or objects from the cluster not applied: no usable endpoint (fail-static), more apiservers than allowed, or an object not named as the service",
+                ),
+                &["reason"],
+            )),
             build_info: must(IntGaugeVec::new(
                 opts("build_info", "Always 1; labels say which build runs"),
                 &["version"],
