@@ -35,10 +35,13 @@ pub trait Kernel: Send + 'static {
     /// Applies one operation, idempotently (creating what exists updates it,
     /// deleting what is gone succeeds).
     fn apply(&mut self, op: &Op) -> Result<()>;
-    /// The connections through `vip` to `backend` (IPVS's entries), or,
-    /// with `None`, the node's own established sockets to `vip` whatever
-    /// IPVS still knows of them.
-    fn connections(&mut self, vip: Endpoint, backend: Option<Endpoint>) -> Result<Vec<IpvsConn>>;
+    /// The connections through `vip` to `backend`, as IPVS's entries name
+    /// them.
+    fn connections(&mut self, vip: Endpoint, backend: Endpoint) -> Result<Vec<IpvsConn>>;
+    /// The node's own established sockets to `vip` that IPVS holds no entry
+    /// for: whatever removed the entry (a flush, a destination deleted by
+    /// hand) left them on a path that no longer exists.
+    fn orphaned_sockets(&mut self, vip: Endpoint) -> Result<Vec<IpvsConn>>;
     /// Destroys the node-local client sockets of these connections.
     fn cut(&mut self, conns: &[IpvsConn]) -> Result<usize>;
     /// Makes the host hold `spec` (interface up, every VIP placed, sysctls
@@ -101,20 +104,19 @@ pub struct Applied {
 /// Applies a plan in order. A failed operation does not stop the others:
 /// each is independent, and the next pass retries what failed.
 ///
-/// Some operations leave node-local sockets on IPVS entries whose
-/// destination is gone (see [`Orphans`]). Their connections are read
-/// *before* the operation where it removes the destination (afterwards IPVS
-/// may expire the entries) and cut *after* it (so that the client's
-/// reconnect cannot be balanced to the old destination again). An idle
-/// client, such as a kubelet watch or the daemon's own watch through the
-/// VIP, would otherwise hang on its socket until its own timeout.
+/// Some operations concern node-local sockets left on a path that no longer
+/// exists (see [`Orphans`]). They are read *before* the operation (a
+/// deleted destination's entries may expire with it; a repaired one would
+/// hide what was lost) and cut *after* it (so that the client's reconnect
+/// goes through the table as it now stands). An idle client, such as a
+/// kubelet watch or the daemon's own watch through the VIP, would otherwise
+/// hang on its socket until its own timeout.
 pub fn apply_plan<K: Kernel + ?Sized>(kernel: &mut K, plan: &Plan) -> Applied {
     let mut out = Applied::default();
     for op in &plan.ops {
-        let orphans = Orphans::of(op);
-        let mut doomed = match orphans {
-            Some(o) if o.read_before => o.read(kernel, &mut out),
-            _ => Vec::new(),
+        let doomed = match Orphans::of(op) {
+            Some(o) => o.read(kernel, &mut out),
+            None => Vec::new(),
         };
         match kernel.apply(op) {
             Ok(()) => out.ops += 1,
@@ -125,9 +127,6 @@ pub fn apply_plan<K: Kernel + ?Sized>(kernel: &mut K, plan: &Plan) -> Applied {
                 });
                 continue;
             }
-        }
-        if let Some(o) = orphans.filter(|o| !o.read_before) {
-            doomed = o.read(kernel, &mut out);
         }
         if !doomed.is_empty() {
             match kernel.cut(&doomed) {
@@ -144,18 +143,23 @@ pub fn apply_plan<K: Kernel + ?Sized>(kernel: &mut K, plan: &Plan) -> Applied {
     out
 }
 
-/// The node-local connections an operation orphans, and so must cut.
+/// The node-local connections an operation leaves on a path that no longer
+/// exists, and so must cut.
 #[derive(Debug, Clone, Copy)]
-struct Orphans {
-    vip: Endpoint,
-    /// `None`: every backend of the VIP.
-    backend: Option<Endpoint>,
-    /// Read before the operation: it deletes the destination the entries
-    /// point at, and IPVS may expire them once it is gone.
-    read_before: bool,
-    /// Only established connections. Sockets still in their handshake
-    /// recover by themselves.
-    established_only: bool,
+enum Orphans {
+    /// The connections IPVS lists to a backend the operation deletes; read
+    /// before it (IPVS may expire them once the destination is gone).
+    ToBackend {
+        vip: Endpoint,
+        backend: Endpoint,
+        /// Only established ones: sockets still in their handshake recover
+        /// by themselves.
+        established_only: bool,
+    },
+    /// The node's sockets to the VIP whose IPVS entry is gone; read before
+    /// an operation that repairs what someone else removed (after it, the
+    /// repaired path would look like theirs again).
+    WithoutEntry { vip: Endpoint },
 }
 
 impl Orphans {
@@ -166,10 +170,9 @@ impl Orphans {
                 vip,
                 backend,
                 why: DeleteReason::Dead,
-            } => Some(Orphans {
+            } => Some(Orphans::ToBackend {
                 vip: *vip,
-                backend: Some(*backend),
-                read_before: true,
+                backend: *backend,
                 established_only: false,
             }),
             // A drain that timed out deletes a destination that still has
@@ -180,50 +183,55 @@ impl Orphans {
                 vip,
                 backend,
                 why: DeleteReason::DrainTimeout,
-            } => Some(Orphans {
+            } => Some(Orphans::ToBackend {
                 vip: *vip,
-                backend: Some(*backend),
-                read_before: true,
+                backend: *backend,
                 established_only: true,
             }),
-            // A service that had to be created again (`ipvsadm -C`,
-            // kube-proxy's cleanup): the established connections through
-            // its VIP point at destinations that no longer exist.
-            Op::CreateService { vip, .. } => Some(Orphans {
-                vip: *vip,
-                backend: None,
-                read_before: false,
-                established_only: true,
-            }),
+            // The service or a destination is (re)created: if someone
+            // removed it (`ipvsadm -C`, kube-proxy's cleanup, `ipvsadm
+            // -d`), IPVS dropped the entries of the node's connections
+            // through it, and an idle client (a kubelet watch) would hang
+            // on its socket. A destination or service that is new has no
+            // such socket, and nothing is cut.
+            Op::CreateService { vip, .. } | Op::AddDest { vip, .. } => {
+                Some(Orphans::WithoutEntry { vip: *vip })
+            }
             // A drained destination has no active connection left; the
             // other operations keep every destination.
             Op::DelDest {
                 why: DeleteReason::Drained,
                 ..
             }
-            | Op::AddDest { .. }
             | Op::SetWeight { .. }
             | Op::SetScheduler { .. } => None,
         }
     }
 
     fn read<K: Kernel + ?Sized>(&self, kernel: &mut K, out: &mut Applied) -> Vec<IpvsConn> {
-        match kernel.connections(self.vip, self.backend) {
-            Ok(c) => c
-                .into_iter()
-                .filter(|c| !self.established_only || c.state == "ESTABLISHED")
-                .collect(),
-            Err(source) => {
-                out.errors.push(StepError {
-                    step: Step::ReadConnections {
-                        vip: self.vip,
-                        backend: self.backend,
-                    },
-                    source,
-                });
-                Vec::new()
-            }
-        }
+        let (read, vip, backend) = match *self {
+            Orphans::ToBackend {
+                vip,
+                backend,
+                established_only,
+            } => (
+                kernel.connections(vip, backend).map(|c| {
+                    c.into_iter()
+                        .filter(|c| !established_only || c.state == "ESTABLISHED")
+                        .collect()
+                }),
+                vip,
+                Some(backend),
+            ),
+            Orphans::WithoutEntry { vip } => (kernel.orphaned_sockets(vip), vip, None),
+        };
+        read.unwrap_or_else(|source| {
+            out.errors.push(StepError {
+                step: Step::ReadConnections { vip, backend },
+                source,
+            });
+            Vec::new()
+        })
     }
 }
 
@@ -437,24 +445,40 @@ impl Kernel for Netlink {
         r.map_err(Error::from)
     }
 
-    fn connections(&mut self, vip: Endpoint, backend: Option<Endpoint>) -> Result<Vec<IpvsConn>> {
-        match backend {
-            Some(b) => Ok(conntable::tcp_through(&conntable::read()?, vip.0, b.0)),
-            // The node's own sockets, from the socket table: a flush can
-            // take the IPVS entries with it while the sockets stay open.
-            None => Ok(tcp_table::established_to(vip.0)?
-                .into_iter()
-                .map(|s| IpvsConn {
-                    protocol: "TCP".into(),
-                    client: s.local,
-                    virtual_addr: vip.0,
-                    // Unknown: the entry that named it may be gone.
-                    dest: vip.0,
-                    state: "ESTABLISHED".into(),
-                    expires: 0,
-                })
-                .collect()),
+    fn connections(&mut self, vip: Endpoint, backend: Endpoint) -> Result<Vec<IpvsConn>> {
+        Ok(conntable::tcp_through(
+            &conntable::read()?,
+            vip.0,
+            backend.0,
+        ))
+    }
+
+    fn orphaned_sockets(&mut self, vip: Endpoint) -> Result<Vec<IpvsConn>> {
+        let sockets = tcp_table::established_to(vip.0)?;
+        if sockets.is_empty() {
+            return Ok(Vec::new());
         }
+        // Measured on Debian's 6.1 kernel: `ipvsadm -C` and `ipvsadm -d`
+        // take the entries of the connections through what they remove,
+        // while the node's sockets stay open.
+        let entries = conntable::read()?;
+        Ok(sockets
+            .into_iter()
+            .filter(|s| {
+                !entries
+                    .iter()
+                    .any(|e| e.virtual_addr == vip.0 && e.client == s.local)
+            })
+            .map(|s| IpvsConn {
+                protocol: "TCP".into(),
+                client: s.local,
+                virtual_addr: vip.0,
+                // Unknown: the entry that named it is gone.
+                dest: vip.0,
+                state: "ESTABLISHED".into(),
+                expires: 0,
+            })
+            .collect())
     }
 
     fn cut(&mut self, conns: &[IpvsConn]) -> Result<usize> {

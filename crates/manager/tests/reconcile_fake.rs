@@ -141,7 +141,7 @@ async fn a_dead_backends_connections_are_read_before_the_delete_and_cut_after_it
         vec![
             &Call::Connections {
                 vip: ep(VIP),
-                backend: Some(ep(b))
+                backend: ep(b)
             },
             &Call::Apply(Op::DelDest {
                 vip: ep(VIP),
@@ -397,10 +397,7 @@ async fn after_a_flush_the_nodes_established_connections_through_the_vip_are_cut
     assert_eq!(k.weights(ep(VIP)), vec![(ep(a), 1)], "rebuilt");
     assert_eq!(k.cut.len(), 1, "the idle watch is cut: {:?}", k.journal);
     assert!(
-        k.journal.contains(&Call::Connections {
-            vip: ep(VIP),
-            backend: None
-        }),
+        k.journal.contains(&Call::OrphanedSockets(ep(VIP))),
         "{:?}",
         k.journal
     );
@@ -439,7 +436,7 @@ async fn a_drain_that_times_out_cuts_the_connections_it_orphans() {
         vec![
             &Call::Connections {
                 vip: ep(VIP),
-                backend: Some(ep(b))
+                backend: ep(b)
             },
             &Call::Apply(Op::DelDest {
                 vip: ep(VIP),
@@ -453,5 +450,37 @@ async fn a_drain_that_times_out_cuts_the_connections_it_orphans() {
     assert_eq!(
         metric(&m, "apiserver_proxy_sockets_destroyed_total"),
         Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn a_destination_deleted_by_hand_is_re_added_and_its_orphaned_sockets_cut() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = ("192.168.1.10:6443", "192.168.1.11:6443");
+    let mut kernel = FakeKernel::new().with_service(ep(VIP), &[(ep(a), 1), (ep(b), 1)]);
+    let watch: SocketAddr = "10.103.97.2:40000".parse().expect("addr");
+    let other: SocketAddr = "10.103.97.2:40001".parse().expect("addr");
+    kernel.connect(watch, ep(VIP), ep(b));
+    kernel.connect(other, ep(VIP), ep(a));
+    let (mut r, _) = reconciler(config(dir.path(), &[a, b]), kernel, None);
+    r.on_health(health(a, State::Ready));
+    r.on_health(health(b, State::Ready));
+    r.pass().await;
+    assert!(r.kernel_mut().cut.is_empty(), "nothing to cut while whole");
+    // `ipvsadm -d -t VIP -r b`: b's connection loses its entry.
+    r.kernel_mut()
+        .services
+        .get_mut(&ep(VIP))
+        .expect("service")
+        .dests
+        .remove(&ep(b));
+    r.pass().await;
+    let k = r.kernel_mut();
+    assert_eq!(k.weights(ep(VIP)), vec![(ep(a), 1), (ep(b), 1)], "re-added");
+    assert_eq!(
+        k.cut.iter().map(|c| c.client).collect::<Vec<_>>(),
+        vec![watch],
+        "only the orphaned socket is cut: {:?}",
+        k.journal
     );
 }

@@ -32,10 +32,8 @@ pub struct FakeService {
 pub enum Call {
     ReadOurs(Vec<Endpoint>),
     Apply(Op),
-    Connections {
-        vip: Endpoint,
-        backend: Option<Endpoint>,
-    },
+    Connections { vip: Endpoint, backend: Endpoint },
+    OrphanedSockets(Endpoint),
     Cut(usize),
     EnsureHost,
 }
@@ -233,13 +231,31 @@ impl Kernel for FakeKernel {
         Ok(())
     }
 
-    fn connections(&mut self, vip: Endpoint, backend: Option<Endpoint>) -> Result<Vec<IpvsConn>> {
+    fn connections(&mut self, vip: Endpoint, backend: Endpoint) -> Result<Vec<IpvsConn>> {
         self.journal.push(Call::Connections { vip, backend });
         self.check("read connections")?;
         Ok(self
             .conns
             .iter()
-            .filter(|c| c.virtual_addr == vip.0 && backend.is_none_or(|b| c.dest == b.0))
+            .filter(|c| c.virtual_addr == vip.0 && c.dest == backend.0)
+            .cloned()
+            .collect())
+    }
+
+    /// A connection whose service or destination is gone has lost its
+    /// entry, as the real kernel's do when someone removes them.
+    fn orphaned_sockets(&mut self, vip: Endpoint) -> Result<Vec<IpvsConn>> {
+        self.journal.push(Call::OrphanedSockets(vip));
+        self.check("read sockets")?;
+        let dests = self.services.get(&vip).map(|s| &s.dests);
+        Ok(self
+            .conns
+            .iter()
+            .filter(|c| {
+                c.virtual_addr == vip.0
+                    && c.state == "ESTABLISHED"
+                    && dests.is_none_or(|d| !d.contains_key(&Endpoint(c.dest)))
+            })
             .cloned()
             .collect())
     }
