@@ -239,6 +239,7 @@ fn vm_tests(root: &Path, packages: &[String], filters: &[String]) -> Result<VmRu
     let mut job = String::from(
         "# Written by `cargo xtask`: runs every real-kernel test binary with --ignored.\n\
          failed=0\n\
+         ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || true\n\
          export APISERVER_PROXY_LIFECYCLE_OUT=\"$PWD/lifecycle\"\n",
     );
     let mut selected = 0usize;

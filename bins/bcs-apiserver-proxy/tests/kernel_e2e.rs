@@ -926,3 +926,163 @@ fn host_tampering_is_repaired_on_notification_not_on_the_tick() {
         "host_repairs_total went from {before} to {after}"
     );
 }
+
+/// The daemon's resident memory in KiB (`VmRSS`), if it still runs.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// `/healthz` answered 200 within `limit` (a few tries: under attack a
+/// legitimate client competes for the listener's slots, as kubelet's probe
+/// would with its own retries).
+fn healthz_answers(port: u16, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        let ok = Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "2",
+            ])
+            .arg(format!("http://127.0.0.1:{port}/healthz"))
+            .output()
+            .is_ok_and(|o| o.stdout == b"200");
+        if ok {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+/// Holds `n` connections to `addr` open for as long as it lives: half send
+/// nothing, half trickle a request head one byte a second. A connection the
+/// daemon closes is opened again, so the pressure never lets up.
+struct Flood {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<usize>>,
+}
+
+impl Flood {
+    fn start(addr: SocketAddr, n: usize) -> Flood {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let per_thread = 100;
+        let threads = (0..n.div_ceil(per_thread))
+            .map(|t| {
+                let stop = stop.clone();
+                let count = per_thread.min(n - t * per_thread);
+                std::thread::spawn(move || {
+                    let open = || {
+                        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+                        s.set_nonblocking(true).ok()?;
+                        Some(s)
+                    };
+                    let mut conns: Vec<Option<TcpStream>> = (0..count).map(|_| open()).collect();
+                    let head = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+                    let mut tick = 0usize;
+                    let mut reopened = 0usize;
+                    while !stop.load(Ordering::Relaxed) {
+                        for (i, c) in conns.iter_mut().enumerate() {
+                            let alive = match c {
+                                Some(s) => {
+                                    let mut b = [0u8; 512];
+                                    let closed = match s.read(&mut b) {
+                                        Ok(0) => true,
+                                        Ok(_) => false,
+                                        Err(e) => e.kind() != ErrorKind::WouldBlock,
+                                    };
+                                    let trickled = i % 2 == 1
+                                        && s.write(&head[tick % head.len()..][..1]).is_err();
+                                    !closed && !trickled
+                                }
+                                None => false,
+                            };
+                            if !alive {
+                                *c = open();
+                                reopened += 1;
+                            }
+                        }
+                        tick += 1;
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                    reopened
+                })
+            })
+            .collect();
+        Flood { stop, threads }
+    }
+
+    /// Stops the flood; how many times a connection was opened again.
+    fn stop(self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.threads
+            .into_iter()
+            .map(|t| t.join().unwrap_or(0))
+            .sum()
+    }
+}
+
+/// The metrics listener is on the node's network: 2,000 connections that
+/// stay idle or send a header one byte a second must not stop `/healthz`,
+/// grow the daemon past 40 MiB, or delay failover.
+#[test]
+#[ignore = "real-kernel: needs IPVS, run by `cargo xtask test` in the VM"]
+fn two_thousand_slow_connections_do_not_starve_the_daemon() {
+    let _netns = kernel::enter();
+    let _one_at_a_time = serial();
+    let (ca, masters) = masters_with_slice(&[0, 1, 2]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = 18031;
+    let setup = Setup::new(&dir, &ca, &masters[0], port, "5s");
+    let daemon = Daemon::spawn(&setup.args);
+    let pid = daemon.child.id();
+    let (a, b, c) = (&masters[0], &masters[1], &masters[2]);
+    let long = Duration::from_secs(90);
+    wait_for(
+        "all three masters",
+        long,
+        weights(&[(a, 1), (b, 1), (c, 1)]),
+    );
+    let before = rss_kib(pid).expect("the daemon runs");
+
+    let flood = Flood::start(SocketAddr::from(([127, 0, 0, 1], port)), 2000);
+    let mut peak = before;
+    let start = Instant::now();
+    // Long enough for every slow head to hit the read timeout and be
+    // opened again several times.
+    while start.elapsed() < Duration::from_secs(20) {
+        assert!(
+            healthz_answers(port, Duration::from_secs(10)),
+            "/healthz did not answer within 10 s under the flood"
+        );
+        peak = peak.max(rss_kib(pid).expect("the daemon runs"));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+
+    // A crash under the flood is still handled.
+    let crashed = Instant::now();
+    b.stop();
+    wait_for("the crashed master out", long, weights(&[(a, 1), (c, 1)]));
+    let failover = crashed.elapsed();
+    peak = peak.max(rss_kib(pid).expect("the daemon runs"));
+    let reopened = flood.stop();
+    eprintln!(
+        "flood of 2000 connections: RSS {before} KiB before, {peak} KiB at most; \
+         failover under the flood in {:.2} s; connections opened again {reopened} times",
+        failover.as_secs_f64()
+    );
+    assert!(
+        peak < 40 * 1024,
+        "the daemon grew to {peak} KiB under the flood (limit 40 MiB)"
+    );
+    assert!(reopened > 0, "the daemon never closed a slow connection");
+}
