@@ -73,6 +73,46 @@ fn check(file: &std::path::Path) -> ExitCode {
 }
 
 fn fail(e: &anyhow::Error) -> ExitCode {
-    eprintln!("bcs-apiserver-proxy: {e:#}");
+    eprintln!("bcs-apiserver-proxy: {}", one_line(e));
     ExitCode::FAILURE
+}
+
+/// The error and its causes on one line, each said once: our errors name
+/// their cause in their own message (so a log line is complete), and
+/// anyhow's `{:#}` would repeat it.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: "listen on 127.0.0.1:8004: Address already in use (os
+    /// error 98): Address already in use (os error 98)".
+    #[test]
+    fn an_error_says_each_cause_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+        let e = anyhow::Error::new(apiserver_proxy_manager::Error::Io {
+            op: "listen on",
+            path: "127.0.0.1:8004".into(),
+            source: io,
+        })
+        .context("starting the daemon");
+        assert_eq!(
+            one_line(&e),
+            "starting the daemon: listen on 127.0.0.1:8004: address in use"
+        );
+    }
 }

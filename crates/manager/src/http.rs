@@ -3,6 +3,7 @@
 //! Plain HTTP/1.1 on hyper. No profiling or debug endpoint exists, so none
 //! can be left open by accident.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +18,6 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
 
@@ -134,7 +134,8 @@ pub struct Limits {
     /// one and every later one on a kept-alive connection (so it is also the
     /// idle timeout).
     pub header_read_timeout: Duration,
-    /// Connections served at once; more are accepted and closed at once.
+    /// Connections served at once; at the cap, the oldest is closed to make
+    /// room for the new one.
     pub max_connections: usize,
     /// The largest request head read.
     pub max_header_bytes: usize,
@@ -157,6 +158,23 @@ impl Default for Limits {
     }
 }
 
+/// One connection in the `http_connections` gauge, for as long as it lives
+/// (however it ends: served, timed out, or closed to make room).
+struct Counted(Metrics);
+
+impl Counted {
+    fn new(metrics: &Metrics) -> Counted {
+        metrics.http_connections.inc();
+        Counted(metrics.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.http_connections.dec();
+    }
+}
+
 /// Binds `addr` (so a busy port is an error at start, not later) and returns
 /// the task serving it, with the default [`Limits`].
 pub async fn serve(
@@ -175,9 +193,10 @@ pub async fn serve_with(
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
     let task = tokio::spawn(async move {
         let mut backoff = limits.accept_backoff;
+        // The connections being served, oldest first.
+        let mut live: VecDeque<tokio::task::JoinHandle<()>> = VecDeque::new();
         loop {
             let stream = match listener.accept().await {
                 Ok((stream, _)) => {
@@ -192,16 +211,23 @@ pub async fn serve_with(
                     continue;
                 }
             };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
+            live.retain(|c| !c.is_finished());
+            // At the cap the *oldest* connection makes room, not the new
+            // one: a flood of slow or idle connections then cycles through
+            // the slots in a fraction of its read timeout, while a real
+            // client (a probe, Prometheus, curl) sends its request at once
+            // and is answered before its turn to be closed comes.
+            if live.len() >= limits.max_connections
+                && let Some(oldest) = live.pop_front()
+            {
+                oldest.abort();
+                let _ = oldest.await;
                 metrics.http_rejected.inc();
-                drop(stream);
-                continue;
-            };
+            }
             let metrics = metrics.clone();
             let status = status.clone();
-            tokio::spawn(async move {
-                let _slot = slot;
-                metrics.http_connections.inc();
+            live.push_back(tokio::spawn(async move {
+                let _counted = Counted::new(&metrics);
                 let m = metrics.clone();
                 let svc = service_fn(move |req| {
                     let r = route(&req, &m, &status);
@@ -214,8 +240,7 @@ pub async fn serve_with(
                     .max_header_size(limits.max_header_bytes)
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
-                metrics.http_connections.dec();
-            });
+            }));
         }
     });
     Ok((local, task))

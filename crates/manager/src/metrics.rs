@@ -161,7 +161,7 @@ impl Metrics {
             ))),
             http_rejected: must(IntCounter::with_opts(opts(
                 "http_connections_rejected_total",
-                "Connections to the HTTP listener closed at once because it served its maximum already",
+                "Connections to the HTTP listener closed to make room: at its maximum, the oldest connection is closed for each new one",
             ))),
             http_accept_errors: must(IntCounter::with_opts(opts(
                 "http_accept_errors_total",
