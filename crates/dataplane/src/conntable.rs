@@ -27,23 +27,54 @@ pub struct IpvsConn {
     pub expires: u64,
 }
 
-/// Reads the table of the calling *thread's* network namespace.
+/// The TCP connections through `virtual_addr` (to `dest`, if given) in the
+/// table of the calling *thread's* network namespace.
+///
+/// The table is streamed a line at a time and only matching lines are
+/// kept: on a node whose kube-proxy runs in IPVS mode it can hold 10^5 to
+/// 10^6 foreign connections, and this is read at the moment failover must
+/// be fast, within the daemon's memory limit.
 ///
 /// `/proc/net` is the process's namespace (its main thread's); a thread that
 /// entered another namespace (tests do) must read `/proc/thread-self/net`.
-pub fn read() -> Result<Vec<IpvsConn>> {
-    let path = "/proc/thread-self/net/ip_vs_conn";
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+pub fn read_through(virtual_addr: SocketAddr, dest: Option<SocketAddr>) -> Result<Vec<IpvsConn>> {
+    const OP: &str = "read /proc/thread-self/net/ip_vs_conn";
+    let file = match std::fs::File::open("/proc/thread-self/net/ip_vs_conn") {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::IpvsUnavailable),
-        Err(source) => {
-            return Err(Error::Io {
-                op: "read /proc/thread-self/net/ip_vs_conn",
-                source,
-            });
-        }
+        Err(source) => return Err(Error::Io { op: OP, source }),
     };
-    parse(&text)
+    filter_lines(std::io::BufReader::new(file), virtual_addr, dest)
+}
+
+/// [`read_through`] on any reader of the table's text.
+pub fn filter_lines(
+    reader: impl std::io::BufRead,
+    virtual_addr: SocketAddr,
+    dest: Option<SocketAddr>,
+) -> Result<Vec<IpvsConn>> {
+    let mut out = Vec::new();
+    let mut line = String::new();
+    let mut reader = reader;
+    let mut line_no = 0;
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line).map_err(|source| Error::Io {
+            op: "read /proc/thread-self/net/ip_vs_conn",
+            source,
+        })?;
+        if n == 0 {
+            return Ok(out);
+        }
+        line_no += 1;
+        if let Some(c) = parse_line(&line, line_no)?
+            && c.protocol == "TCP"
+            && c.virtual_addr == virtual_addr
+            && dest.is_none_or(|d| c.dest == d)
+        {
+            out.push(c);
+        }
+    }
 }
 
 /// Parses the proc file's text (the header line is skipped).
@@ -54,39 +85,47 @@ pub fn read() -> Result<Vec<IpvsConn>> {
 pub fn parse(text: &str) -> Result<Vec<IpvsConn>> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let line_no = i + 1;
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.is_empty() || fields[0] == "Pro" {
-            continue;
+        if let Some(c) = parse_line(line, i + 1)? {
+            out.push(c);
         }
-        let err = |detail: String| Error::ConnTable {
-            line: line_no,
-            detail,
-        };
-        if fields.len() < 9 {
-            return Err(err(format!(
-                "expected at least 9 fields, found {}",
-                fields.len()
-            )));
-        }
-        let addr = |ip: &str, port: &str| -> Result<SocketAddr> {
-            let ip = parse_ip(ip).ok_or_else(|| err(format!("{ip:?} is not an address")))?;
-            let port = u16::from_str_radix(port, 16)
-                .map_err(|_| err(format!("{port:?} is not a hex port")))?;
-            Ok(SocketAddr::new(ip, port))
-        };
-        out.push(IpvsConn {
-            protocol: fields[0].to_string(),
-            client: addr(fields[1], fields[2])?,
-            virtual_addr: addr(fields[3], fields[4])?,
-            dest: addr(fields[5], fields[6])?,
-            state: fields[7].to_string(),
-            expires: fields[8]
-                .parse()
-                .map_err(|_| err(format!("{:?} is not a number of seconds", fields[8])))?,
-        });
     }
     Ok(out)
+}
+
+/// One line: `None` for the header and blank lines.
+fn parse_line(line: &str, line_no: usize) -> Result<Option<IpvsConn>> {
+    let mut fields = [""; 9];
+    let mut count = 0;
+    for (slot, f) in fields.iter_mut().zip(line.split_whitespace()) {
+        *slot = f;
+        count += 1;
+    }
+    if count == 0 || fields[0] == "Pro" {
+        return Ok(None);
+    }
+    let err = |detail: String| Error::ConnTable {
+        line: line_no,
+        detail,
+    };
+    if count < 9 {
+        return Err(err(format!("expected at least 9 fields, found {count}")));
+    }
+    let addr = |ip: &str, port: &str| -> Result<SocketAddr> {
+        let ip = parse_ip(ip).ok_or_else(|| err(format!("{ip:?} is not an address")))?;
+        let port = u16::from_str_radix(port, 16)
+            .map_err(|_| err(format!("{port:?} is not a hex port")))?;
+        Ok(SocketAddr::new(ip, port))
+    };
+    Ok(Some(IpvsConn {
+        protocol: fields[0].to_string(),
+        client: addr(fields[1], fields[2])?,
+        virtual_addr: addr(fields[3], fields[4])?,
+        dest: addr(fields[5], fields[6])?,
+        state: fields[7].to_string(),
+        expires: fields[8]
+            .parse()
+            .map_err(|_| err(format!("{:?} is not a number of seconds", fields[8])))?,
+    }))
 }
 
 fn parse_ip(s: &str) -> Option<IpAddr> {
@@ -99,19 +138,6 @@ fn parse_ip(s: &str) -> Option<IpAddr> {
     u32::from_str_radix(s, 16)
         .ok()
         .map(|n| IpAddr::V4(Ipv4Addr::from(n)))
-}
-
-/// The TCP connections that went through `virtual_addr` to `dest`.
-pub fn tcp_through(
-    conns: &[IpvsConn],
-    virtual_addr: SocketAddr,
-    dest: SocketAddr,
-) -> Vec<IpvsConn> {
-    conns
-        .iter()
-        .filter(|c| c.protocol == "TCP" && c.virtual_addr == virtual_addr && c.dest == dest)
-        .cloned()
-        .collect()
 }
 
 #[cfg(test)]
@@ -145,18 +171,29 @@ TCP fd00:0000:0000:0000:0000:0000:0000:0002 B000 fd00:0000:0000:0000:0000:0000:0
     }
 
     #[test]
-    fn filters_tcp_through_one_dest() {
-        let conns = parse(SAMPLE).expect("parses");
-        let hit = tcp_through(
-            &conns,
-            "10.103.5.2:6443".parse().expect("addr"),
-            "192.168.1.10:6443".parse().expect("addr"),
-        );
+    fn filters_tcp_through_one_vip_and_dest_a_line_at_a_time() {
+        let vip = "10.103.5.2:6443".parse().expect("addr");
+        let dest = "192.168.1.10:6443".parse().expect("addr");
+        let hit = filter_lines(SAMPLE.as_bytes(), vip, Some(dest)).expect("filter");
         assert_eq!(
             hit.len(),
             1,
             "the UDP entry to the same dest is not a TCP socket"
         );
+        let all = filter_lines(SAMPLE.as_bytes(), vip, None).expect("filter");
+        assert_eq!(all.len(), 2, "both TCP entries through the VIP");
+        // Only what matches is kept: 200,000 foreign lines cost nothing
+        // but the time to read them.
+        let mut big = String::from(SAMPLE);
+        for i in 0..200_000u32 {
+            big.push_str(&format!(
+                "TCP 0A000001 {:04X} 0A600001 01BB C0A80A0A 1F90 ESTABLISHED 900\n",
+                i % 65536
+            ));
+        }
+        let hit =
+            filter_lines(std::io::BufReader::new(big.as_bytes()), vip, Some(dest)).expect("filter");
+        assert_eq!(hit.len(), 1);
     }
 
     #[test]

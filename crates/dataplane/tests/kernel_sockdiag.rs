@@ -50,11 +50,10 @@ fn an_idle_client_of_a_deleted_real_server_is_cut_at_once() {
         .expect("write");
     let local = client.local_addr().expect("local addr");
 
-    let conns = conntable::read().expect("read the connection table");
-    let ours = conntable::tcp_through(&conns, vip, dest);
+    let ours = conntable::read_through(vip, Some(dest)).expect("read the connection table");
     assert!(
         ours.iter().any(|c| c.client == local),
-        "the client {local} must be in the IPVS table: {conns:#?}"
+        "the client {local} must be in the IPVS table: {ours:#?}"
     );
 
     // What the manager does for a dead backend: delete, then cut.

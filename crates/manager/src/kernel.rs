@@ -446,11 +446,7 @@ impl Kernel for Netlink {
     }
 
     fn connections(&mut self, vip: Endpoint, backend: Endpoint) -> Result<Vec<IpvsConn>> {
-        Ok(conntable::tcp_through(
-            &conntable::read()?,
-            vip.0,
-            backend.0,
-        ))
+        Ok(conntable::read_through(vip.0, Some(backend.0))?)
     }
 
     fn orphaned_sockets(&mut self, vip: Endpoint) -> Result<Vec<IpvsConn>> {
@@ -461,14 +457,10 @@ impl Kernel for Netlink {
         // Measured on Debian's 6.1 kernel: `ipvsadm -C` and `ipvsadm -d`
         // take the entries of the connections through what they remove,
         // while the node's sockets stay open.
-        let entries = conntable::read()?;
+        let entries = conntable::read_through(vip.0, None)?;
         Ok(sockets
             .into_iter()
-            .filter(|s| {
-                !entries
-                    .iter()
-                    .any(|e| e.virtual_addr == vip.0 && e.client == s.local)
-            })
+            .filter(|s| !entries.iter().any(|e| e.client == s.local))
             .map(|s| IpvsConn {
                 protocol: "TCP".into(),
                 client: s.local,
