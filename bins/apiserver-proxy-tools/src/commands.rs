@@ -15,7 +15,7 @@ use crate::node::Node;
 use crate::probe::{self, Prober};
 use crate::saved::{self, Saved, Source};
 use crate::{show, static_pod};
-use apiserver_proxy_manager::config::VipMode;
+use apiserver_proxy_manager::config::{self, VipMode};
 
 /// How long to wait for another holder of the state lock (another run of
 /// this tool; a running daemon never lets go).
@@ -43,15 +43,19 @@ fn lock(c: &Common) -> Result<StateLock, Failure> {
     Ok(StateLock::acquire(&c.state_dir, LOCK_WAIT)?)
 }
 
-/// The backends, checked against the virtual server's family, duplicates
-/// dropped.
+/// The backends, checked as the config file's seeds are (family, unicast,
+/// not the VIP), duplicates dropped with a note.
 fn backends_of(a: &AddArgs) -> Result<Vec<Endpoint>, Failure> {
+    config::check_vip(a.vs).map_err(|e| Failure::new(e).todo("fix --vs"))?;
     let mut out: Vec<Endpoint> = Vec::new();
     for rs in &a.rs {
         if rs.family() != a.vs.family() {
             return Err(Failure::family_mismatch(*rs, a.vs));
         }
-        if !out.contains(rs) {
+        config::check_backend(a.vs, *rs).map_err(|e| Failure::new(e).todo("fix --rs"))?;
+        if out.contains(rs) {
+            outln!("note: --rs {rs} is given twice; it is added once");
+        } else {
             out.push(*rs);
         }
     }
@@ -100,10 +104,11 @@ fn add(a: &AddArgs, c: &Common, init: bool) -> Result<u8, Failure> {
         // A state file we could not rewrite stops `init` before any change.
         Saved::load_strict(c)?;
     }
-    let _lock = lock(c)?;
     // The kernel is asked first, so that a node without IPVS or a caller
-    // without CAP_NET_ADMIN hears so before any probe result.
+    // without CAP_NET_ADMIN (not root) hears so before any probe result,
+    // and before the state folder and its lock are created.
     let mut node = Node::connect()?;
+    let _lock = lock(c)?;
     let chosen = if a.no_probe {
         backends.clone()
     } else {

@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use apiserver_proxy_manager::config::DEFAULT_INTERFACE;
+use apiserver_proxy_manager::config::{self, DEFAULT_INTERFACE};
 use serde_yaml_ng::{Mapping, Value};
 
 use apiserver_proxy_manager::config::HealthMode;
@@ -108,11 +108,13 @@ fn daemon_args(a: &StaticPodArgs, c: &Common, ca: &str) -> Result<Vec<String>, F
             }
         }
         [vs] => {
+            config::check_vip(*vs).map_err(|e| Failure::new(e).todo("fix --vs"))?;
             push("--vs", vs.to_string());
             for rs in &a.rs {
                 if rs.family() != vs.family() {
                     return Err(Failure::family_mismatch(*rs, *vs));
                 }
+                config::check_backend(*vs, *rs).map_err(|e| Failure::new(e).todo("fix --rs"))?;
                 push("--rs", rs.to_string());
             }
         }

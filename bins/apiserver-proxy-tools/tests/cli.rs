@@ -7,9 +7,7 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
-use apiserver_proxy_manager::lock::StateLock;
 use common::{BIN, Run, run_cli};
 use serde_yaml_ng::Value;
 
@@ -137,6 +135,48 @@ fn mixed_families_and_unknown_schedulers_are_refused() {
     assert!(!d.join("state").exists(), "nothing was started");
 }
 
+/// Regression: each of these went through to the kernel step.
+#[test]
+fn unusable_vips_and_backends_are_refused_before_anything_starts() {
+    let dir = tempdir();
+    let d = dir.path();
+    for (line, want) in [
+        (
+            "add --vs 0.0.0.0:6443 --rs 192.168.1.10:6443",
+            &["unspecified", "fix --vs"][..],
+        ),
+        (
+            "add --vs 255.255.255.255:6443 --rs 192.168.1.10:6443",
+            &["broadcast"],
+        ),
+        (
+            "add --vs 224.0.0.1:6443 --rs 192.168.1.10:6443",
+            &["multicast"],
+        ),
+        (
+            "init --vs 127.0.0.1:6443 --rs 192.168.1.10:6443",
+            &["loopback"],
+        ),
+        ("add --vs [::]:6443 --rs [fd00::10]:6443", &["unspecified"]),
+        (
+            "add --vs 10.103.97.2:6443 --rs 127.0.0.1:6443",
+            &["loopback", "fix --rs"],
+        ),
+        (
+            "add --vs 10.103.97.2:6443 --rs 10.103.97.2:6443",
+            &["the VIP 10.103.97.2:6443 itself"],
+        ),
+        ("add --vs 10.103.97.2:0 --rs 192.168.1.10:6443", &["port 0"]),
+        (
+            "static-pod --vs 10.103.97.2:6443 --rs 127.0.0.1:6443",
+            &["loopback"],
+        ),
+    ] {
+        tools(d, line).refused(want);
+    }
+    assert!(!d.join("state").exists(), "nothing was started");
+}
+
 #[test]
 fn the_go_tools_syntax_is_accepted() {
     let dir = tempdir();
@@ -186,14 +226,6 @@ const ADD: &str = "add --vs 10.103.97.2:6443 --rs 192.168.1.10:6443 --no-probe";
 
 /// The lock a running daemon holds: the CLI waits briefly, then says who
 /// holds it and what to do, before touching the kernel.
-#[test]
-fn a_held_state_lock_is_refused() {
-    let dir = tempdir();
-    let d = dir.path();
-    let _daemon = StateLock::acquire(&d.join("state"), Duration::ZERO).expect("lock");
-    tools(d, ADD).refused(&["holds the lock", "stop it first"]);
-}
-
 /// A kernel without IPVS (our build machines') is named, with the fix,
 /// before anything changes. In a private network namespace, so that the
 /// test could never change the machine's network.

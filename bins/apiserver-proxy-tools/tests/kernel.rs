@@ -224,6 +224,20 @@ fn masters(ca: &Ca, n: usize, v6: bool) -> (Vec<Master>, Vec<String>) {
     (m, eps)
 }
 
+/// The kernel is asked before the state lock (so that a node without IPVS
+/// or a caller who is not root hears so before anything is created); with
+/// IPVS there, a daemon holding the lock stops `add`.
+#[test]
+#[ignore = "real-kernel: needs IPVS, run by `cargo xtask test` in the VM"]
+fn a_held_state_lock_is_refused() {
+    let (_netns, _ca, node) = setup(true);
+    let _daemon =
+        apiserver_proxy_manager::lock::StateLock::acquire(&node.path("state"), Duration::ZERO)
+            .expect("lock");
+    node.cli("add --vs 10.103.97.2:6443 --rs 192.168.1.10:6443 --no-probe")
+        .refused(&["holds the lock", "stop it first"]);
+}
+
 #[test]
 #[ignore = "real-kernel: needs IPVS, run by `cargo xtask test` in the VM"]
 fn add_probes_leaves_a_dead_backend_out_and_list_shows_the_kernel() {

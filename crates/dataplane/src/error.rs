@@ -122,6 +122,14 @@ pub enum Error {
     #[error("cannot parse the IPVS connection table, line {line}: {detail}")]
     ConnTable { line: usize, detail: String },
 
+    /// The interface exists and is not a dummy: a VIP placed on a real or
+    /// virtual link would be answered for on its network (ARP, NDP).
+    #[error(
+        "interface {name:?} exists and is {kind}, not a dummy interface: a VIP on it would be \
+         announced on its network; give a name of our own (the default is apiproxy0)"
+    )]
+    NotDummy { name: String, kind: String },
+
     /// A line of /proc/net/tcp or tcp6 we could not read.
     #[error("cannot parse the socket table {file}, line {line}: {detail}")]
     SocketTable {
@@ -159,6 +167,7 @@ impl Error {
             Error::SockDestroyUnsupported => "sock_destroy_unsupported",
             Error::ConnTable { .. } => "conn_table",
             Error::SocketTable { .. } => "socket_table",
+            Error::NotDummy { .. } => "not_dummy",
         }
     }
 }

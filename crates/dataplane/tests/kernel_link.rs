@@ -64,17 +64,19 @@ fn dummy_is_created_when_missing_and_left_alone_when_present() {
     assert!(!second.created && !second.brought_up, "{second:?}");
     assert_eq!(second.link.index, first.link.index);
 
-    // Someone else's interface (here a down veth) is left as it is, only
-    // brought up.
     run(
         "ip",
         &[
             "link", "add", "other0", "type", "veth", "peer", "name", "other1",
         ],
     );
-    let other = rtnl.ensure_dummy("other0").expect("existing");
-    assert!(!other.created && other.brought_up, "{other:?}");
-    assert_eq!(other.link.kind.as_deref(), Some("veth"));
+    // An existing interface of another kind is refused, not used: a VIP
+    // on it would be announced on its network.
+    let err = rtnl
+        .ensure_dummy("other0")
+        .expect_err("a veth is not ours")
+        .to_string();
+    assert!(err.contains("a veth interface, not a dummy"), "{err}");
 
     let err = rtnl
         .ensure_dummy("much-too-long-name")

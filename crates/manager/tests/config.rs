@@ -220,6 +220,23 @@ fn config_check_refuses_what_the_daemon_refuses_at_start() {
         let p = problems(&format!("{vs}{extra}"));
         assert!(p.iter().any(|p| p.contains(says)), "{extra}: {p:?}");
     }
+    for (file, says) in [
+        (
+            "virtualServers:\n  - vip: 127.0.0.1:6443\n",
+            "virtualServers[0].vip: 127.0.0.1:6443: the VIP cannot be a loopback address",
+        ),
+        (
+            "virtualServers:\n  - vip: 10.103.97.2:6443\n    seeds: [10.103.97.2:6443, 224.0.0.9:6443]\n",
+            "seeds[0]: 10.103.97.2:6443: a backend cannot be the VIP",
+        ),
+        (
+            "virtualServers:\n  - vip: 10.103.97.2:6443\n    seeds: [10.103.97.2:6443, 224.0.0.9:6443]\n",
+            "seeds[1]: 224.0.0.9:6443: a backend cannot be a multicast address",
+        ),
+    ] {
+        let p = problems(file);
+        assert!(p.iter().any(|p| p.contains(says)), "{says}: {p:?}");
+    }
     let p = problems("virtualServers:\n  - vip: 10.103.97.2:6443\n    portName: \"\"\n");
     assert!(
         p.iter().any(|p| p.contains("the port name is empty")),

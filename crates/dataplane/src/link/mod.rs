@@ -262,7 +262,16 @@ impl Rtnl {
         validate_interface_name(name)?;
         let mut created = false;
         let link = match self.link(name)? {
-            Some(link) => link,
+            Some(link) if link.kind.as_deref() == Some("dummy") => link,
+            Some(link) => {
+                return Err(Error::NotDummy {
+                    name: name.to_owned(),
+                    kind: match link.kind {
+                        Some(k) => format!("a {k} interface"),
+                        None => "a physical interface".into(),
+                    },
+                });
+            }
             None => {
                 let op = "create dummy interface";
                 let seq = self.next_seq();

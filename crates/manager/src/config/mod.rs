@@ -285,7 +285,19 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
                 message: format!("{} is configured twice", vs.vip),
             });
         }
+        if let Err(message) = check_vip(vs.vip) {
+            problems.push(Problem {
+                path: format!("virtualServers[{i}].vip"),
+                message,
+            });
+        }
         for (j, seed) in vs.seeds.iter().enumerate() {
+            if let Err(message) = check_backend(vs.vip, *seed) {
+                problems.push(Problem {
+                    path: format!("virtualServers[{i}].seeds[{j}]"),
+                    message,
+                });
+            }
             if seed.family() != vs.vip.family() {
                 problems.push(Problem {
                     path: format!("virtualServers[{i}].seeds[{j}]"),
@@ -414,6 +426,59 @@ pub fn discovery_config(c: &Config) -> DiscoveryConfig {
 pub const RESYNC_MIN: Duration = Duration::from_millis(10);
 pub const RESYNC_MAX: Duration = Duration::from_secs(3600);
 pub const DRAIN_MAX: Duration = Duration::from_secs(24 * 3600);
+
+/// A VIP the node can serve: a unicast address that is not loopback or
+/// unspecified, and a port. One check for the config file and the CLI.
+pub fn check_vip(vip: Endpoint) -> Result<(), String> {
+    if let Some(what) = unusable(vip.ip()) {
+        return Err(format!(
+            "{vip}: the VIP cannot be {what}: give a free unicast address (10.103.97.2:6443 in \
+             the examples)"
+        ));
+    }
+    if vip.port() == 0 {
+        return Err(format!(
+            "{vip}: port 0 is not a port: the apiservers listen on 6443"
+        ));
+    }
+    Ok(())
+}
+
+/// A backend of `vip`: a unicast, non-loopback address of its family that
+/// is not the VIP itself (IPVS would send the traffic back to itself).
+pub fn check_backend(vip: Endpoint, backend: Endpoint) -> Result<(), String> {
+    if let Some(what) = unusable(backend.ip()) {
+        return Err(format!(
+            "{backend}: a backend cannot be {what}: give the apiserver's own address (the \
+             node's address on a control-plane node)"
+        ));
+    }
+    if backend.ip() == vip.ip() {
+        return Err(format!(
+            "{backend}: a backend cannot be the VIP {vip} itself: give the apiserver's address"
+        ));
+    }
+    if backend.port() == 0 {
+        return Err(format!("{backend}: port 0 is not a port"));
+    }
+    Ok(())
+}
+
+/// Why `ip` cannot be a VIP or a backend, if it cannot.
+fn unusable(ip: std::net::IpAddr) -> Option<&'static str> {
+    use std::net::IpAddr;
+    if ip.is_unspecified() {
+        Some("unspecified (0.0.0.0 or ::)")
+    } else if ip.is_loopback() {
+        Some("a loopback address")
+    } else if ip.is_multicast() {
+        Some("a multicast address")
+    } else if matches!(ip, IpAddr::V4(v4) if v4.is_broadcast()) {
+        Some("the broadcast address")
+    } else {
+        None
+    }
+}
 
 /// Linux interface names, by the dataplane's rule (the kernel's): the one
 /// check, so that `config check` refuses what the daemon would.
