@@ -108,6 +108,12 @@ fn add(a: &AddArgs, c: &Common, init: bool) -> Result<u8, Failure> {
     // without CAP_NET_ADMIN (not root) hears so before any probe result,
     // and before the state folder and its lock are created.
     let mut node = Node::connect()?;
+    // A virtual server someone else made (kube-proxy's) is never taken
+    // over: ours are named by a state file or have their VIP on our
+    // interface.
+    if node.exists(a.vs)? && !owned(&mut node, &Saved::load(c), c, &c.interface, a.vs)? {
+        return Err(refuse_foreign(a.vs, &c.interface));
+    }
     let _lock = lock(c)?;
     let chosen = if a.no_probe {
         backends.clone()

@@ -540,6 +540,16 @@ fn cleanup_leaves_nothing_behind_and_foreign_services_are_never_touched() {
         .refused(&["not ours", "ipvsadm -D"]);
     node.cli(&format!("cleanup --vs {foreign}"))
         .refused(&["not ours"]);
+    // Nor is it taken over.
+    node.cli(&format!(
+        "add --vs {foreign} --rs 10.77.250.3:6443 --no-probe"
+    ))
+    .refused(&["not ours", "kube-proxy"]);
+    node.cli(&format!(
+        "init --vs {foreign} --rs 10.77.250.3:6443 --no-probe"
+    ))
+    .refused(&["not ours"]);
+    assert_eq!(service(foreign), before_foreign, "left exactly as it was");
 
     // A reboot restores from the rc.local line too.
     reboot_kernel(&[VIP]);
