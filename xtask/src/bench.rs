@@ -31,7 +31,7 @@ const BENCH_PACKAGES: &[&str] = &[
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// Only these sections (comma-separated): failover, convergence,
-    /// dataplane, scale, footprint, repair.
+    /// dataplane, scale, footprint, repair, bigtable.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Failover trials per scenario for our daemon (peers: as many as fit
@@ -231,13 +231,14 @@ fn run_in_vm(root: &Path, args: &BenchArgs, bench: &Path, daemon: &Path) -> Resu
 }
 
 /// The sections of the results file, as `run` names them.
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "failover",
     "convergence",
     "dataplane",
     "scale",
     "footprint",
     "repair",
+    "bigtable",
 ];
 
 /// A run of some sections (`--only`) keeps the others' figures from the

@@ -11,6 +11,7 @@
 //! Absolute times under software emulation mean little; every comparison
 //! is made within one run, on one VM, at the same moment.
 
+mod bigtable;
 mod client;
 mod dataplane;
 mod failover;
@@ -54,11 +55,12 @@ pub struct RunArgs {
     /// Where the JSON results go.
     #[arg(long)]
     out: PathBuf,
-    /// Comma-separated sections: failover, convergence, dataplane, scale, footprint, repair.
+    /// Comma-separated sections: failover, convergence, dataplane, scale, footprint, repair,
+    /// bigtable.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "failover,convergence,dataplane,scale,footprint,repair"
+        default_value = "failover,convergence,dataplane,scale,footprint,repair,bigtable"
     )]
     only: Vec<String>,
     /// Failover trials per scenario for our daemon (peers: as many as fit the budget).
@@ -102,6 +104,7 @@ fn run(args: RunArgs) -> Result<()> {
         "repair",
         "dataplane",
         "scale",
+        "bigtable",
     ];
     for name in names {
         if !args.wants(name) {
@@ -115,6 +118,8 @@ fn run(args: RunArgs) -> Result<()> {
                 "footprint" => out.footprint = Some(failover::footprint(&env, &mut ours)?),
                 "repair" => out.repair = Some(repair::run(&env, &mut ours)?),
                 "dataplane" => out.dataplane = Some(dataplane::run(&env, &mut ours)?),
+                // Last: its 200,000 entries stay in the table for 15 minutes.
+                "bigtable" => out.bigtable = Some(bigtable::run(&env, &mut ours)?),
                 _ => out.scale = Some(scale::run(&env, &mut ours)?),
             }
             Ok(())

@@ -29,6 +29,8 @@ pub struct Results {
     pub footprint: Option<Footprint>,
     #[serde(default)]
     pub repair: Option<Repair>,
+    #[serde(default)]
+    pub bigtable: Option<BigTable>,
     /// Sections this run did not measure, kept from an earlier run's
     /// results (`cargo xtask bench --only`).
     #[serde(default)]
@@ -231,4 +233,22 @@ pub struct RepairKind {
     pub times_s: Vec<f64>,
     /// Trials not repaired within the cap.
     pub not_repaired: usize,
+}
+
+/// The same crash with an empty IPVS connection table and a full one.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct BigTable {
+    /// Entries in the table during the `full` trials.
+    pub foreign_entries: u64,
+    pub empty: Vec<BigTableTrial>,
+    pub full: Vec<BigTableTrial>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct BigTableTrial {
+    /// From the crash until the kernel no longer listed the master; `None`
+    /// when it did not within 30 s.
+    pub removed_s: Option<f64>,
+    pub rss_before_kib: u64,
+    pub rss_peak_kib: u64,
 }

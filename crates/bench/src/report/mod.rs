@@ -395,6 +395,9 @@ pub fn write(args: &ReportArgs) -> Result<()> {
     if let Some(rp) = &r.repair {
         sections::repair(w, rp);
     }
+    if let Some(b) = &r.bigtable {
+        sections::bigtable(w, b);
+    }
     std::fs::write(args.docs.join("benchmarks.md"), md)?;
     println!(
         "bench: wrote {} and {}",

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{Meta, goal_line, mib, ms, opt_pct, secs_or_cap};
-use crate::results::{Convergence, Footprint, Repair, Scale};
+use crate::results::{BigTable, Convergence, Footprint, Repair, Scale};
 use crate::util::percentile;
 
 pub(super) fn convergence(w: &mut String, c: &Convergence) {
@@ -232,6 +232,48 @@ pub(super) fn repair(w: &mut String, r: &Repair) {
     let _ = writeln!(w, "| resync interval | idle CPU |\n| --- | --- |");
     for (resync, cpu) in &r.idle_cpu_pct {
         let _ = writeln!(w, "| {resync} | {} of one emulated core |", opt_pct(*cpu));
+    }
+    let _ = writeln!(w);
+}
+
+pub(super) fn bigtable(w: &mut String, b: &BigTable) {
+    let _ = writeln!(w, "## Failover under a big connection table\n");
+    let _ = writeln!(
+        w,
+        "A node whose kube-proxy runs in IPVS mode holds many connections of its own services, and the \
+         daemon reads the IPVS connection table when an apiserver dies (to cut the node's sockets to it). \
+         The same crash of one master, with the table empty and with {} foreign ESTABLISHED entries (made by a \
+         SYN and an ACK per flow through a foreign virtual service): the time until the kernel no longer \
+         lists the master (netlink, every 2 ms), and the daemon's resident memory, sampled every 5 ms from \
+         the crash to a second after the delete.\n",
+        b.foreign_entries
+    );
+    let _ = writeln!(
+        w,
+        "| table | trials | master out of the kernel: p50 / worst | daemon RSS before | peak |\n| --- | --- | --- | --- | --- |"
+    );
+    for (name, trials) in [("empty", &b.empty), ("full", &b.full)] {
+        let times: Vec<f64> = trials.iter().filter_map(|t| t.removed_s).collect();
+        let worst = times
+            .iter()
+            .copied()
+            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+        let before = trials.iter().map(|t| t.rss_before_kib).max().unwrap_or(0);
+        let peak = trials.iter().map(|t| t.rss_peak_kib).max().unwrap_or(0);
+        let table = if name == "full" {
+            format!("{} foreign entries", b.foreign_entries)
+        } else {
+            "empty".to_string()
+        };
+        let _ = writeln!(
+            w,
+            "| {table} | {} | {} / {} | {} | {} |",
+            trials.len(),
+            percentile(&times, 50.0).map_or("n/a".into(), |x| ms(x * 1000.0)),
+            worst.map_or("n/a".into(), |x| ms(x * 1000.0)),
+            mib(before),
+            mib(peak)
+        );
     }
     let _ = writeln!(w);
 }
