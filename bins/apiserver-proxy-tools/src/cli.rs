@@ -483,6 +483,63 @@ fn normalize_go_args_with(
 mod tests {
     use super::*;
 
+    /// Words a command line is made of: our flags, the Go version's, values
+    /// that parse and values that do not.
+    pub(crate) fn words() -> impl proptest::strategy::Strategy<Value = Vec<String>> {
+        use proptest::prelude::*;
+        let word = prop_oneof![
+            prop::sample::select(vec![
+                "--vs",
+                "--rs",
+                "-vs",
+                "-rs",
+                "-cmd",
+                "--cmd=reload",
+                "-persistDir",
+                "--state-dir",
+                "--interface",
+                "--vip-mode",
+                "--health-interval",
+                "--resync-interval",
+                "-f",
+                "--config",
+                "--",
+                "-",
+                "=",
+                "add",
+                "init",
+                "reload",
+                "cleanup",
+                "config",
+                "check",
+                "10.103.97.2:6443",
+                "[fd00::1]:6443",
+                "0s",
+                "1h",
+                "route",
+                "address",
+            ])
+            .prop_map(String::from),
+            "[ -~]{0,12}",
+        ];
+        prop::collection::vec(word, 0..8)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(5000))]
+
+        /// Any command line, ours or the Go tool's, is parsed or refused
+        /// with a message, never a panic.
+        #[test]
+        fn any_command_line_is_an_answer(words in words()) {
+            let args: Vec<String> =
+                std::iter::once("apiserver-proxy-tools".to_string()).chain(words).collect();
+            if let Ok(args) = normalize_go_args_with(args, false) {
+                let _ = Cli::try_parse_from(args);
+            }
+        }
+    }
+
     fn strings(s: &[&str]) -> Vec<String> {
         s.iter().map(|a| a.to_string()).collect()
     }

@@ -356,3 +356,68 @@ pub fn effective_config(args: &RunArgs) -> Result<(Config, Vec<String>)> {
     config::validate(&c).context("invalid configuration")?;
     Ok((c, warnings))
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    /// Words a command line is made of: our flags, the Go version's, values
+    /// that parse and values that do not.
+    pub(crate) fn words() -> impl proptest::strategy::Strategy<Value = Vec<String>> {
+        use proptest::prelude::*;
+        let word = prop_oneof![
+            prop::sample::select(vec![
+                "--vs",
+                "--rs",
+                "-vs",
+                "-rs",
+                "-cmd",
+                "--cmd=reload",
+                "-persistDir",
+                "--state-dir",
+                "--interface",
+                "--vip-mode",
+                "--health-interval",
+                "--resync-interval",
+                "-f",
+                "--config",
+                "--",
+                "-",
+                "=",
+                "add",
+                "init",
+                "reload",
+                "cleanup",
+                "config",
+                "check",
+                "10.103.97.2:6443",
+                "[fd00::1]:6443",
+                "0s",
+                "1h",
+                "route",
+                "address",
+            ])
+            .prop_map(String::from),
+            "[ -~]{0,12}",
+        ];
+        prop::collection::vec(word, 0..8)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(5000))]
+
+        /// Any command line is parsed into a configuration or refused with
+        /// a message, never a panic.
+        #[test]
+        fn any_command_line_is_an_answer(words in words()) {
+            let args = normalize_legacy_args(
+                std::iter::once("bcs-apiserver-proxy".to_string()).chain(words),
+            );
+            if let Ok(cli) = Cli::try_parse_from(args)
+                && cli.command.is_none()
+            {
+                let _ = effective_config(&cli.run);
+            }
+        }
+    }
+}

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -90,7 +89,7 @@ fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<
     r
 }
 
-fn route(req: &Request<Incoming>, metrics: &Metrics, status: &Status) -> Response<Full<Bytes>> {
+fn route<B>(req: &Request<B>, metrics: &Metrics, status: &Status) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -397,6 +396,25 @@ mod tests {
         let closed = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut buf)).await;
         assert!(closed.is_ok(), "the idle connection was never closed");
         assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(5000))]
+
+        /// Any method, path and query a client can send is answered with a
+        /// status, never a panic.
+        #[test]
+        fn any_request_line_gets_an_answer(
+            method in "[A-Z]{1,10}",
+            path in "/[ -~]{0,64}",
+        ) {
+            let status = Status::new(Duration::from_secs(1));
+            let Ok(req) = Request::builder().method(method.as_str()).uri(path.as_str()).body(()) else {
+                return Ok(());
+            };
+            let r = route(&req, &Metrics::new(), &status);
+            proptest::prop_assert!(r.status().as_u16() >= 200);
+        }
     }
 
     #[test]

@@ -280,11 +280,16 @@ pub fn load_go(persist_dir: &Path) -> Result<Option<SavedVs>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io("read", &path)(e)),
     };
+    parse_go(&text, &path).map(Some)
+}
+
+/// The Go tool's `ipvsConfig.yaml` text (`path` names it in errors).
+pub fn parse_go(text: &str, path: &Path) -> Result<SavedVs> {
     let bad = |detail: String| Error::StateFile {
         path: path.display().to_string(),
         detail,
     };
-    let go: GoState = serde_yaml_ng::from_str(&text)
+    let go: GoState = serde_yaml_ng::from_str(text)
         .map_err(|e| bad(format!("not the Go tool's format ({e})")))?;
     let vip: Endpoint = go.vs.parse().map_err(|e| bad(format!("vs: {e}")))?;
     let backends = go
@@ -298,7 +303,7 @@ pub fn load_go(persist_dir: &Path) -> Result<Option<SavedVs>> {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "rr".into());
     crate::config::check_scheduler(&scheduler).map_err(|e| bad(format!("scheduler: {e}")))?;
-    Ok(Some(SavedVs::new(vip, scheduler, backends)))
+    Ok(SavedVs::new(vip, scheduler, backends))
 }
 
 #[cfg(test)]
