@@ -126,7 +126,7 @@ pub struct RunArgs {
     pub state_dir: Option<PathBuf>,
 
     /// Address of /metrics, /healthz and /readyz [default: 0.0.0.0:8004].
-    #[arg(long, env = "APISERVER_PROXY_METRICS_ADDR", value_name = "ADDR:PORT")]
+    #[arg(long, env = "APISERVER_PROXY_METRICS_ADDR", value_name = "ADDR:PORT", value_parser = config::parse_listen_addr)]
     pub metrics_addr: Option<SocketAddr>,
 
     /// kubeconfig to watch the cluster with [default: in-cluster credentials].

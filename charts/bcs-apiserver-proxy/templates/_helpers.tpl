@@ -76,7 +76,10 @@ their name keeps two releases of the same name apart. */}}
 {{/* The metrics listener, ADDR:PORT with IPv6 in brackets. */}}
 {{- define "bap.metricsAddr" -}}
 {{- $a := .Values.metrics.bindAddress -}}
-{{- if contains ":" $a -}}
+{{- if eq $a "node" -}}
+{{- /* Replaced by APISERVER_PROXY_METRICS_ADDR, the node's address. */ -}}
+{{- printf "0.0.0.0:%d" (int .Values.metrics.port) -}}
+{{- else if contains ":" $a -}}
 {{- printf "[%s]:%d" $a (int .Values.metrics.port) -}}
 {{- else -}}
 {{- printf "%s:%d" $a (int .Values.metrics.port) -}}

@@ -301,3 +301,16 @@ mod property {
         }
     }
 }
+
+#[test]
+fn the_metrics_address_takes_an_ipv6_address_without_brackets() {
+    let a = |s: &str| config::parse_listen_addr(s).map(|a| a.to_string());
+    assert_eq!(a("0.0.0.0:8004").as_deref(), Ok("0.0.0.0:8004"));
+    assert_eq!(a("[::]:8004").as_deref(), Ok("[::]:8004"));
+    // What `$(NODE_IP):8004` gives on an IPv6 node.
+    assert_eq!(a("fd00:1::10:8004").as_deref(), Ok("[fd00:1::10]:8004"));
+    for bad in ["0.0.0.0", "node:8004", "fd00::1", "1.2.3.4:99999", ""] {
+        let e = a(bad).expect_err(bad);
+        assert!(e.contains("is not ADDRESS:PORT"), "{bad}: {e}");
+    }
+}

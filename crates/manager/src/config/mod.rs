@@ -427,6 +427,22 @@ pub const RESYNC_MIN: Duration = Duration::from_millis(10);
 pub const RESYNC_MAX: Duration = Duration::from_secs(3600);
 pub const DRAIN_MAX: Duration = Duration::from_secs(24 * 3600);
 
+/// The metrics listener's address: `IP:PORT`, `[IPv6]:PORT`, or an IPv6
+/// address and port without brackets (`fd00::1:8004`, what a pod gets by
+/// writing `$(NODE_IP):8004`): a listener needs a port, so the last group
+/// is read as one.
+pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let bad = || format!("{s:?} is not ADDRESS:PORT, for example 0.0.0.0:8004 or [::]:8004");
+    let (ip, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    match (ip.parse::<std::net::Ipv6Addr>(), port.parse::<u16>()) {
+        (Ok(ip), Ok(port)) => Ok(SocketAddr::from((ip, port))),
+        _ => Err(bad()),
+    }
+}
+
 /// A VIP the node can serve: a unicast address that is not loopback or
 /// unspecified, and a port. One check for the config file and the CLI.
 pub fn check_vip(vip: Endpoint) -> Result<(), String> {

@@ -2,7 +2,6 @@
 //! problem is named with its path (`virtualServers[0].seeds[1]: ...`).
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -209,12 +208,9 @@ impl Reader {
                 }
                 "metricsAddr" => {
                     if let Some(s) = self.string(v, path) {
-                        match s.parse::<SocketAddr>() {
+                        match super::parse_listen_addr(&s) {
                             Ok(a) => c.metrics_addr = a,
-                            Err(_) => self.problem(
-                                path,
-                                format!("{s:?} is not ADDRESS:PORT, for example 0.0.0.0:8004"),
-                            ),
+                            Err(e) => self.problem(path, e),
                         }
                     }
                 }

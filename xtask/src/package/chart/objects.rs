@@ -250,6 +250,16 @@ pub(super) fn assert_multi_vip(r: &Rendered) -> Result<()> {
         "one DaemonSet runs on every node"
     );
     ensure!(ds["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"] == "10%");
+    ensure!(
+        env_of(ds, "APISERVER_PROXY_METRICS_ADDR") == Some("$(NODE_IP):8004"),
+        "bindAddress node: the listener on the node's address"
+    );
+    ensure!(
+        container(ds)["livenessProbe"]["httpGet"]
+            .get("host")
+            .is_none(),
+        "the probes go to the pod's IP, which is the node's"
+    );
     let cfg = r.config()?;
     let vips: Vec<&str> = as_array(&cfg["virtualServers"])
         .iter()
