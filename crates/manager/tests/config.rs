@@ -314,3 +314,17 @@ fn the_metrics_address_takes_an_ipv6_address_without_brackets() {
         assert!(e.contains("is not ADDRESS:PORT"), "{bad}: {e}");
     }
 }
+
+/// Regression: the docs said the procfs socket inspection could be turned
+/// off, and the daemon's configuration had no way to.
+#[test]
+fn the_socket_inspection_can_be_turned_off() {
+    let on = parse_str("virtualServers:\n  - vip: 10.103.97.2:6443\n", "on.yaml").expect("parse");
+    assert!(config::health_config(&on.config).keepalive.inspect_socket);
+    let off = parse_str(
+        "virtualServers:\n  - vip: 10.103.97.2:6443\nhealth:\n  inspectSocket: false\n",
+        "off.yaml",
+    )
+    .expect("parse");
+    assert!(!config::health_config(&off.config).keepalive.inspect_socket);
+}

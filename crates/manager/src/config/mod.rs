@@ -79,6 +79,10 @@ pub struct HealthSettings {
     pub client_cert: Option<PathBuf>,
     pub client_key: Option<PathBuf>,
     pub insecure_skip_verify: bool,
+    /// Read the probe socket's retransmissions from procfs to see a silent
+    /// host sooner (see docs/health.md); its cost grows with the node's
+    /// TCP sockets.
+    pub inspect_socket: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +124,7 @@ impl Default for HealthSettings {
             client_cert: None,
             client_key: None,
             insecure_skip_verify: false,
+            inspect_socket: true,
         }
     }
 }
@@ -382,6 +387,8 @@ pub fn health_config(c: &Config) -> HealthConfig {
     tls.ca_file = h.ca_file.clone();
     tls.server_name = h.server_name.clone();
     tls.insecure_skip_verify = h.insecure_skip_verify;
+    let mut keepalive = defaults.keepalive;
+    keepalive.inspect_socket = h.inspect_socket;
     if let (Some(cert), Some(key)) = (&h.client_cert, &h.client_key) {
         tls.client_cert = Some(ClientCert {
             cert_file: cert.clone(),
@@ -399,6 +406,7 @@ pub fn health_config(c: &Config) -> HealthConfig {
         fall: h.fall,
         success_statuses: h.success_statuses.iter().copied().collect(),
         tls,
+        keepalive,
         ..defaults
     }
 }

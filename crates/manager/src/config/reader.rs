@@ -309,6 +309,7 @@ impl Reader {
             "clientCert",
             "clientKey",
             "insecureSkipVerify",
+            "inspectSocket",
         ];
         self.unknown_keys(map, path, KNOWN);
         for (key, v) in map {
@@ -380,6 +381,11 @@ impl Reader {
                 "insecureSkipVerify" => {
                     if let Some(b) = self.boolean(v, &p) {
                         h.insecure_skip_verify = b;
+                    }
+                }
+                "inspectSocket" => {
+                    if let Some(b) = self.boolean(v, &p) {
+                        h.inspect_socket = b;
                     }
                 }
                 _ => {}
