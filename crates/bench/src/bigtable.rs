@@ -106,9 +106,13 @@ fn crash_failover(ours: &mut Ours) -> Result<results::BigTableTrial> {
 fn fill() -> Result<u32> {
     let service = format!("{FOREIGN_VIP}:{FOREIGN_PORT}");
     let sink = format!("{SINK_DEST}:{FOREIGN_PORT}");
+    // The foreign VIP on a dummy, as kube-proxy keeps its ClusterIPs on
+    // kube-ipvs0, and a route that swallows what IPVS forwards.
+    let foreign_vip = format!("{FOREIGN_VIP}/32");
     for args in [
         &["link", "add", SINK, "type", "dummy"][..],
         &["link", "set", SINK, "up"],
+        &["addr", "add", foreign_vip.as_str(), "dev", SINK],
         &["route", "add", "10.99.0.0/16", "dev", SINK],
     ] {
         util::sh("ip", args)?;
