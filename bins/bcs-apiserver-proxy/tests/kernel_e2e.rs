@@ -1090,3 +1090,61 @@ fn two_thousand_slow_connections_do_not_starve_the_daemon() {
     );
     assert!(reopened > 0, "the daemon never closed a slow connection");
 }
+
+/// A client that starts connecting while its master is black-holed must
+/// succeed once that master leaves rotation: with `expire_nodest_conn` its
+/// next SYN retransmission reaches a live master. Cutting its socket while
+/// it is still in its handshake would turn that delay into a failure.
+#[test]
+#[ignore = "real-kernel: needs IPVS, run by `cargo xtask test` in the VM"]
+fn a_client_connecting_to_a_black_holed_master_succeeds_once_it_leaves() {
+    let _netns = kernel::enter();
+    let _one_at_a_time = serial();
+    let (ca, masters) = masters_with_slice(&[0, 1, 2]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let setup = Setup::new(&dir, &ca, &masters[0], 18032, "5s");
+    let _daemon = Daemon::spawn(&setup.args);
+    let (a, b, c) = (&masters[0], &masters[1], &masters[2]);
+    let long = Duration::from_secs(90);
+    wait_for(
+        "all three masters",
+        long,
+        weights(&[(a, 1), (b, 1), (c, 1)]),
+    );
+
+    b.ns().black_hole();
+    // Round robin over three: of three connections begun now, one goes to
+    // the black-holed master and waits in its handshake.
+    let vip: SocketAddr = VIP.parse().expect("vip");
+    let started = Instant::now();
+    let attempts: Vec<_> = (0..3)
+        .map(|_| {
+            let t = std::thread::spawn(move || {
+                TcpStream::connect_timeout(&vip, Duration::from_secs(20)).map(|_| ())
+            });
+            std::thread::sleep(Duration::from_millis(50));
+            t
+        })
+        .collect();
+    wait_for(
+        "the black-holed master out",
+        long,
+        weights(&[(a, 1), (c, 1)]),
+    );
+    let outcomes: Vec<std::io::Result<()>> = attempts
+        .into_iter()
+        .map(|t| t.join().expect("join"))
+        .collect();
+    let _ = writeln!(
+        std::io::stderr(),
+        "figures: connections begun during the black hole: {outcomes:?} after {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    b.ns().restore();
+    for (i, o) in outcomes.iter().enumerate() {
+        assert!(
+            o.is_ok(),
+            "connection {i}, begun while a master was black-holed, failed: {o:?}"
+        );
+    }
+}

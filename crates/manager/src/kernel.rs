@@ -149,13 +149,9 @@ pub fn apply_plan<K: Kernel + ?Sized>(kernel: &mut K, plan: &Plan) -> Applied {
 enum Orphans {
     /// The connections IPVS lists to a backend the operation deletes; read
     /// before it (IPVS may expire them once the destination is gone).
-    ToBackend {
-        vip: Endpoint,
-        backend: Endpoint,
-        /// Only established ones: sockets still in their handshake recover
-        /// by themselves.
-        established_only: bool,
-    },
+    /// Only established ones: sockets still in their handshake recover by
+    /// themselves.
+    ToBackend { vip: Endpoint, backend: Endpoint },
     /// The node's sockets to the VIP whose IPVS entry is gone; read before
     /// an operation that repairs what someone else removed (after it, the
     /// repaired path would look like theirs again).
@@ -165,28 +161,19 @@ enum Orphans {
 impl Orphans {
     fn of(op: &Op) -> Option<Orphans> {
         match op {
-            // A dead backend: every connection to it is lost anyway.
+            // A dead backend, or a drain that timed out: the established
+            // connections to it are lost (a dead peer never answers; with
+            // `expire_nodest_conn` IPVS drops a deleted destination's
+            // entries on their next packet, and an idle watch sends none).
+            // A socket still in its handshake is left alone: its next SYN
+            // retransmission is balanced to a live backend and connects.
             Op::DelDest {
                 vip,
                 backend,
-                why: DeleteReason::Dead,
+                why: DeleteReason::Dead | DeleteReason::DrainTimeout,
             } => Some(Orphans::ToBackend {
                 vip: *vip,
                 backend: *backend,
-                established_only: false,
-            }),
-            // A drain that timed out deletes a destination that still has
-            // connections: with `expire_nodest_conn` IPVS drops their
-            // entries on the next packet, and a connection that sends none
-            // (an idle watch) never learns it.
-            Op::DelDest {
-                vip,
-                backend,
-                why: DeleteReason::DrainTimeout,
-            } => Some(Orphans::ToBackend {
-                vip: *vip,
-                backend: *backend,
-                established_only: true,
             }),
             // The service or a destination is (re)created: if someone
             // removed it (`ipvsadm -C`, kube-proxy's cleanup, `ipvsadm
@@ -210,16 +197,10 @@ impl Orphans {
 
     fn read<K: Kernel + ?Sized>(&self, kernel: &mut K, out: &mut Applied) -> Vec<IpvsConn> {
         let (read, vip, backend) = match *self {
-            Orphans::ToBackend {
-                vip,
-                backend,
-                established_only,
-            } => (
-                kernel.connections(vip, backend).map(|c| {
-                    c.into_iter()
-                        .filter(|c| !established_only || c.state == "ESTABLISHED")
-                        .collect()
-                }),
+            Orphans::ToBackend { vip, backend } => (
+                kernel
+                    .connections(vip, backend)
+                    .map(|c| c.into_iter().filter(|c| c.state == "ESTABLISHED").collect()),
                 vip,
                 Some(backend),
             ),

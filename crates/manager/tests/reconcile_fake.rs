@@ -484,3 +484,33 @@ async fn a_destination_deleted_by_hand_is_re_added_and_its_orphaned_sockets_cut(
         k.journal
     );
 }
+
+/// A client still in its handshake with a dead backend recovers by itself
+/// (its next SYN goes to a live one); cutting it would fail its request.
+#[tokio::test]
+async fn a_dead_backends_connections_still_in_their_handshake_are_not_cut() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = ("192.168.1.10:6443", "192.168.1.11:6443");
+    let mut kernel = FakeKernel::new().with_service(ep(VIP), &[(ep(a), 1), (ep(b), 1)]);
+    let watch: SocketAddr = "10.103.97.2:40000".parse().expect("addr");
+    let connecting: SocketAddr = "10.103.97.2:40001".parse().expect("addr");
+    kernel.connect(watch, ep(VIP), ep(b));
+    kernel.connect(connecting, ep(VIP), ep(b));
+    kernel
+        .conns
+        .iter_mut()
+        .find(|c| c.client == connecting)
+        .expect("conn")
+        .state = "SYN_RECV".into();
+    let (mut r, _) = reconciler(config(dir.path(), &[]), kernel, None);
+    r.on_set(cluster(&[a, b], 1));
+    r.on_health(health(a, State::Ready));
+    r.on_health(health(b, State::Dead));
+    r.pass().await;
+    let k = r.kernel_mut();
+    assert_eq!(
+        k.cut.iter().map(|c| c.client).collect::<Vec<_>>(),
+        vec![watch],
+        "only the established connection is cut"
+    );
+}
