@@ -105,18 +105,23 @@ pub struct Applied {
 /// each is independent, and the next pass retries what failed.
 ///
 /// Some operations concern node-local sockets left on a path that no longer
-/// exists (see [`Orphans`]). They are read *before* the operation (a
-/// deleted destination's entries may expire with it; a repaired one would
-/// hide what was lost) and cut *after* it (so that the client's reconnect
-/// goes through the table as it now stands). An idle client, such as a
-/// kubelet watch or the daemon's own watch through the VIP, would otherwise
-/// hang on its socket until its own timeout.
+/// exists (see [`Orphans`]); they are cut *after* the operation, so that the
+/// client's reconnect goes through the table as it now stands. An idle
+/// client, such as a kubelet watch or the daemon's own watch through the
+/// VIP, would otherwise hang on its socket until its own timeout.
+///
+/// A deleted backend's connections are read after the delete: IPVS keeps
+/// an idle connection's entry until its next packet, and the read costs
+/// the time to walk the whole connection table (a minute for 200,000
+/// entries under emulation), which must never delay a failover. Sockets
+/// that lost their entry are read before the repair that would hide it.
 pub fn apply_plan<K: Kernel + ?Sized>(kernel: &mut K, plan: &Plan) -> Applied {
     let mut out = Applied::default();
     for op in &plan.ops {
-        let doomed = match Orphans::of(op) {
-            Some(o) => o.read(kernel, &mut out),
-            None => Vec::new(),
+        let orphans = Orphans::of(op);
+        let mut doomed = match orphans {
+            Some(o @ Orphans::WithoutEntry { .. }) => o.read(kernel, &mut out),
+            _ => Vec::new(),
         };
         match kernel.apply(op) {
             Ok(()) => out.ops += 1,
@@ -127,6 +132,9 @@ pub fn apply_plan<K: Kernel + ?Sized>(kernel: &mut K, plan: &Plan) -> Applied {
                 });
                 continue;
             }
+        }
+        if let Some(o @ Orphans::ToBackend { .. }) = orphans {
+            doomed = o.read(kernel, &mut out);
         }
         if !doomed.is_empty() {
             match kernel.cut(&doomed) {
@@ -148,7 +156,8 @@ pub fn apply_plan<K: Kernel + ?Sized>(kernel: &mut K, plan: &Plan) -> Applied {
 #[derive(Debug, Clone, Copy)]
 enum Orphans {
     /// The connections IPVS lists to a backend the operation deletes; read
-    /// before it (IPVS may expire them once the destination is gone).
+    /// after it (IPVS keeps an idle connection's entry until its next
+    /// packet, and a busy one resets itself on that packet).
     /// Only established ones: sockets still in their handshake recover by
     /// themselves.
     ToBackend { vip: Endpoint, backend: Endpoint },
