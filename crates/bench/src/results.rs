@@ -249,6 +249,10 @@ pub struct BigTableTrial {
     /// From the crash until the kernel no longer listed the master; `None`
     /// when it did not within 30 s.
     pub removed_s: Option<f64>,
+    /// From restarting the master until it was in rotation again: it waits
+    /// for the loop, which walks the connection table after the delete.
+    #[serde(default)]
+    pub back_s: Option<f64>,
     pub rss_before_kib: u64,
     pub rss_peak_kib: u64,
 }
