@@ -361,47 +361,7 @@ pub fn effective_config(args: &RunArgs) -> Result<(Config, Vec<String>)> {
 mod fuzz {
     use super::*;
 
-    /// Words a command line is made of: our flags, the Go version's, values
-    /// that parse and values that do not.
-    pub(crate) fn words() -> impl proptest::strategy::Strategy<Value = Vec<String>> {
-        use proptest::prelude::*;
-        let word = prop_oneof![
-            prop::sample::select(vec![
-                "--vs",
-                "--rs",
-                "-vs",
-                "-rs",
-                "-cmd",
-                "--cmd=reload",
-                "-persistDir",
-                "--state-dir",
-                "--interface",
-                "--vip-mode",
-                "--health-interval",
-                "--resync-interval",
-                "-f",
-                "--config",
-                "--",
-                "-",
-                "=",
-                "add",
-                "init",
-                "reload",
-                "cleanup",
-                "config",
-                "check",
-                "10.103.97.2:6443",
-                "[fd00::1]:6443",
-                "0s",
-                "1h",
-                "route",
-                "address",
-            ])
-            .prop_map(String::from),
-            "[ -~]{0,12}",
-        ];
-        prop::collection::vec(word, 0..8)
-    }
+    use apiserver_proxy_testkit::fuzz::command_line_words as words;
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(5000))]

@@ -14,10 +14,12 @@
 //! - [`traffic`]: a client opening a new connection through the VIP every
 //!   100 ms, and an idle long-lived connection like a kubelet watch.
 //! - [`figures`]: the lifecycle suite's report rows.
+//! - [`fuzz`]: proptest strategies the binaries' property tests share.
 
 pub mod apiserver;
 pub mod fake_kernel;
 pub mod figures;
+pub mod fuzz;
 pub mod kernel;
 pub mod master;
 pub mod netns;
