@@ -68,6 +68,23 @@ pub fn run(args: BenchArgs) -> Result<i32> {
     let bench = release.join("apiserver-proxy-bench");
 
     let (json, vm_wall, image) = match &args.report_only {
+        Some(json) if !args.only.is_empty() => {
+            // Only these sections of that file: the others from the docs.
+            let copy = root.join("target/xtask/bench-report-only.json");
+            std::fs::create_dir_all(root.join("target/xtask"))?;
+            let mut only: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(json)
+                    .with_context(|| format!("read {}", json.display()))?,
+            )?;
+            for section in SECTIONS {
+                if !args.only.iter().any(|o| o == section) {
+                    only[section] = serde_json::Value::Null;
+                }
+            }
+            std::fs::write(&copy, serde_json::to_string_pretty(&only)?)?;
+            carry_over(&copy, &root.join(&args.docs).join("bench"))?;
+            (copy, 0.0, None)
+        }
         Some(json) => (json.clone(), 0.0, None),
         None => {
             // Built here, so that the size reported is that of the code
@@ -242,9 +259,9 @@ const SECTIONS: [&str; 7] = [
 ];
 
 /// A run of some sections (`--only`) keeps the others' figures from the
-/// results the docs already hold, and records which ones and from when, so
-/// that the report says so: one section can be measured again without
-/// throwing the rest away or presenting old figures as new.
+/// results the docs already hold, each with the date of the run that
+/// measured it, so that the report says so: one section can be measured
+/// again without throwing the rest away or presenting old figures as new.
 fn carry_over(json: &Path, earlier_dir: &Path) -> Result<()> {
     let earlier_path = earlier_dir.join("results.json");
     let Ok(earlier) = std::fs::read_to_string(&earlier_path) else {
@@ -257,6 +274,23 @@ fn carry_over(json: &Path, earlier_dir: &Path) -> Result<()> {
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .and_then(|m| m["date"].as_str().map(str::to_string))
         .unwrap_or_else(|| "an earlier run".into());
+    // Sections the earlier results had carried over themselves keep their
+    // own dates.
+    let mut earlier_dates: std::collections::BTreeMap<String, String> = earlier["carried_over"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| Some((c["section"].as_str()?.into(), c["from"].as_str()?.into())))
+        .collect();
+    // The first format: one date for a list of sections.
+    if let (Some(sections), Some(from)) = (
+        earlier["carried_over"]["sections"].as_array(),
+        earlier["carried_over"]["from"].as_str(),
+    ) {
+        for s in sections.iter().filter_map(|s| s.as_str()) {
+            earlier_dates.insert(s.into(), from.into());
+        }
+    }
     let mut now: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(json).with_context(|| format!("read {}", json.display()))?,
     )?;
@@ -264,17 +298,15 @@ fn carry_over(json: &Path, earlier_dir: &Path) -> Result<()> {
     for section in SECTIONS {
         if now[section].is_null() && !earlier[section].is_null() {
             now[section] = earlier[section].clone();
-            kept.push(section);
+            let from = earlier_dates
+                .get(section)
+                .cloned()
+                .unwrap_or_else(|| earlier_date.clone());
+            println!("xtask: section {section} keeps its figures from {from}");
+            kept.push(serde_json::json!({ "section": section, "from": from }));
         }
     }
-    if kept.is_empty() {
-        return Ok(());
-    }
-    println!(
-        "xtask: sections {} keep their figures from {earlier_date}",
-        kept.join(", ")
-    );
-    now["carried_over"] = serde_json::json!({ "sections": kept, "from": earlier_date });
+    now["carried_over"] = serde_json::Value::Array(kept);
     std::fs::write(json, serde_json::to_string_pretty(&now)?)?;
     Ok(())
 }

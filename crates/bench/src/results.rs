@@ -33,14 +33,36 @@ pub struct Results {
     pub bigtable: Option<BigTable>,
     /// Sections this run did not measure, kept from an earlier run's
     /// results (`cargo xtask bench --only`).
-    #[serde(default)]
-    pub carried_over: Option<CarriedOver>,
+    #[serde(default, deserialize_with = "carried_over")]
+    pub carried_over: Vec<CarriedOver>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// Both forms the results file has had: a list of sections with their
+/// dates, and the first one (one date for a list of sections).
+fn carried_over<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<CarriedOver>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<CarriedOver>),
+        First { sections: Vec<String>, from: String },
+    }
+    Ok(match Option::<Form>::deserialize(d)? {
+        Some(Form::List(l)) => l,
+        Some(Form::First { sections, from }) => sections
+            .into_iter()
+            .map(|section| CarriedOver {
+                section,
+                from: from.clone(),
+            })
+            .collect(),
+        None => Vec::new(),
+    })
+}
+
+/// A section this run did not measure, and the date of the run that did.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct CarriedOver {
-    pub sections: Vec<String>,
-    /// The earlier run's date.
+    pub section: String,
     pub from: String,
 }
 

@@ -1,6 +1,7 @@
 //! `report`: docs/benchmarks.md and docs/bench/ from the JSON of one run.
 //! Every number in the document is formatted from that JSON.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -222,13 +223,20 @@ pub fn write(args: &ReportArgs) -> Result<()> {
     if !walls.is_empty() {
         let _ = writeln!(w, "Section wall times in the VM: {}.\n", walls.join(", "));
     }
-    if let Some(c) = &r.carried_over {
+    if !r.carried_over.is_empty() {
+        // Grouped by the run that measured them.
+        let mut by_run: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for c in &r.carried_over {
+            by_run.entry(&c.from).or_default().push(&c.section);
+        }
+        let runs: Vec<String> = by_run
+            .iter()
+            .map(|(from, sections)| format!("{} from the run of {from}", sections.join(", ")))
+            .collect();
         let _ = writeln!(
             w,
-            "**Not measured by this run:** {} (figures kept from the run of {}; the machine facts above are \
-             this run's).\n",
-            c.sections.join(", "),
-            c.from
+            "**Not measured by this run:** {} (figures kept; the machine facts above are this run's).\n",
+            runs.join("; ")
         );
     }
     // Goals.
