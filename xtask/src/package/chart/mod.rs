@@ -306,21 +306,27 @@ impl Ctx<'_> {
                 .with_context(|| format!("DaemonSet {}", ds["metadata"]["name"]))?;
             let mut show = Command::new(&daemon);
             show.args(["config", "show", "--config"]).arg(&cfg_path);
-            for e in as_array(&ds["spec"]["template"]["spec"]["containers"][0]["env"]) {
-                if let (Some(k), Some(v)) = (e["name"].as_str(), e["value"].as_str())
-                    && k.starts_with("APISERVER_PROXY_")
-                    && k != "APISERVER_PROXY_LOG"
-                {
-                    show.env(k, v);
+            // As kubelet would: `$(NAME)` expands to an earlier variable,
+            // and the node's address (a fieldRef) is a documentation one,
+            // once IPv4 and once IPv6.
+            for node_ip in ["192.0.2.10", "2001:db8::10"] {
+                for e in as_array(&ds["spec"]["template"]["spec"]["containers"][0]["env"]) {
+                    if let (Some(k), Some(v)) = (e["name"].as_str(), e["value"].as_str())
+                        && k.starts_with("APISERVER_PROXY_")
+                        && k != "APISERVER_PROXY_LOG"
+                    {
+                        show.env(k, v.replace("$(NODE_IP)", node_ip));
+                    }
                 }
+                let out = show.output().context("cannot run config show")?;
+                ensure!(
+                    out.status.success(),
+                    "DaemonSet {} (node address {node_ip}): the daemon refuses its config and \
+                     environment:\n{}",
+                    ds["metadata"]["name"],
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
-            let out = show.output().context("cannot run config show")?;
-            ensure!(
-                out.status.success(),
-                "DaemonSet {}: the daemon refuses its config and environment:\n{}",
-                ds["metadata"]["name"],
-                String::from_utf8_lossy(&out.stderr)
-            );
         }
         Ok(format!(
             "{} objects, {} DaemonSet(s), config check ok",
