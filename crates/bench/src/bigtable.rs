@@ -2,8 +2,8 @@
 //! in IPVS mode can hold 10^5 to 10^6 connections of its own services, and
 //! the daemon reads the table when an apiserver dies (to cut the node's
 //! sockets to it). The same crash is measured with an empty table and with
-//! `FOREIGN` foreign entries: the time until the kernel rule is gone and the
-//! daemon's peak memory.
+//! `FOREIGN` foreign entries: the time until the master is out of rotation
+//! in the kernel and the daemon's peak memory.
 //!
 //! The foreign entries are made the way real clients make them, through a
 //! foreign virtual service: a raw socket sends a SYN then an ACK per flow,
@@ -56,7 +56,8 @@ pub fn run(env: &Env, ours: &mut Ours) -> Result<results::BigTable> {
     })
 }
 
-/// Crashes the third master and measures until the kernel dropped it, with
+/// Crashes the third master and measures until the kernel took it out of
+/// rotation, with
 /// the daemon's memory sampled every 5 ms meanwhile; then brings it back.
 fn crash_failover(ours: &mut Ours) -> Result<results::BigTableTrial> {
     let ipvs = Ipvs::connect()?;
@@ -82,7 +83,11 @@ fn crash_failover(ours: &mut Ours) -> Result<results::BigTableTrial> {
     victim.stop();
     let mut removed = None;
     while t0.elapsed() < Duration::from_secs(30) {
-        if !lb::dests(&ipvs, vip).iter().any(|(a, _)| *a == gone) {
+        // Out of rotation: weight 0 or gone, no new connection goes to it.
+        if !lb::dests(&ipvs, vip)
+            .iter()
+            .any(|(a, w)| *a == gone && *w > 0)
+        {
             removed = Some(t0.elapsed().as_secs_f64());
             break;
         }

@@ -268,8 +268,8 @@ pub struct BigTable {
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct BigTableTrial {
-    /// From the crash until the kernel no longer listed the master; `None`
-    /// when it did not within 30 s.
+    /// From the crash until the kernel had the master out of rotation
+    /// (weight 0 or gone); `None` when it did not within 30 s.
     pub removed_s: Option<f64>,
     /// From restarting the master until it was in rotation again: it waits
     /// for the loop, which walks the connection table after the delete.

@@ -105,23 +105,44 @@ pub struct Applied {
 /// each is independent, and the next pass retries what failed.
 ///
 /// Some operations concern node-local sockets left on a path that no longer
-/// exists (see [`Orphans`]); they are cut *after* the operation, so that the
-/// client's reconnect goes through the table as it now stands. An idle
-/// client, such as a kubelet watch or the daemon's own watch through the
-/// VIP, would otherwise hang on its socket until its own timeout.
+/// exists (see [`Orphans`]); they are read *before* the operation and cut
+/// *after* it, so that the client's reconnect goes through the table as it
+/// now stands. An idle client, such as a kubelet watch or the daemon's own
+/// watch through the VIP, would otherwise hang on its socket until its own
+/// timeout.
 ///
-/// A deleted backend's connections are read after the delete: IPVS keeps
-/// an idle connection's entry until its next packet, and the read costs
-/// the time to walk the whole connection table (a minute for 200,000
-/// entries under emulation), which must never delay a failover. Sockets
-/// that lost their entry are read before the repair that would hide it.
+/// A backend that is deleted first goes to weight 0: that takes it out of
+/// rotation at once, so the read that follows (the whole connection table:
+/// a minute for 200,000 entries under emulation) never delays a failover.
+/// The read must come before the delete: since Linux 5.9, deleting a
+/// destination with `expire_nodest_conn` expires its connections' entries
+/// in the background, and they could no longer name the sockets to cut.
 pub fn apply_plan<K: Kernel + ?Sized>(kernel: &mut K, plan: &Plan) -> Applied {
     let mut out = Applied::default();
     for op in &plan.ops {
         let orphans = Orphans::of(op);
-        let mut doomed = match orphans {
-            Some(o @ Orphans::WithoutEntry { .. }) => o.read(kernel, &mut out),
-            _ => Vec::new(),
+        if let Op::DelDest {
+            vip,
+            backend,
+            why: DeleteReason::Dead,
+        } = op
+        {
+            let out_of_rotation = Op::SetWeight {
+                vip: *vip,
+                backend: *backend,
+                weight: 0,
+            };
+            match kernel.apply(&out_of_rotation) {
+                Ok(()) => out.ops += 1,
+                Err(source) => out.errors.push(StepError {
+                    step: Step::Apply(out_of_rotation),
+                    source,
+                }),
+            }
+        }
+        let doomed = match orphans {
+            Some(o) => o.read(kernel, &mut out),
+            None => Vec::new(),
         };
         match kernel.apply(op) {
             Ok(()) => out.ops += 1,
@@ -132,9 +153,6 @@ pub fn apply_plan<K: Kernel + ?Sized>(kernel: &mut K, plan: &Plan) -> Applied {
                 });
                 continue;
             }
-        }
-        if let Some(o @ Orphans::ToBackend { .. }) = orphans {
-            doomed = o.read(kernel, &mut out);
         }
         if !doomed.is_empty() {
             match kernel.cut(&doomed) {
@@ -155,10 +173,8 @@ pub fn apply_plan<K: Kernel + ?Sized>(kernel: &mut K, plan: &Plan) -> Applied {
 /// exists, and so must cut.
 #[derive(Debug, Clone, Copy)]
 enum Orphans {
-    /// The connections IPVS lists to a backend the operation deletes; read
-    /// after it (IPVS keeps an idle connection's entry until its next
-    /// packet, and a busy one resets itself on that packet).
-    /// Only established ones: sockets still in their handshake recover by
+    /// The connections IPVS lists to a backend the operation deletes. Only
+    /// established ones: sockets still in their handshake recover by
     /// themselves.
     ToBackend { vip: Endpoint, backend: Endpoint },
     /// The node's sockets to the VIP whose IPVS entry is gone; read before

@@ -117,10 +117,11 @@ async fn what_the_cli_put_there_stays_until_the_cluster_answers() {
     );
 }
 
-/// The delete comes first: reading the connection table can take long on a
-/// busy node, and must never delay the failover.
+/// Out of rotation first (weight 0): reading the connection table can take
+/// long on a busy node, and must never delay the failover. The read comes
+/// before the delete, which would expire the entries it needs.
 #[tokio::test]
-async fn a_dead_backend_is_deleted_first_then_its_connections_read_and_cut() {
+async fn a_dead_backend_leaves_rotation_first_then_its_connections_are_read_deleted_and_cut() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (a, b) = ("192.168.1.10:6443", "192.168.1.11:6443");
     let mut kernel = FakeKernel::new().with_service(ep(VIP), &[(ep(a), 1), (ep(b), 1)]);
@@ -141,15 +142,20 @@ async fn a_dead_backend_is_deleted_first_then_its_connections_read_and_cut() {
     assert_eq!(
         calls,
         vec![
-            &Call::Apply(Op::DelDest {
+            &Call::Apply(Op::SetWeight {
                 vip: ep(VIP),
                 backend: ep(b),
-                why: DeleteReason::Dead
+                weight: 0
             }),
             &Call::Connections {
                 vip: ep(VIP),
                 backend: ep(b)
             },
+            &Call::Apply(Op::DelDest {
+                vip: ep(VIP),
+                backend: ep(b),
+                why: DeleteReason::Dead
+            }),
             &Call::Cut(1),
         ]
     );
@@ -431,23 +437,23 @@ async fn a_drain_that_times_out_cuts_the_connections_it_orphans() {
         .journal
         .iter()
         .filter(|c| !matches!(c, Call::ReadOurs(_)))
-        .skip_while(|c| !matches!(c, Call::Apply(Op::DelDest { .. })))
+        .skip_while(|c| !matches!(c, Call::Connections { .. }))
         .collect();
     assert_eq!(
         tail,
         vec![
+            &Call::Connections {
+                vip: ep(VIP),
+                backend: ep(b)
+            },
             &Call::Apply(Op::DelDest {
                 vip: ep(VIP),
                 backend: ep(b),
                 why: DeleteReason::DrainTimeout
             }),
-            &Call::Connections {
-                vip: ep(VIP),
-                backend: ep(b)
-            },
             &Call::Cut(1),
         ],
-        "the delete first, then read and cut"
+        "read before the delete (it expires the entries), cut after it"
     );
     assert_eq!(
         metric(&m, "apiserver_proxy_sockets_destroyed_total"),

@@ -243,15 +243,15 @@ pub(super) fn bigtable(w: &mut String, b: &BigTable) {
         "A node whose kube-proxy runs in IPVS mode holds many connections of its own services, and the \
          daemon reads the IPVS connection table when an apiserver dies (to cut the node's sockets to it). \
          The same crash of one master, with the table empty and with {} foreign ESTABLISHED entries (made by a \
-         SYN and an ACK per flow through a foreign virtual service): the time until the kernel no longer \
-         lists the master (netlink, every 2 ms); the time from restarting it until it is in rotation again \
+         SYN and an ACK per flow through a foreign virtual service): the time until the kernel has the master \
+         out of rotation (weight 0 or gone: no new connection goes to it; netlink, every 2 ms); the time from restarting it until it is in rotation again \
          (the loop first finishes the pass that walks the connection table after the delete); and the \
          daemon's resident memory, sampled every 5 ms from the crash until the master is back.\n",
         b.foreign_entries
     );
     let _ = writeln!(
         w,
-        "| table | trials | master out of the kernel: p50 / worst | back in rotation after its restart: worst | daemon RSS before | peak |\n| --- | --- | --- | --- | --- | --- |"
+        "| table | trials | master out of rotation: p50 / worst | back in rotation after its restart: worst | daemon RSS before | peak |\n| --- | --- | --- | --- | --- | --- |"
     );
     for (name, trials) in [("empty", &b.empty), ("full", &b.full)] {
         let times: Vec<f64> = trials.iter().filter_map(|t| t.removed_s).collect();
