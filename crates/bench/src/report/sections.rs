@@ -205,11 +205,7 @@ pub(super) fn repair(w: &mut String, r: &Repair) {
         "| tamper | the daemon learns of it by | repaired | p50 | p99 | worst |\n| --- | --- | --- | --- | --- | --- |"
     );
     for k in &r.kinds {
-        let worst = k
-            .times_s
-            .iter()
-            .copied()
-            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+        let worst = largest(k.times_s.iter().copied());
         let fmt = |v: Option<f64>| v.map_or("n/a".into(), |x| ms(x * 1000.0));
         let _ = writeln!(
             w,
@@ -255,14 +251,8 @@ pub(super) fn bigtable(w: &mut String, b: &BigTable) {
     );
     for (name, trials) in [("empty", &b.empty), ("full", &b.full)] {
         let times: Vec<f64> = trials.iter().filter_map(|t| t.removed_s).collect();
-        let worst = times
-            .iter()
-            .copied()
-            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
-        let back = trials
-            .iter()
-            .filter_map(|t| t.back_s)
-            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+        let worst = largest(times.iter().copied());
+        let back = largest(trials.iter().filter_map(|t| t.back_s));
         let before = trials.iter().map(|t| t.rss_before_kib).max().unwrap_or(0);
         let peak = trials.iter().map(|t| t.rss_peak_kib).max().unwrap_or(0);
         let table = if name == "full" {
@@ -282,4 +272,9 @@ pub(super) fn bigtable(w: &mut String, b: &BigTable) {
         );
     }
     let _ = writeln!(w);
+}
+
+/// The largest of `values`, if any.
+fn largest(values: impl Iterator<Item = f64>) -> Option<f64> {
+    values.reduce(f64::max)
 }
