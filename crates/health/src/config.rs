@@ -181,6 +181,76 @@ impl Default for KeepaliveConfig {
     }
 }
 
+/// The HTTP/2 heartbeat on the persistent connection: how a black-holed
+/// backend is found within a second.
+///
+/// TCP keepalive cannot do it: its timers count whole seconds, and a
+/// silent peer is noticed 2–3 s after its last packet at best. So in
+/// `https` mode, when the apiserver agrees to HTTP/2 (every kube-apiserver
+/// does), the connection carries a PING frame whenever it has read nothing
+/// for `interval`, and `TCP_USER_TIMEOUT` is set to `ack_timeout`, which the
+/// kernel counts in milliseconds: data, such as a PING, that the backend's
+/// *kernel* has not acknowledged after `ack_timeout` makes the kernel abort
+/// the connection, and the backend is dead. A silent host is therefore out
+/// of rotation at most `interval + ack_timeout` after it went silent.
+///
+/// The judge is the backend's kernel, not the apiserver: a stalled
+/// apiserver (a long garbage-collection pause, a stopped process) still has
+/// its PINGs acknowledged by its kernel, so a stall is not taken for a
+/// death. The PING's own answer is not awaited; a stalled apiserver is
+/// judged by its readiness answers as before (timeout, reconnect, not
+/// ready). A lost packet is sent again by the kernel
+/// (about 200 ms and 400 ms later), so on a lossy link a false alarm needs
+/// the same PING or its acknowledgement lost three times in a row; see
+/// `docs/health.md` for the rates.
+///
+/// The cost to the apiserver is one PING frame (17 bytes, answered by its
+/// HTTP/2 layer without running a handler) per `interval` per node, and no
+/// request. `interval` zero turns the heartbeat off: HTTP/1.1, liveness from
+/// keepalive alone ([`KeepaliveConfig`]), as in `http` and `tcp` modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatConfig {
+    /// A PING goes out after this long without reading anything; zero: no
+    /// heartbeat. 50 ms to [`MAX_DURATION`].
+    pub interval: Duration,
+    /// `TCP_USER_TIMEOUT` of a connection with a heartbeat: how long sent
+    /// data may stay unacknowledged by the backend's kernel. 300 ms (the
+    /// kernel's first retransmission comes after about 200 ms) to
+    /// [`MAX_DURATION`].
+    pub ack_timeout: Duration,
+}
+
+impl HeartbeatConfig {
+    /// No heartbeat: HTTP/1.1 and keepalive only.
+    pub const OFF: HeartbeatConfig = HeartbeatConfig {
+        interval: Duration::ZERO,
+        ack_timeout: Duration::from_millis(600),
+    };
+
+    /// Whether PINGs are sent (and HTTP/2 offered).
+    pub fn enabled(&self) -> bool {
+        !self.interval.is_zero()
+    }
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig {
+            interval: Duration::from_millis(200),
+            ack_timeout: Duration::from_millis(600),
+        }
+    }
+}
+
+/// Smallest heartbeat interval: a PING every 50 ms is already 20 frames a
+/// second per node on every apiserver.
+pub const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Smallest heartbeat acknowledgement timeout: below it a single lost
+/// packet, resent by the kernel after about 200 ms, would already kill a
+/// healthy connection.
+pub const MIN_ACK_TIMEOUT: Duration = Duration::from_millis(300);
+
 /// Everything the checker needs. `HealthConfig::default()` is the
 /// recommended setting; see the crate documentation for what each failure
 /// does with these numbers.
@@ -214,6 +284,7 @@ pub struct HealthConfig {
     pub unknown_statuses: Vec<u16>,
     pub tls: TlsConfig,
     pub keepalive: KeepaliveConfig,
+    pub heartbeat: HeartbeatConfig,
     /// Longest wait between reconnect attempts to a dead backend (attempts
     /// start 1 s apart and double, with the same relative jitter).
     pub max_backoff: Duration,
@@ -234,6 +305,7 @@ impl Default for HealthConfig {
             unknown_statuses: vec![401, 403],
             tls: TlsConfig::default(),
             keepalive: KeepaliveConfig::default(),
+            heartbeat: HeartbeatConfig::default(),
             max_backoff: Duration::from_secs(5),
         }
     }
@@ -287,6 +359,21 @@ impl HealthConfig {
             "keepalive.user_timeout",
             ka.user_timeout,
             Duration::ZERO,
+            MAX_DURATION,
+        )?;
+        let hb = &self.heartbeat;
+        if hb.enabled() {
+            within(
+                "heartbeat.interval",
+                hb.interval,
+                MIN_HEARTBEAT_INTERVAL,
+                MAX_DURATION,
+            )?;
+        }
+        within(
+            "heartbeat.ack_timeout",
+            hb.ack_timeout,
+            MIN_ACK_TIMEOUT,
             MAX_DURATION,
         )?;
         if self.mode != Mode::Tcp {

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -85,7 +85,7 @@ impl Prober {
         match (self.config.mode, &self.tls) {
             (Mode::Tcp, _) => Ok(Conn::Tcp(tcp)),
             (Mode::Http, _) | (Mode::Https, None) => {
-                self.http(tcp, addr.to_string(), sockets).await
+                self.http1(tcp, addr.to_string(), sockets).await
             }
             (Mode::Https, Some(connector)) => {
                 let handshake = connector.connect(self.server_name.clone(), tcp);
@@ -101,7 +101,22 @@ impl Prober {
                     }
                     Ok(Ok(tls)) => tls,
                 };
-                self.http(tls, self.name().to_string(), sockets).await
+                let heartbeat = self.config.heartbeat;
+                if heartbeat.enabled() && tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    // From here on the backend's kernel has `ack_timeout` to
+                    // acknowledge what we send: PINGs and requests alike.
+                    // Set only now, because it would also cut the TCP and
+                    // TLS handshakes short, whose bounds are their own.
+                    SockRef::from(tls.get_ref().0)
+                        .set_tcp_user_timeout(Some(heartbeat.ack_timeout))
+                        .map_err(|e| Reason::Io(e.to_string()))?;
+                    // The user timeout finds a silent host under a request
+                    // sooner than the socket table would.
+                    drop(sockets);
+                    self.http2(tls).await
+                } else {
+                    self.http1(tls, self.name().to_string(), sockets).await
+                }
             }
         }
     }
@@ -152,7 +167,7 @@ impl Prober {
         }
     }
 
-    async fn http<S>(
+    async fn http1<S>(
         &self,
         io: S,
         host: String,
@@ -165,10 +180,42 @@ impl Prober {
             .await
             .map_err(|e| Reason::from_hyper(&e, &self.ca_label, self.name()))?;
         Ok(Conn::Http(HttpConn {
-            sender,
+            sender: Sender::H1(sender),
             conn: Box::pin(conn),
-            host,
+            // HTTP/1.1 carries the server name in `Host`.
+            target: host,
             sockets,
+            ended: None,
+            ca_label: self.ca_label.clone(),
+            name: self.name().to_string(),
+        }))
+    }
+
+    /// HTTP/2 with the heartbeat ([`crate::HeartbeatConfig`]): a PING
+    /// whenever nothing was read for `interval`, idle or not.
+    async fn http2<S>(&self, io: S) -> Result<Conn, Reason>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(self.config.heartbeat.interval)
+            // The PING's answer is not awaited: the kernel's acknowledgement
+            // (the user timeout) judges liveness, and a stalled apiserver is
+            // judged by its readiness answers. hyper sends the next PING
+            // only after this one's answer, so a stall pauses the heartbeat;
+            // keepalive covers the host meanwhile.
+            .keep_alive_timeout(crate::config::MAX_DURATION)
+            .keep_alive_while_idle(true)
+            .handshake::<_, Empty<Bytes>>(TokioIo::new(io))
+            .await
+            .map_err(|e| Reason::from_hyper(&e, &self.ca_label, self.name()))?;
+        Ok(Conn::Http(HttpConn {
+            sender: Sender::H2(sender),
+            conn: Box::pin(conn),
+            // HTTP/2 needs an absolute URI (`:scheme`, `:authority`).
+            target: format!("https://{}", self.name()),
+            sockets: None,
             ended: None,
             ca_label: self.ca_label.clone(),
             name: self.name().to_string(),
@@ -207,7 +254,11 @@ impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Conn::Tcp(s) => f.debug_tuple("Tcp").field(s).finish(),
-            Conn::Http(h) => f.debug_struct("Http").field("host", &h.host).finish(),
+            Conn::Http(h) => f
+                .debug_struct("Http")
+                .field("target", &h.target)
+                .field("http2", &matches!(h.sender, Sender::H2(_)))
+                .finish(),
         }
     }
 }
@@ -260,12 +311,50 @@ impl Conn {
     }
 }
 
+/// One request at a time, over either protocol.
+enum Sender {
+    H1(http1::SendRequest<Empty<Bytes>>),
+    H2(http2::SendRequest<Empty<Bytes>>),
+}
+
+impl Sender {
+    async fn send(
+        &mut self,
+        req: http::Request<Empty<Bytes>>,
+    ) -> hyper::Result<http::Response<hyper::body::Incoming>> {
+        match self {
+            Sender::H1(s) => {
+                s.ready().await?;
+                s.send_request(req).await
+            }
+            Sender::H2(s) => {
+                s.ready().await?;
+                s.send_request(req).await
+            }
+        }
+    }
+
+    /// The request for `path`: origin form and `Host` on HTTP/1.1, an
+    /// absolute URI on HTTP/2 (`target` is the host, or the scheme and
+    /// authority).
+    fn request(&self, target: &str, path: &str) -> http::Result<http::Request<Empty<Bytes>>> {
+        let builder = match self {
+            Sender::H1(_) => http::Request::get(path).header(http::header::HOST, target),
+            Sender::H2(_) => http::Request::get(format!("{target}{path}")),
+        };
+        builder
+            .header(http::header::USER_AGENT, "bcs-apiserver-proxy-health")
+            .body(Empty::<Bytes>::new())
+    }
+}
+
 pub(crate) struct HttpConn {
-    sender: http1::SendRequest<Empty<Bytes>>,
+    sender: Sender,
     /// hyper's connection task. Polling it drives requests and, while idle,
     /// reads the socket so that a FIN or reset is seen at once.
     conn: ConnFuture,
-    host: String,
+    /// `Host` (HTTP/1.1) or `https://authority` (HTTP/2).
+    target: String,
     /// The TCP socket's line in procfs.
     sockets: Option<silence::SocketTable>,
     /// Why `conn` finished, once it has: it is not polled again.
@@ -288,11 +377,7 @@ impl HttpConn {
     }
 
     async fn request(&mut self, path: &str, timeout: Duration) -> Requested {
-        let req = match http::Request::get(path)
-            .header(http::header::HOST, self.host.as_str())
-            .header(http::header::USER_AGENT, "bcs-apiserver-proxy-health")
-            .body(Empty::<Bytes>::new())
-        {
+        let req = match self.sender.request(&self.target, path) {
             Ok(r) => r,
             Err(e) => return Requested::Lost(Reason::Protocol(e.to_string())),
         };
@@ -311,8 +396,7 @@ impl HttpConn {
         let sockets = sockets.clone();
         let started = Instant::now();
         let exchange = async {
-            sender.ready().await?;
-            let resp = sender.send_request(req).await?;
+            let resp = sender.send(req).await?;
             let status = resp.status().as_u16();
             // Read the whole body so that the connection can carry the next
             // request.
@@ -449,8 +533,14 @@ fn client_config(config: &HealthConfig) -> Result<ClientConfig> {
                 })?
         }
     };
-    // HTTP/1.1 only: one request at a time is all a probe needs.
-    client.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // HTTP/2 for the heartbeat's PING frames; HTTP/1.1 without it (one
+    // request at a time is all a probe needs), or where the server has no
+    // HTTP/2.
+    client.alpn_protocols = if config.heartbeat.enabled() {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Ok(client)
 }
 

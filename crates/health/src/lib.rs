@@ -138,8 +138,9 @@ pub use checker::{
     probe_once,
 };
 pub use config::{
-    ClientCert, DEFAULT_SERVER_NAME, HealthConfig, KeepaliveConfig, MAX_DURATION, Mode,
-    SERVICE_ACCOUNT_CA, TlsConfig, check_path, check_timeout,
+    ClientCert, DEFAULT_SERVER_NAME, HealthConfig, HeartbeatConfig, KeepaliveConfig, MAX_DURATION,
+    MIN_ACK_TIMEOUT, MIN_HEARTBEAT_INTERVAL, Mode, SERVICE_ACCOUNT_CA, TlsConfig, check_path,
+    check_timeout,
 };
 pub use error::{Error, Result};
 pub use reason::{FailureKind, Phase, Reason, State, TlsProblem};

@@ -121,7 +121,7 @@ pub enum Reason {
     Unreachable(String),
     /// TLS failed; see [`TlsProblem`].
     Tls(TlsProblem),
-    /// The backend answered something that is not HTTP/1.1.
+    /// The backend answered something that is not HTTP/1.1 or HTTP/2.
     Protocol(String),
     /// Any other socket error.
     Io(String),

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use apiserver_proxy_health::{
-    Checker, ClientCert, Error, FailureKind, HealthConfig, Mode, Outcome, Phase, ProbeKind, Reason,
-    State, TlsProblem, probe_once,
+    Checker, ClientCert, Error, FailureKind, HealthConfig, HeartbeatConfig, Mode, Outcome, Phase,
+    ProbeKind, Reason, State, TlsProblem, probe_once,
 };
 use apiserver_proxy_testkit::netns::Netns;
 use apiserver_proxy_types::Endpoint;
@@ -77,21 +77,22 @@ fn killed_server_is_dead_at_once_and_comes_back_after_rise() {
     });
 }
 
-#[test]
-fn black_holed_server_is_dead_through_keepalive_and_recovers() {
-    in_netns(|| async {
+/// Probes a minute apart, so only a liveness signal can notice a silent
+/// host; `tune` says which one is left in reach. rise = 1 because with
+/// probes a minute apart a second one would take long.
+fn black_hole_is_found_and_recovers(tune: fn(&mut HealthConfig)) {
+    in_netns(move || async move {
         let ns = Netns::new();
         let pki = Pki::new(&[ns.ip(false)]);
         let backend = ep(ns.ip(false), PORT);
         let _server = start_in(&ns, backend.0, pki.server());
-        // Probes far apart: only the kernel's keepalive can notice. rise = 1
-        // because with probes a minute apart a second one would take long.
-        let config = HealthConfig {
+        let mut config = HealthConfig {
             interval: Duration::from_secs(60),
             jitter: Duration::from_secs(1),
             rise: 1,
             ..pki.config()
         };
+        tune(&mut config);
         let checker = Checker::new(config).expect("checker");
         let mut rx = checker.subscribe();
         checker.watch(backend);
@@ -107,6 +108,56 @@ fn black_holed_server_is_dead_through_keepalive_and_recovers() {
     });
 }
 
+/// No heartbeat (the HTTP/1.1 path): the kernel's keepalive finds it.
+#[test]
+fn black_holed_server_is_dead_through_keepalive_and_recovers() {
+    black_hole_is_found_and_recovers(|c| c.heartbeat = HeartbeatConfig::OFF);
+}
+
+/// The heartbeat alone finds a silent host: keepalive is pushed out of
+/// reach (an hour of idleness), so only the PINGs, unacknowledged for
+/// `ack_timeout`, can end the connection.
+#[test]
+fn black_holed_server_is_dead_through_the_heartbeat() {
+    black_hole_is_found_and_recovers(|c| {
+        c.keepalive.idle = Duration::from_secs(3600);
+        c.keepalive.interval = Duration::from_secs(3600);
+        c.keepalive.user_timeout = Duration::from_secs(3600);
+        c.keepalive.inspect_socket = false;
+    });
+}
+
+/// A stalled apiserver is not a dead one: while it is frozen (five times the
+/// heartbeat's `ack_timeout`, longer than the readiness timeout) its kernel
+/// acknowledges the PING, and with no readiness probe due nothing changes.
+#[test]
+fn a_stalled_apiserver_is_not_taken_for_a_silent_host() {
+    in_netns(|| async {
+        let ns = Netns::new();
+        let pki = Pki::new(&[ns.ip(false)]);
+        let backend = ep(ns.ip(false), PORT);
+        let server = start_in(&ns, backend.0, pki.server());
+        let config = HealthConfig {
+            interval: Duration::from_secs(60),
+            jitter: Duration::from_secs(1),
+            ..pki.config()
+        };
+        let checker = Checker::new(config).expect("checker");
+        let mut rx = checker.subscribe();
+        checker.watch(backend);
+        expect_state(&mut rx, State::Ready).await;
+
+        // Five ack timeouts, and a PING outstanding for most of them.
+        server.freeze(Duration::from_secs(3));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        if let Ok(ev) = rx.try_recv() {
+            panic!("a 3 s stall changed the state: {ev:?}");
+        }
+        let stats = &checker.stats()[&backend];
+        assert_eq!(stats.connections_lost, 0, "{stats:?}");
+    });
+}
+
 #[test]
 fn black_hole_under_an_outstanding_request_is_dead_from_retransmits() {
     in_netns(|| async {
@@ -115,9 +166,10 @@ fn black_hole_under_an_outstanding_request_is_dead_from_retransmits() {
         let backend = ep(ns.ip(false), PORT);
         let server = start_in(&ns, backend.0, pki.server());
         // A long request timeout and user timeout, so that only the
-        // retransmission check can be first.
+        // retransmission check can be first (HTTP/1.1: no heartbeat).
         let mut config = HealthConfig {
             timeout: Duration::from_secs(15),
+            heartbeat: HeartbeatConfig::OFF,
             ..pki.config()
         };
         config.keepalive.user_timeout = Duration::from_secs(15);
@@ -152,6 +204,7 @@ fn kernel_timeout_under_a_request_is_dead_at_once_not_a_close() {
         // inspection, a request timeout far beyond it.
         let mut config = HealthConfig {
             timeout: Duration::from_secs(15),
+            heartbeat: HeartbeatConfig::OFF,
             ..pki.config()
         };
         config.keepalive.inspect_socket = false;
@@ -178,6 +231,7 @@ fn without_socket_inspection_a_black_hole_under_a_request_is_confirmed_by_reconn
         let _server = start_in(&ns, backend.0, pki.server());
         let mut config = HealthConfig {
             timeout: Duration::from_secs(1),
+            heartbeat: HeartbeatConfig::OFF,
             ..pki.config()
         };
         config.keepalive.inspect_socket = false;

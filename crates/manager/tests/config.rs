@@ -328,3 +328,38 @@ fn the_socket_inspection_can_be_turned_off() {
     .expect("parse");
     assert!(!config::health_config(&off.config).keepalive.inspect_socket);
 }
+
+#[test]
+fn the_heartbeat_is_on_by_default_tunable_and_can_be_turned_off() {
+    let vs = "virtualServers:\n  - vip: 10.103.97.2:6443\n";
+    let default = parse_str(vs, "default.yaml").expect("parse");
+    let hb = config::health_config(&default.config).heartbeat;
+    assert!(hb.enabled());
+    assert_eq!(hb.interval, Duration::from_millis(200));
+    assert_eq!(hb.ack_timeout, Duration::from_millis(600));
+    let tuned = parse_str(
+        &format!("{vs}health:\n  heartbeatInterval: 1s\n  heartbeatAckTimeout: 900ms\n"),
+        "tuned.yaml",
+    )
+    .expect("parse");
+    let hb = config::health_config(&tuned.config).heartbeat;
+    assert_eq!(
+        (hb.interval, hb.ack_timeout),
+        (Duration::from_secs(1), Duration::from_millis(900))
+    );
+    let off = parse_str(
+        &format!("{vs}health:\n  heartbeatInterval: 0s\n"),
+        "off.yaml",
+    )
+    .expect("parse");
+    assert!(!config::health_config(&off.config).heartbeat.enabled());
+    // Too eager a heartbeat, or an acknowledgement deadline inside the
+    // kernel's first retransmission, is refused with the field named.
+    for (yaml, field) in [
+        ("heartbeatInterval: 10ms", "heartbeat.interval"),
+        ("heartbeatAckTimeout: 100ms", "heartbeat.ack_timeout"),
+    ] {
+        let e = problems(&format!("{vs}health:\n  {yaml}\n")).join("; ");
+        assert!(e.contains(field), "{yaml}: {e}");
+    }
+}

@@ -20,6 +20,8 @@ enum Cmd {
     Start,
     Ready(bool),
     Slice(Vec<(IpAddr, Option<bool>)>),
+    Freeze(Duration),
+    Count(String, mpsc::Sender<usize>),
 }
 
 /// A fake apiserver serving TLS on `addr`, in a namespace of its own (a
@@ -90,6 +92,22 @@ impl Master {
         self.send(Cmd::Ready(ready))
     }
 
+    /// Stall: the server's only thread stops for `d`, as SIGSTOP would
+    /// stop an apiserver process (its kernel still completes handshakes
+    /// and acknowledges data; nothing is answered). Returns at once.
+    pub fn freeze(&self, d: Duration) {
+        self.send(Cmd::Freeze(d))
+    }
+
+    /// Requests received so far whose `METHOD PATH` starts with `prefix`
+    /// (such as `GET /readyz`).
+    pub fn count_requests(&self, prefix: &str) -> usize {
+        let (tx, rx) = mpsc::channel();
+        self.send(Cmd::Count(prefix.to_string(), tx));
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("the fake apiserver did not count its requests")
+    }
+
     /// Publishes `default/kubernetes` as an EndpointSlice with these
     /// endpoints (ready flag per endpoint) on this master's port.
     pub fn publish(&self, endpoints: Vec<(IpAddr, Option<bool>)>) {
@@ -151,6 +169,16 @@ fn serve(addr: SocketAddr, leaf: CertKey, rx: mpsc::Receiver<Cmd>, up_tx: mpsc::
                 Cmd::Stop => server.stop(),
                 Cmd::Start => restart(&server).await,
                 Cmd::Ready(r) => server.set_ready(r),
+                // Blocks the runtime, and with it every connection's task.
+                Cmd::Freeze(d) => std::thread::sleep(d),
+                Cmd::Count(prefix, tx) => {
+                    let n = server
+                        .requests()
+                        .iter()
+                        .filter(|r| r.starts_with(&prefix))
+                        .count();
+                    let _ = tx.send(n);
+                }
                 Cmd::Slice(eps) => {
                     server.apply_slice(kubernetes_slice("kubernetes", family, addr.port(), &eps))
                 }

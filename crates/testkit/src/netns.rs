@@ -46,6 +46,8 @@ pub struct Netns {
     pub peer_ipv6: Ipv6Addr,
     /// The veth end in the test's namespace.
     pub host_if: String,
+    /// The veth end inside this namespace.
+    pub ns_if: String,
 }
 
 impl Netns {
@@ -82,6 +84,7 @@ impl Netns {
             peer_ipv4,
             peer_ipv6,
             host_if,
+            ns_if: ns_if.clone(),
         };
         ns.exec_ok("ip", &["link", "set", "lo", "up"]);
         run(
@@ -188,6 +191,39 @@ impl Netns {
                  add chain inet apxhole out { type filter hook output priority -100; policy drop; }",
             ],
         );
+    }
+
+    /// A lossy, jittery link: `netem` with `args` (such as `loss 1% delay
+    /// 2ms 1ms`) on both ends of the veth, so both directions suffer it.
+    /// Needs the `sch_netem` module. Replaces an earlier setting.
+    pub fn netem(&self, args: &str) {
+        let words: Vec<&str> = args.split_whitespace().collect();
+        let mut host = vec!["qdisc", "replace", "dev", &self.host_if, "root", "netem"];
+        host.extend(&words);
+        run("tc", &host);
+        let mut inside = vec!["qdisc", "replace", "dev", &self.ns_if, "root", "netem"];
+        inside.extend(&words);
+        self.exec_ok("tc", &inside);
+    }
+
+    /// Undoes [`Netns::netem`]: the link is perfect again.
+    pub fn clear_netem(&self) {
+        let _ = Command::new("tc")
+            .args(["qdisc", "del", "dev", &self.host_if, "root"])
+            .output();
+        let _ = self.exec("tc", &["qdisc", "del", "dev", &self.ns_if, "root"]);
+    }
+
+    /// Packets and bytes that the test side has sent to this host so far
+    /// (the host end's transmit counters).
+    pub fn sent_to(&self) -> (u64, u64) {
+        let read = |what: &str| {
+            std::fs::read_to_string(format!("/sys/class/net/{}/statistics/{what}", self.host_if))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        (read("tx_packets"), read("tx_bytes"))
     }
 
     /// Undoes [`Netns::black_hole`].

@@ -17,7 +17,7 @@ use apiserver_proxy_testkit::tls::{Ca, CertKey};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use socket2::{Domain, SockRef, Socket, Type};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot};
@@ -49,6 +49,8 @@ pub struct ProbeServer {
     control: Arc<Control>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The server's single-threaded runtime, for [`ProbeServer::freeze`].
+    runtime: tokio::runtime::Handle,
 }
 
 impl ProbeServer {
@@ -74,11 +76,13 @@ impl ProbeServer {
         });
         let (stop, stopped) = oneshot::channel();
         let c = control.clone();
+        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("server runtime");
+            let _ = handle_tx.send(rt.handle().clone());
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
                 tokio::select! {
@@ -90,12 +94,21 @@ impl ProbeServer {
             // each one is reset, as when the process dies.
             drop(rt);
         });
+        let runtime = handle_rx.recv().expect("server runtime handle");
         ProbeServer {
             addr,
             control,
             stop: Some(stop),
             thread: Some(thread),
+            runtime,
         }
+    }
+
+    /// Stops the server's only thread for `d`, as SIGSTOP would stop an
+    /// apiserver: its kernel still accepts connections and acknowledges
+    /// data, nothing is answered. Returns at once.
+    pub fn freeze(&self, d: Duration) {
+        self.runtime.spawn(async move { std::thread::sleep(d) });
     }
 
     pub fn set_readyz(&self, status: u16) {
@@ -170,7 +183,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, speak: Speak, control: A
                     while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
                     std::future::pending::<()>().await;
                 }
-                Speak::Plain => serve(stream, false, control).await,
+                Speak::Plain => serve(stream, false, false, control).await,
                 Speak::Tls(config) => {
                     let acceptor = tokio_rustls::TlsAcceptor::from(config);
                     if let Ok(tls) = acceptor.accept(stream).await {
@@ -179,7 +192,8 @@ async fn accept_loop(listener: tokio::net::TcpListener, speak: Speak, control: A
                             .1
                             .peer_certificates()
                             .is_some_and(|c| !c.is_empty());
-                        serve(tls, has_cert, control).await;
+                        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                        serve(tls, has_cert, h2, control).await;
                     }
                 }
             }
@@ -187,7 +201,9 @@ async fn accept_loop(listener: tokio::net::TcpListener, speak: Speak, control: A
     }
 }
 
-async fn serve<S>(io: S, has_client_cert: bool, control: Arc<Control>)
+/// Serves one connection: HTTP/2 when `h2` (the client chose it in ALPN,
+/// as the health checker does for its heartbeat), HTTP/1.1 otherwise.
+async fn serve<S>(io: S, has_client_cert: bool, h2: bool, control: Arc<Control>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -196,6 +212,7 @@ where
         0 => None,
         ms => Some(Duration::from_millis(ms)),
     };
+    let close_after_answer = control.connection_close.load(Ordering::SeqCst);
     let on_answer = answered.clone();
     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let control = control.clone();
@@ -236,19 +253,30 @@ where
             Ok::<_, Infallible>(resp)
         }
     });
-    let conn =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
+    // Both protocols through one builder, which reads the preface; HTTP/2
+    // has no `Connection: close`, so there the server closes (GOAWAY) once
+    // it has answered.
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    let Some(idle) = idle_close else {
+    let close_on_answer = h2 && close_after_answer;
+    if idle_close.is_none() && !close_on_answer {
         let _ = conn.await;
         return;
-    };
-    let mut deadline = tokio::time::Instant::now() + idle;
+    }
+    let far = Duration::from_secs(3600);
+    let mut deadline = tokio::time::Instant::now() + idle_close.unwrap_or(far);
     let mut closing = false;
     loop {
         tokio::select! {
             _ = conn.as_mut() => return,
-            () = answered.notified() => deadline = tokio::time::Instant::now() + idle,
+            () = answered.notified() => {
+                if close_on_answer && !closing {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                deadline = tokio::time::Instant::now() + idle_close.unwrap_or(far);
+            }
             () = tokio::time::sleep_until(deadline), if !closing => {
                 // Idle (or busy: then after the answer in flight) close.
                 conn.as_mut().graceful_shutdown();

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use apiserver_proxy_discovery::{DiscoveryConfig, VirtualServer};
-use apiserver_proxy_health::{ClientCert, HealthConfig};
+use apiserver_proxy_health::{ClientCert, HealthConfig, HeartbeatConfig};
 use apiserver_proxy_types::Endpoint;
 use serde_json::{Map, Value};
 
@@ -83,6 +83,12 @@ pub struct HealthSettings {
     /// host sooner (see docs/health.md); its cost grows with the node's
     /// TCP sockets.
     pub inspect_socket: bool,
+    /// HTTP/2 PING on the probe connection after this long without reading
+    /// anything; zero: no heartbeat (HTTP/1.1, keepalive only).
+    pub heartbeat_interval: Duration,
+    /// How long the heartbeat (or any data sent) may go unacknowledged by
+    /// the apiserver's kernel before the apiserver is dead.
+    pub heartbeat_ack_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +131,8 @@ impl Default for HealthSettings {
             client_key: None,
             insecure_skip_verify: false,
             inspect_socket: true,
+            heartbeat_interval: HeartbeatConfig::default().interval,
+            heartbeat_ack_timeout: HeartbeatConfig::default().ack_timeout,
         }
     }
 }
@@ -407,6 +415,10 @@ pub fn health_config(c: &Config) -> HealthConfig {
         success_statuses: h.success_statuses.iter().copied().collect(),
         tls,
         keepalive,
+        heartbeat: HeartbeatConfig {
+            interval: h.heartbeat_interval,
+            ack_timeout: h.heartbeat_ack_timeout,
+        },
         ..defaults
     }
 }

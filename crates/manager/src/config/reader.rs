@@ -106,13 +106,22 @@ impl Reader {
 
     /// `5s`, `500ms`, `1m30s`; a bare number counts as seconds.
     pub(super) fn duration(&mut self, v: &Value, path: &str) -> Option<Duration> {
+        self.duration_from(v, path, false)
+    }
+
+    /// A duration where zero means "off".
+    pub(super) fn duration_or_off(&mut self, v: &Value, path: &str) -> Option<Duration> {
+        self.duration_from(v, path, true)
+    }
+
+    fn duration_from(&mut self, v: &Value, path: &str, zero: bool) -> Option<Duration> {
         let parsed = match v {
             Value::Number(n) => n.as_f64().and_then(|s| Duration::try_from_secs_f64(s).ok()),
             Value::String(s) => humantime::parse_duration(s.trim()).ok(),
             _ => None,
         };
         match parsed {
-            Some(d) if !d.is_zero() => Some(d),
+            Some(d) if zero || !d.is_zero() => Some(d),
             _ => {
                 self.problem(
                     path,
@@ -310,6 +319,8 @@ impl Reader {
             "clientKey",
             "insecureSkipVerify",
             "inspectSocket",
+            "heartbeatInterval",
+            "heartbeatAckTimeout",
         ];
         self.unknown_keys(map, path, KNOWN);
         for (key, v) in map {
@@ -386,6 +397,16 @@ impl Reader {
                 "inspectSocket" => {
                     if let Some(b) = self.boolean(v, &p) {
                         h.inspect_socket = b;
+                    }
+                }
+                "heartbeatInterval" => {
+                    if let Some(d) = self.duration_or_off(v, &p) {
+                        h.heartbeat_interval = d;
+                    }
+                }
+                "heartbeatAckTimeout" => {
+                    if let Some(d) = self.duration(v, &p) {
+                        h.heartbeat_ack_timeout = d;
                     }
                 }
                 _ => {}
