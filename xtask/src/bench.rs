@@ -31,7 +31,7 @@ const BENCH_PACKAGES: &[&str] = &[
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// Only these sections (comma-separated): failover, convergence,
-    /// dataplane, scale, footprint, repair, bigtable.
+    /// dataplane, scale, footprint, repair, soak, bigtable.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Failover trials per scenario for our daemon (peers: as many as fit
@@ -248,13 +248,14 @@ fn run_in_vm(root: &Path, args: &BenchArgs, bench: &Path, daemon: &Path) -> Resu
 }
 
 /// The sections of the results file, as `run` names them.
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "failover",
     "convergence",
     "dataplane",
     "scale",
     "footprint",
     "repair",
+    "soak",
     "bigtable",
 ];
 

@@ -21,6 +21,7 @@ mod repair;
 mod report;
 mod results;
 mod scale;
+mod soak;
 mod util;
 
 use std::path::PathBuf;
@@ -56,11 +57,11 @@ pub struct RunArgs {
     #[arg(long)]
     out: PathBuf,
     /// Comma-separated sections: failover, convergence, dataplane, scale, footprint, repair,
-    /// bigtable.
+    /// soak, bigtable.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "failover,convergence,dataplane,scale,footprint,repair,bigtable"
+        default_value = "failover,convergence,dataplane,scale,footprint,repair,soak,bigtable"
     )]
     only: Vec<String>,
     /// Failover trials per scenario for our daemon (peers: as many as fit the budget).
@@ -102,6 +103,7 @@ fn run(args: RunArgs) -> Result<()> {
         "convergence",
         "footprint",
         "repair",
+        "soak",
         "dataplane",
         "scale",
         "bigtable",
@@ -117,6 +119,7 @@ fn run(args: RunArgs) -> Result<()> {
                 "convergence" => out.convergence = Some(failover::convergence(&env, &mut ours)?),
                 "footprint" => out.footprint = Some(failover::footprint(&env, &mut ours)?),
                 "repair" => out.repair = Some(repair::run(&env, &mut ours)?),
+                "soak" => out.soak = Some(soak::run(&env, &mut ours)?),
                 "dataplane" => out.dataplane = Some(dataplane::run(&env, &mut ours)?),
                 // Last: its 200,000 entries stay in the table for 15 minutes.
                 "bigtable" => out.bigtable = Some(bigtable::run(&env, &mut ours)?),

@@ -31,6 +31,8 @@ pub struct Results {
     pub repair: Option<Repair>,
     #[serde(default)]
     pub bigtable: Option<BigTable>,
+    #[serde(default)]
+    pub soak: Option<Soak>,
     /// Sections this run did not measure, kept from an earlier run's
     /// results (`cargo xtask bench --only`).
     #[serde(default, deserialize_with = "carried_over")]
@@ -277,4 +279,45 @@ pub struct BigTableTrial {
     pub back_s: Option<f64>,
     pub rss_before_kib: u64,
     pub rss_peak_kib: u64,
+}
+
+/// False alarms under loss and stalls, and what liveness costs a master.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Soak {
+    /// The heartbeat settings the daemon ran with.
+    pub heartbeat: String,
+    pub cost: Vec<Cost>,
+    /// The long soak: the loss and delay, with short stalls.
+    pub soak: SoakPhase,
+    /// Higher losses, each for a while.
+    pub losses: Vec<SoakPhase>,
+    /// Longer stalls, each master in turn.
+    pub stalls: Vec<SoakPhase>,
+}
+
+/// Traffic from the node to each master while nothing else goes on.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Cost {
+    pub label: String,
+    pub window_s: f64,
+    /// One figure per master.
+    pub packets_per_s: Vec<f64>,
+    pub bytes_per_s: Vec<f64>,
+    pub readyz_per_s: Vec<f64>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct SoakPhase {
+    pub label: String,
+    /// The `netem` arguments on every master's link ("" for none).
+    pub netem: String,
+    /// Length of each stall (0: none) and how many there were.
+    pub stall_ms: u64,
+    pub stalls: usize,
+    pub seconds: f64,
+    /// Times a healthy master left rotation: false alarms.
+    pub removals: usize,
+    /// Client requests through the VIP, and those that failed.
+    pub requests: usize,
+    pub failed: usize,
 }

@@ -7,7 +7,8 @@
 //!
 //! Needs root (network namespaces, nft). Prints p50/p99 of the time from
 //! the event (kill, black hole, `/readyz` turning 500) to the reported state
-//! change, over `TRIALS` trials each (default 20).
+//! change, over `TRIALS` trials each (default 20). `HEARTBEAT_MS` and
+//! `ACK_TIMEOUT_MS` replace the heartbeat's defaults.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -33,15 +34,29 @@ fn main() {
         // The defaults, but trusting the test CA.
         let mut config = HealthConfig::default();
         config.tls.ca_file = Some(pki.ca_file());
+        // Other heartbeat settings, to weigh the trade-off (milliseconds).
+        let ms = |var: &str| {
+            std::env::var(var)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_millis)
+        };
+        if let Some(d) = ms("HEARTBEAT_MS") {
+            config.heartbeat.interval = d;
+        }
+        if let Some(d) = ms("ACK_TIMEOUT_MS") {
+            config.heartbeat.ack_timeout = d;
+        }
         println!(
-            "defaults: interval {:?} ± {:?}, timeout {:?}, connect_timeout {:?}, rise {}, fall {}, keepalive {:?}",
+            "defaults: interval {:?} ± {:?}, timeout {:?}, connect_timeout {:?}, rise {}, fall {}, keepalive {:?}, heartbeat {:?}",
             config.interval,
             config.jitter,
             config.timeout,
             config.connect_timeout,
             config.rise,
             config.fall,
-            config.keepalive
+            config.keepalive,
+            config.heartbeat
         );
         println!("trials per scenario: {trials}\n");
         let checker = Checker::new(config.clone()).expect("checker");
@@ -126,7 +141,7 @@ async fn black_hole(
         ns.restore();
         server.kill();
     }
-    report("black hole -> Dead", "3s", samples, reasons);
+    report("black hole -> Dead", "1s", samples, reasons);
 }
 
 /// Drops every packet into and out of the namespace at once, as a host that

@@ -189,20 +189,22 @@ impl Default for KeepaliveConfig {
 /// `https` mode, when the apiserver agrees to HTTP/2 (every kube-apiserver
 /// does), the connection carries a PING frame whenever it has read nothing
 /// for `interval`, and `TCP_USER_TIMEOUT` is set to `ack_timeout`, which the
-/// kernel counts in milliseconds: data, such as a PING, that the backend's
-/// *kernel* has not acknowledged after `ack_timeout` makes the kernel abort
-/// the connection, and the backend is dead. A silent host is therefore out
-/// of rotation at most `interval + ack_timeout` after it went silent.
+/// kernel counts in milliseconds. A PING the backend's *kernel* does not
+/// acknowledge is sent again by our kernel, as any segment: a tail-loss
+/// probe about 200 ms after the send, a timed retransmission about 450 ms
+/// after it. `TCP_USER_TIMEOUT` counts from that timed retransmission, so
+/// the connection is aborted, and the backend dead, about `450 ms +
+/// ack_timeout` after the PING went out: at most `interval + 450 ms +
+/// ack_timeout` (0.8 s with the defaults) after the host went silent.
 ///
 /// The judge is the backend's kernel, not the apiserver: a stalled
 /// apiserver (a long garbage-collection pause, a stopped process) still has
 /// its PINGs acknowledged by its kernel, so a stall is not taken for a
 /// death. The PING's own answer is not awaited; a stalled apiserver is
 /// judged by its readiness answers as before (timeout, reconnect, not
-/// ready). A lost packet is sent again by the kernel
-/// (about 200 ms and 400 ms later), so on a lossy link a false alarm needs
-/// the same PING or its acknowledgement lost three times in a row; see
-/// `docs/health.md` for the rates.
+/// ready). On a lossy link a false alarm needs the same PING, or its
+/// acknowledgement, lost three times in a row; see `docs/health.md` for
+/// the rates.
 ///
 /// The cost to the apiserver is one PING frame (17 bytes, answered by its
 /// HTTP/2 layer without running a handler) per `interval` per node, and no
@@ -213,9 +215,9 @@ pub struct HeartbeatConfig {
     /// A PING goes out after this long without reading anything; zero: no
     /// heartbeat. 50 ms to [`MAX_DURATION`].
     pub interval: Duration,
-    /// `TCP_USER_TIMEOUT` of a connection with a heartbeat: how long sent
-    /// data may stay unacknowledged by the backend's kernel. 300 ms (the
-    /// kernel's first retransmission comes after about 200 ms) to
+    /// `TCP_USER_TIMEOUT` of a connection with a heartbeat: how long after
+    /// the kernel's first timed retransmission of unacknowledged data (a
+    /// PING, a request) the connection is given up. [`MIN_ACK_TIMEOUT`] to
     /// [`MAX_DURATION`].
     pub ack_timeout: Duration,
 }
@@ -224,7 +226,7 @@ impl HeartbeatConfig {
     /// No heartbeat: HTTP/1.1 and keepalive only.
     pub const OFF: HeartbeatConfig = HeartbeatConfig {
         interval: Duration::ZERO,
-        ack_timeout: Duration::from_millis(600),
+        ack_timeout: Duration::from_millis(150),
     };
 
     /// Whether PINGs are sent (and HTTP/2 offered).
@@ -237,7 +239,7 @@ impl Default for HeartbeatConfig {
     fn default() -> Self {
         HeartbeatConfig {
             interval: Duration::from_millis(200),
-            ack_timeout: Duration::from_millis(600),
+            ack_timeout: Duration::from_millis(150),
         }
     }
 }
@@ -246,10 +248,10 @@ impl Default for HeartbeatConfig {
 /// second per node on every apiserver.
 pub const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(50);
 
-/// Smallest heartbeat acknowledgement timeout: below it a single lost
-/// packet, resent by the kernel after about 200 ms, would already kill a
-/// healthy connection.
-pub const MIN_ACK_TIMEOUT: Duration = Duration::from_millis(300);
+/// Smallest heartbeat acknowledgement timeout: the kernel's last
+/// retransmission needs a round trip, and some slack, to be acknowledged
+/// before the connection is given up.
+pub const MIN_ACK_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Everything the checker needs. `HealthConfig::default()` is the
 /// recommended setting; see the crate documentation for what each failure

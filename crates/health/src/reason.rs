@@ -109,8 +109,9 @@ pub enum Reason {
     Closed,
     /// A step did not finish within its timeout.
     Timeout(Phase),
-    /// The kernel gave up on the established connection: keepalive probes
-    /// or data went unanswered for `TCP_USER_TIMEOUT` (black hole).
+    /// The kernel gave up on the established connection: heartbeat PINGs,
+    /// requests or keepalive probes went unacknowledged until
+    /// `TCP_USER_TIMEOUT` (black hole).
     KeepaliveTimeout,
     /// A readiness request went unacknowledged by the backend's kernel
     /// through repeated retransmissions: the host went silent while the
@@ -142,9 +143,9 @@ impl fmt::Display for Reason {
             Reason::Reset => f.write_str("connection reset"),
             Reason::Closed => f.write_str("connection closed by the backend"),
             Reason::Timeout(p) => write!(f, "{p} timed out"),
-            Reason::KeepaliveTimeout => {
-                f.write_str("backend went silent (TCP keepalive / user timeout)")
-            }
+            Reason::KeepaliveTimeout => f.write_str(
+                "backend went silent (heartbeat or keepalive unacknowledged: TCP user timeout)",
+            ),
             Reason::Unacknowledged => f.write_str(
                 "backend went silent (readiness request retransmitted without acknowledgement)",
             ),

@@ -336,7 +336,7 @@ fn the_heartbeat_is_on_by_default_tunable_and_can_be_turned_off() {
     let hb = config::health_config(&default.config).heartbeat;
     assert!(hb.enabled());
     assert_eq!(hb.interval, Duration::from_millis(200));
-    assert_eq!(hb.ack_timeout, Duration::from_millis(600));
+    assert_eq!(hb.ack_timeout, Duration::from_millis(150));
     let tuned = parse_str(
         &format!("{vs}health:\n  heartbeatInterval: 1s\n  heartbeatAckTimeout: 900ms\n"),
         "tuned.yaml",
@@ -353,11 +353,12 @@ fn the_heartbeat_is_on_by_default_tunable_and_can_be_turned_off() {
     )
     .expect("parse");
     assert!(!config::health_config(&off.config).heartbeat.enabled());
-    // Too eager a heartbeat, or an acknowledgement deadline inside the
-    // kernel's first retransmission, is refused with the field named.
+    // Too eager a heartbeat, or an acknowledgement deadline shorter than a
+    // retransmission's round trip can safely take, is refused with the
+    // field named.
     for (yaml, field) in [
         ("heartbeatInterval: 10ms", "heartbeat.interval"),
-        ("heartbeatAckTimeout: 100ms", "heartbeat.ack_timeout"),
+        ("heartbeatAckTimeout: 50ms", "heartbeat.ack_timeout"),
     ] {
         let e = problems(&format!("{vs}health:\n  {yaml}\n")).join("; ");
         assert!(e.contains(field), "{yaml}: {e}");

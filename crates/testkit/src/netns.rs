@@ -215,15 +215,12 @@ impl Netns {
     }
 
     /// Packets and bytes that the test side has sent to this host so far
-    /// (the host end's transmit counters).
-    pub fn sent_to(&self) -> (u64, u64) {
-        let read = |what: &str| {
-            std::fs::read_to_string(format!("/sys/class/net/{}/statistics/{what}", self.host_if))
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .unwrap_or(0)
-        };
-        (read("tx_packets"), read("tx_bytes"))
+    /// (the host end's transmit counters), read from the calling thread's
+    /// namespace (`/proc/thread-self/net/dev`: sysfs would show the
+    /// namespace it was mounted in). `None` when the interface is not there.
+    pub fn sent_to(&self) -> Option<(u64, u64)> {
+        let table = std::fs::read_to_string("/proc/thread-self/net/dev").ok()?;
+        tx_counters(&table, &self.host_if)
     }
 
     /// Undoes [`Netns::black_hole`].
@@ -249,6 +246,22 @@ impl Netns {
     }
 }
 
+/// Transmit packets and bytes of `interface` in a `/proc/net/dev` table:
+/// after `NAME:`, eight receive columns, then transmit bytes and packets.
+fn tx_counters(table: &str, interface: &str) -> Option<(u64, u64)> {
+    table.lines().find_map(|line| {
+        let (name, counters) = line.split_once(':')?;
+        if name.trim() != interface {
+            return None;
+        }
+        let f: Vec<u64> = counters
+            .split_whitespace()
+            .map(|c| c.parse().ok())
+            .collect::<Option<_>>()?;
+        Some((*f.get(9)?, *f.get(8)?))
+    })
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         // Deleting the namespace also deletes its veth end, and so the pair.
@@ -261,6 +274,18 @@ impl Drop for Netns {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transmit_counters_are_read_from_a_proc_net_dev_table() {
+        // The layout of /proc/net/dev (Linux 6.1 and 6.18 alike).
+        let table = "Inter-|   Receive                                                |  Transmit\n \
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
+lo: 2537516   32844    0    0    0     0          0         0  2537516   32844    0    0    0     0       0          0\n\
+vh123x4:     900      10    0    0    0     0          0         0     4242      42    0    0    0     0       0          0\n";
+        assert_eq!(tx_counters(table, "vh123x4"), Some((42, 4242)));
+        assert_eq!(tx_counters(table, "lo"), Some((32844, 2537516)));
+        assert_eq!(tx_counters(table, "vh1"), None);
+    }
 
     /// Runs on the host as root: namespaces and veth work there.
     #[test]

@@ -86,8 +86,9 @@ pub struct HealthSettings {
     /// HTTP/2 PING on the probe connection after this long without reading
     /// anything; zero: no heartbeat (HTTP/1.1, keepalive only).
     pub heartbeat_interval: Duration,
-    /// How long the heartbeat (or any data sent) may go unacknowledged by
-    /// the apiserver's kernel before the apiserver is dead.
+    /// How long after the kernel's first timed retransmission of a
+    /// heartbeat (or any data sent) the apiserver's kernel may still not
+    /// have acknowledged it before the apiserver is dead.
     pub heartbeat_ack_timeout: Duration,
 }
 
