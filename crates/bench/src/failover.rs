@@ -172,7 +172,7 @@ pub fn run(env: &Env, ours: &mut Ours) -> Result<results::Failover> {
         info: SetupInfo {
             id: "ours".into(),
             label: "bcs-apiserver-proxy (ours)".into(),
-            config: "defaults: persistent HTTP/2 connection, a PING after 200 ms without reading that its kernel must acknowledge within 600 ms, /readyz every 5 s ±10 %, timeout 2 s, rise 2, fall 1".into(),
+            config: "defaults: persistent HTTP/2 connection, a PING after 200 ms without reading that its kernel must acknowledge (given up 100 ms after the first timed retransmission, then a SYN answered within 150 ms), /readyz every 5 s ±10 %, timeout 2 s, rise 2, fall 1".into(),
         },
         target: addr(VIP_OURS),
         masters: ours.masters.clone(),

@@ -103,7 +103,7 @@ pub struct ProbeResult {
 pub async fn probe_once(config: &HealthConfig, backend: Endpoint) -> Result<ProbeResult> {
     let prober = Prober::new(config.clone())?;
     let started = Instant::now();
-    let connected = prober.connect(backend.0).await;
+    let connected = prober.connect(backend.0, config.connect_timeout).await;
     let connect_latency = started.elapsed();
     let mut conn = match connected {
         Err(reason) => {
@@ -476,9 +476,21 @@ async fn run_backend(shared: Arc<Shared>, backend: Endpoint, generation: u64) {
     // interval, not once per connection. `None`: at once, on the first
     // connection and on the first one after the backend was found dead.
     let mut due: Option<Instant> = None;
+    // The previous connection's heartbeat went unacknowledged: the
+    // reconnect that confirms it uses `heartbeat.confirm_timeout`.
+    let mut heartbeat_lost = false;
     loop {
         let started = Instant::now();
-        let connected = shared.prober.connect(backend.0).await;
+        // A heartbeat that went unacknowledged is confirmed by a reconnect
+        // as short as a live host needs to answer a SYN: the rest of the
+        // one-second budget.
+        let connect_timeout = if heartbeat_lost {
+            config.heartbeat.confirm_timeout
+        } else {
+            config.connect_timeout
+        };
+        heartbeat_lost = false;
+        let connected = shared.prober.connect(backend.0, connect_timeout).await;
         let connect_latency = started.elapsed();
         let mut conn = match connected {
             Err(reason) => {
@@ -530,6 +542,7 @@ async fn run_backend(shared: Arc<Shared>, backend: Endpoint, generation: u64) {
         // ended under a readiness request.
         let mut answered = false;
         let mut under_request = false;
+        let heartbeat = conn.heartbeat();
         let end = loop {
             let next = due.unwrap_or_else(Instant::now);
             tokio::select! {
@@ -608,6 +621,15 @@ async fn run_backend(shared: Arc<Shared>, backend: Endpoint, generation: u64) {
         );
         tracing::debug!(backend = %backend, reason = %end, "persistent connection ended");
         match (end, confirming) {
+            // A heartbeat's PING (or a request) went unacknowledged through
+            // three tries: almost surely silence, but on a lossy link three
+            // losses in a row happen. A SYN is a fourth, independent try: a
+            // live host answers it within a round trip. Reconnect at once
+            // with the short `confirm_timeout`; if that fails, dead.
+            (Reason::KeepaliveTimeout, None) if heartbeat => {
+                lost = Some(Reason::KeepaliveTimeout);
+                heartbeat_lost = true;
+            }
             // The kernel already waited out the silence (or retransmitted
             // our request in vain): that is the confirmation. Dead now; the
             // reconnect loop takes over.

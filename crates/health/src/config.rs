@@ -193,9 +193,11 @@ impl Default for KeepaliveConfig {
 /// acknowledge is sent again by our kernel, as any segment: a tail-loss
 /// probe about 200 ms after the send, a timed retransmission about 450 ms
 /// after it. `TCP_USER_TIMEOUT` counts from that timed retransmission, so
-/// the connection is aborted, and the backend dead, about `450 ms +
-/// ack_timeout` after the PING went out: at most `interval + 450 ms +
-/// ack_timeout` (0.8 s with the defaults) after the host went silent.
+/// the connection is aborted about `450 ms + ack_timeout` after the PING
+/// went out. A reconnect then confirms it: a live host answers its SYN
+/// within a round trip; without an answer within `confirm_timeout` the
+/// backend is dead, at most `interval + 450 ms + ack_timeout +
+/// confirm_timeout` (0.9 s with the defaults) after the host went silent.
 ///
 /// The judge is the backend's kernel, not the apiserver: a stalled
 /// apiserver (a long garbage-collection pause, a stopped process) still has
@@ -203,8 +205,8 @@ impl Default for KeepaliveConfig {
 /// death. The PING's own answer is not awaited; a stalled apiserver is
 /// judged by its readiness answers as before (timeout, reconnect, not
 /// ready). On a lossy link a false alarm needs the same PING, or its
-/// acknowledgement, lost three times in a row; see `docs/health.md` for
-/// the rates.
+/// acknowledgement, lost three times in a row and then the confirming SYN
+/// or its answer lost too; see `docs/health.md` for the rates.
 ///
 /// The cost to the apiserver is one PING frame (17 bytes, answered by its
 /// HTTP/2 layer without running a handler) per `interval` per node, and no
@@ -220,13 +222,20 @@ pub struct HeartbeatConfig {
     /// PING, a request) the connection is given up. [`MIN_ACK_TIMEOUT`] to
     /// [`MAX_DURATION`].
     pub ack_timeout: Duration,
+    /// After a connection is given up that way, the reconnect confirming it
+    /// must complete its TCP handshake within this (a live host answers a
+    /// SYN in a round trip), or the backend is dead. A SYN is a fourth,
+    /// independent try: a false alarm then needs four losses in a row.
+    /// 10 ms to [`MAX_DURATION`].
+    pub confirm_timeout: Duration,
 }
 
 impl HeartbeatConfig {
     /// No heartbeat: HTTP/1.1 and keepalive only.
     pub const OFF: HeartbeatConfig = HeartbeatConfig {
         interval: Duration::ZERO,
-        ack_timeout: Duration::from_millis(150),
+        ack_timeout: Duration::from_millis(100),
+        confirm_timeout: Duration::from_millis(150),
     };
 
     /// Whether PINGs are sent (and HTTP/2 offered).
@@ -239,7 +248,8 @@ impl Default for HeartbeatConfig {
     fn default() -> Self {
         HeartbeatConfig {
             interval: Duration::from_millis(200),
-            ack_timeout: Duration::from_millis(150),
+            ack_timeout: Duration::from_millis(100),
+            confirm_timeout: Duration::from_millis(150),
         }
     }
 }
@@ -376,6 +386,12 @@ impl HealthConfig {
             "heartbeat.ack_timeout",
             hb.ack_timeout,
             MIN_ACK_TIMEOUT,
+            MAX_DURATION,
+        )?;
+        within(
+            "heartbeat.confirm_timeout",
+            hb.confirm_timeout,
+            Duration::from_millis(10),
             MAX_DURATION,
         )?;
         if self.mode != Mode::Tcp {

@@ -75,9 +75,14 @@ impl Prober {
     }
 
     /// Opens the persistent connection: TCP (keepalive and user timeout
-    /// set), then TLS in `https` mode, then the HTTP/1.1 client in `http(s)`.
-    pub(crate) async fn connect(&self, addr: SocketAddr) -> Result<Conn, Reason> {
-        let (tcp, table) = self.tcp_connect(addr).await?;
+    /// set; the handshake bounded by `connect_timeout`), then TLS in `https`
+    /// mode, then the HTTP client in `http(s)`.
+    pub(crate) async fn connect(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+    ) -> Result<Conn, Reason> {
+        let (tcp, table) = self.tcp_connect(addr, connect_timeout).await?;
         let sockets = match (table, tcp.local_addr()) {
             (Some(file), Ok(local)) => Some(silence::SocketTable::new(file, local, addr)),
             _ => None,
@@ -127,6 +132,7 @@ impl Prober {
     async fn tcp_connect(
         &self,
         addr: SocketAddr,
+        connect_timeout: Duration,
     ) -> Result<(TcpStream, Option<std::fs::File>), Reason> {
         let io = |e: std::io::Error| Reason::Io(e.to_string());
         let socket = if addr.is_ipv4() {
@@ -155,7 +161,7 @@ impl Prober {
             }
         }
         socket.set_nodelay(true).map_err(io)?;
-        match tokio::time::timeout(self.config.connect_timeout, socket.connect(addr)).await {
+        match tokio::time::timeout(connect_timeout, socket.connect(addr)).await {
             Err(_) => Err(Reason::Timeout(Phase::Connect)),
             Ok(Err(e)) => Err(Reason::from_io(
                 &e,
@@ -264,6 +270,18 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
+    /// Whether this connection carries the heartbeat (HTTP/2 PINGs under the
+    /// short user timeout).
+    pub(crate) fn heartbeat(&self) -> bool {
+        matches!(
+            self,
+            Conn::Http(HttpConn {
+                sender: Sender::H2(_),
+                ..
+            })
+        )
+    }
+
     /// Before a readiness request: while the kernel has a keepalive probe
     /// outstanding on this connection, waits (up to `limit`) for it to be
     /// answered; returns why the connection ended if it ended meanwhile.

@@ -16,10 +16,11 @@
 //!   heartbeat ([`HeartbeatConfig`], the default in `https` mode when the
 //!   apiserver agrees to HTTP/2) the connection carries an HTTP/2 PING
 //!   whenever it has read nothing for 200 ms, and `TCP_USER_TIMEOUT` is
-//!   150 ms: when the backend's kernel does not acknowledge a PING, ours
-//!   resends it twice and aborts the connection 150 ms after its first timed
-//!   retransmission (≈ 600 ms after the send), so a silent host is dead
-//!   0.6–0.8 s after it went silent, while a stalled apiserver (its kernel
+//!   100 ms: when the backend's kernel does not acknowledge a PING, ours
+//!   resends it twice and aborts the connection 100 ms after its first timed
+//!   retransmission (≈ 550 ms after the send); a reconnect whose SYN is not
+//!   answered within 150 ms confirms it. A silent host is dead 0.7–0.9 s
+//!   after it went silent, while a stalled apiserver (its kernel
 //!   acknowledges) is not. Without the heartbeat the kernel finds it: TCP
 //!   keepalive (idle 1 s, every 1 s) and
 //!   `TCP_USER_TIMEOUT` 3 s abort a silent connection 2–3 s after the last
@@ -60,7 +61,8 @@
 //! | TLS error (name, CA, validity, alert) or TLS handshake timeout | liveness failure: `Dead` at once, reason names the TLS problem |
 //! | reset or FIN on the persistent connection, idle or mid-request | reconnect at once; if that fails: `Dead` at once ([`Reason::Lost`] with cause and confirmation); if it works: nothing is counted, and readiness is probed on the new connection when it is next due (one interval after the last probe). A reconnect that dies under its first request: `Dead`; one closed before its first probe is replaced when that probe is due, not at once |
 //! | an answer, then the connection closes (`Connection: close`, or a reset right behind it) | the answer counts; the close is then like a FIN |
-//! | kernel timeout on the connection (a PING or request unacknowledged through the kernel's retransmissions and `heartbeat.ack_timeout`; without the heartbeat keepalive / `TCP_USER_TIMEOUT`: black hole), idle or under a readiness request | liveness failure: `Dead` at once (the kernel already waited) |
+//! | a PING or request unacknowledged through the kernel's retransmissions and `heartbeat.ack_timeout` (heartbeat connections) | reconnect at once with `heartbeat.confirm_timeout` for the TCP handshake: fails → `Dead`; works → nothing is counted |
+//! | kernel timeout without the heartbeat (keepalive / `TCP_USER_TIMEOUT`: black hole), idle or under a readiness request | liveness failure: `Dead` at once (the kernel already waited) |
 //! | a readiness request retransmitted twice without any ACK (the host went silent mid-request; read from `/proc/thread-self/net/tcp{,6}`, opened beside the socket in its namespace and read on tokio's blocking pool, every 200 ms while a request waits) | liveness failure: `Dead` at once ([`Reason::Unacknowledged`]) |
 //! | readiness request timeout (2 s) | connection dropped, reconnect at once; if that fails: `Dead` at once; if it works: one readiness failure (`fall`), however often it happens (a slow apiserver stays `NotReady`, never `Dead`) |
 //! | HTTP status not in `success_statuses`/`unknown_statuses` (500, 503, 404) | one readiness failure (`fall`) |

@@ -80,7 +80,7 @@ fn killed_server_is_dead_at_once_and_comes_back_after_rise() {
 /// Probes a minute apart, so only a liveness signal can notice a silent
 /// host; `tune` says which one is left in reach. rise = 1 because with
 /// probes a minute apart a second one would take long.
-fn black_hole_is_found_and_recovers(tune: fn(&mut HealthConfig)) {
+fn black_hole_is_found_and_recovers(tune: fn(&mut HealthConfig), reason: Reason) {
     in_netns(move || async move {
         let ns = Netns::new();
         let pki = Pki::new(&[ns.ip(false)]);
@@ -100,7 +100,7 @@ fn black_hole_is_found_and_recovers(tune: fn(&mut HealthConfig)) {
 
         ns.black_hole();
         let dead = expect_state(&mut rx, State::Dead).await;
-        assert_eq!(dead.reason, Reason::KeepaliveTimeout, "{dead:?}");
+        assert_eq!(dead.reason, reason, "{dead:?}");
 
         ns.restore();
         let back = expect_state(&mut rx, State::Ready).await;
@@ -111,19 +111,73 @@ fn black_hole_is_found_and_recovers(tune: fn(&mut HealthConfig)) {
 /// No heartbeat (the HTTP/1.1 path): the kernel's keepalive finds it.
 #[test]
 fn black_holed_server_is_dead_through_keepalive_and_recovers() {
-    black_hole_is_found_and_recovers(|c| c.heartbeat = HeartbeatConfig::OFF);
+    black_hole_is_found_and_recovers(
+        |c| c.heartbeat = HeartbeatConfig::OFF,
+        Reason::KeepaliveTimeout,
+    );
 }
 
 /// The heartbeat alone finds a silent host: keepalive is pushed out of
-/// reach (an hour of idleness), so only the PINGs, unacknowledged for
-/// `ack_timeout`, can end the connection.
+/// reach (an hour of idleness), so only the PINGs, unacknowledged through
+/// the kernel's tries, can end the connection; the reconnect confirming it
+/// gets no answer to its SYN.
 #[test]
 fn black_holed_server_is_dead_through_the_heartbeat() {
-    black_hole_is_found_and_recovers(|c| {
-        c.keepalive.idle = Duration::from_secs(3600);
-        c.keepalive.interval = Duration::from_secs(3600);
-        c.keepalive.user_timeout = Duration::from_secs(3600);
-        c.keepalive.inspect_socket = false;
+    black_hole_is_found_and_recovers(
+        |c| {
+            c.keepalive.idle = Duration::from_secs(3600);
+            c.keepalive.interval = Duration::from_secs(3600);
+            c.keepalive.user_timeout = Duration::from_secs(3600);
+            c.keepalive.inspect_socket = false;
+        },
+        Reason::Lost {
+            cause: Box::new(Reason::KeepaliveTimeout),
+            confirm: Box::new(Reason::Timeout(Phase::Connect)),
+        },
+    );
+}
+
+/// Three losses in a row of the same PING happen on a lossy link; the host
+/// is alive and answers a SYN. Here every packet of the established
+/// connection is dropped for 1.5 s (new connections' SYNs pass): the
+/// heartbeat gives the connection up, the confirming reconnect connects,
+/// and the backend never leaves service.
+#[test]
+fn an_unacknowledged_heartbeat_from_a_live_host_is_no_death() {
+    in_netns(|| async {
+        let ns = Netns::new();
+        let pki = Pki::new(&[ns.ip(false)]);
+        let backend = ep(ns.ip(false), PORT);
+        let _server = start_in(&ns, backend.0, pki.server());
+        let config = HealthConfig {
+            interval: Duration::from_secs(60),
+            jitter: Duration::from_secs(1),
+            ..pki.config()
+        };
+        let checker = Checker::new(config).expect("checker");
+        let mut rx = checker.subscribe();
+        checker.watch(backend);
+        expect_state(&mut rx, State::Ready).await;
+
+        ns.exec_ok(
+            "nft",
+            &[&format!(
+                "add table inet apxflaky; \
+                 add chain inet apxflaky in {{ type filter hook input priority -100; policy accept; }}; \
+                 add rule inet apxflaky in tcp dport {PORT} tcp flags & syn == 0 drop"
+            )],
+        );
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        ns.exec_ok("nft", &["delete table inet apxflaky"]);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        if let Ok(ev) = rx.try_recv() {
+            panic!("a live host left service: {ev:?}");
+        }
+        let stats = &checker.stats()[&backend];
+        assert!(
+            stats.connections_lost >= 1,
+            "the heartbeat never gave up: {stats:?}"
+        );
     });
 }
 

@@ -336,16 +336,24 @@ fn the_heartbeat_is_on_by_default_tunable_and_can_be_turned_off() {
     let hb = config::health_config(&default.config).heartbeat;
     assert!(hb.enabled());
     assert_eq!(hb.interval, Duration::from_millis(200));
-    assert_eq!(hb.ack_timeout, Duration::from_millis(150));
+    assert_eq!(hb.ack_timeout, Duration::from_millis(100));
+    assert_eq!(hb.confirm_timeout, Duration::from_millis(150));
     let tuned = parse_str(
-        &format!("{vs}health:\n  heartbeatInterval: 1s\n  heartbeatAckTimeout: 900ms\n"),
+        &format!(
+            "{vs}health:\n  heartbeatInterval: 1s\n  heartbeatAckTimeout: 900ms\n  \
+             heartbeatConfirmTimeout: 300ms\n"
+        ),
         "tuned.yaml",
     )
     .expect("parse");
     let hb = config::health_config(&tuned.config).heartbeat;
     assert_eq!(
-        (hb.interval, hb.ack_timeout),
-        (Duration::from_secs(1), Duration::from_millis(900))
+        (hb.interval, hb.ack_timeout, hb.confirm_timeout),
+        (
+            Duration::from_secs(1),
+            Duration::from_millis(900),
+            Duration::from_millis(300)
+        )
     );
     let off = parse_str(
         &format!("{vs}health:\n  heartbeatInterval: 0s\n"),

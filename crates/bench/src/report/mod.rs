@@ -561,6 +561,67 @@ mod tests {
         assert!(!md.contains("download / unpacked"), "{md}");
     }
 
+    #[test]
+    fn the_soak_is_judged_on_false_alarms_and_requests() {
+        use crate::results::{Cost, Soak, SoakPhase};
+        let phase = |label: &str, removals: usize| SoakPhase {
+            label: label.into(),
+            netem: "loss 1% delay 2ms 1ms".into(),
+            stall_ms: 500,
+            stalls: 60,
+            seconds: 600.0,
+            removals,
+            requests: 2000,
+            failed: 0,
+        };
+        let cost = |label: &str, readyz: f64| Cost {
+            label: label.into(),
+            window_s: 30.0,
+            packets_per_s: vec![10.0, 10.0, 10.0],
+            bytes_per_s: vec![900.0, 900.0, 900.0],
+            readyz_per_s: vec![readyz; 3],
+        };
+        let soak = |removals: usize, readyz_on: f64| Results {
+            soak: Some(Soak {
+                heartbeat: "PING after 200 ms".into(),
+                cost: vec![
+                    cost("heartbeat on (default)", readyz_on),
+                    cost("heartbeat off", 0.2),
+                ],
+                soak: phase("10 min soak", removals),
+                losses: vec![phase("10 % loss", 3)],
+                stalls: Vec::new(),
+            }),
+            ..Results::default()
+        };
+        let md = report(&soak(0, 0.2));
+        assert!(
+            md.contains(
+                "| no false alarm: 0 removals of a healthy master in 10 min soak (netem `loss 1% \
+                 delay 2ms 1ms` on every link, a 500 ms stall every 10 s) | 0 removals; 0 of 2000 \
+                 client requests failed | met |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("| liveness costs no request"), "{md}");
+        assert!(md.contains("0.200/s with, 0.200/s without | met |"), "{md}");
+        // 10 packets/s per master from 5,000 nodes.
+        assert!(md.contains("| 50000 packets/s, 4.5 MB/s | 3000 |"), "{md}");
+        assert!(
+            md.contains("| 10 % loss | `loss 1% delay 2ms 1ms` | 60 × 500 ms | 600 s | **3** |"),
+            "{md}"
+        );
+        let md = report(&soak(2, 0.4));
+        assert!(
+            md.contains("client requests failed | **missed** (2 removals) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("0.400/s with, 0.200/s without | **missed** (0.200/s more) |"),
+            "{md}"
+        );
+    }
+
     /// The committed raw figures must stay readable, so that
     /// `cargo xtask bench --report-only docs/bench/results.json` can rewrite
     /// the document after a change to the report alone.

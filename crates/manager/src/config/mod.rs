@@ -90,6 +90,9 @@ pub struct HealthSettings {
     /// heartbeat (or any data sent) the apiserver's kernel may still not
     /// have acknowledged it before the apiserver is dead.
     pub heartbeat_ack_timeout: Duration,
+    /// How long the reconnect that confirms an unacknowledged heartbeat
+    /// may take to connect before the apiserver is dead.
+    pub heartbeat_confirm_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +137,7 @@ impl Default for HealthSettings {
             inspect_socket: true,
             heartbeat_interval: HeartbeatConfig::default().interval,
             heartbeat_ack_timeout: HeartbeatConfig::default().ack_timeout,
+            heartbeat_confirm_timeout: HeartbeatConfig::default().confirm_timeout,
         }
     }
 }
@@ -419,6 +423,7 @@ pub fn health_config(c: &Config) -> HealthConfig {
         heartbeat: HeartbeatConfig {
             interval: h.heartbeat_interval,
             ack_timeout: h.heartbeat_ack_timeout,
+            confirm_timeout: h.heartbeat_confirm_timeout,
         },
         ..defaults
     }

@@ -321,6 +321,7 @@ impl Reader {
             "inspectSocket",
             "heartbeatInterval",
             "heartbeatAckTimeout",
+            "heartbeatConfirmTimeout",
         ];
         self.unknown_keys(map, path, KNOWN);
         for (key, v) in map {
@@ -407,6 +408,11 @@ impl Reader {
                 "heartbeatAckTimeout" => {
                     if let Some(d) = self.duration(v, &p) {
                         h.heartbeat_ack_timeout = d;
+                    }
+                }
+                "heartbeatConfirmTimeout" => {
+                    if let Some(d) = self.duration(v, &p) {
+                        h.heartbeat_confirm_timeout = d;
                     }
                 }
                 _ => {}
