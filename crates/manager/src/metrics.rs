@@ -1,6 +1,11 @@
 //! Prometheus metrics. Every name starts with `apiserver_proxy_`; the list
 //! with meanings is in docs/metrics.md.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -19,8 +24,8 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     pub reconcile_operations: IntCounterVec,
     pub ipvs_connections: IntGaugeVec,
-    pub ipvs_bytes: IntGaugeVec,
-    pub ipvs_packets: IntGaugeVec,
+    pub ipvs_bytes: KernelCounterVec,
+    pub ipvs_packets: KernelCounterVec,
     pub sockets_destroyed: IntCounter,
     pub host_repairs: IntCounter,
     pub errors: IntCounterVec,
@@ -124,19 +129,15 @@ impl Metrics {
                 ),
                 &["vs", "backend", "state"],
             )),
-            ipvs_bytes: must(IntGaugeVec::new(
-                opts(
-                    "ipvs_bytes",
-                    "Bytes through a real server since it was added to IPVS, by direction (in, out)",
-                ),
-                &["vs", "backend", "direction"],
+            ipvs_bytes: must(KernelCounterVec::new(
+                "ipvs_bytes_total",
+                "Bytes through a real server since it was added to IPVS, by direction (in, out)",
+                ["vs", "backend", "direction"],
             )),
-            ipvs_packets: must(IntGaugeVec::new(
-                opts(
-                    "ipvs_packets",
-                    "Packets through a real server since it was added to IPVS, by direction (in, out)",
-                ),
-                &["vs", "backend", "direction"],
+            ipvs_packets: must(KernelCounterVec::new(
+                "ipvs_packets_total",
+                "Packets through a real server since it was added to IPVS, by direction (in, out)",
+                ["vs", "backend", "direction"],
             )),
             sockets_destroyed: must(IntCounter::with_opts(opts(
                 "sockets_destroyed_total",
@@ -250,12 +251,8 @@ impl Metrics {
                 .remove_label_values(&[vs, backend, state]);
         }
         for direction in ["in", "out"] {
-            let _ = self
-                .ipvs_bytes
-                .remove_label_values(&[vs, backend, direction]);
-            let _ = self
-                .ipvs_packets
-                .remove_label_values(&[vs, backend, direction]);
+            self.ipvs_bytes.remove(&[vs, backend, direction]);
+            self.ipvs_packets.remove(&[vs, backend, direction]);
         }
     }
 
@@ -284,14 +281,146 @@ impl Default for Metrics {
     }
 }
 
-/// Keeps IntGauge-style numbers in a u64 domain without wrapping negative.
-pub fn gauge_value(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
+/// Counters whose values the kernel keeps (IPVS byte and packet counts):
+/// exported as Prometheus counters with the kernel's number as it is, as
+/// node-exporter does for interface counters. The kernel restarts them when
+/// a real server is added again; `rate()` reads that as a counter reset.
+/// (The `prometheus` crate's counters can only be incremented.)
+#[derive(Debug, Clone)]
+pub struct KernelCounterVec {
+    desc: Desc,
+    labels: [&'static str; 3],
+    values: Arc<Mutex<BTreeMap<[String; 3], u64>>>,
+}
+
+impl KernelCounterVec {
+    /// `name` without the common prefix; it ends in `_total`.
+    pub fn new(
+        name: &str,
+        help: &str,
+        labels: [&'static str; 3],
+    ) -> prometheus::Result<KernelCounterVec> {
+        let desc = Desc::new(
+            format!("{PREFIX}_{name}"),
+            help.to_string(),
+            labels.iter().map(|l| l.to_string()).collect(),
+            Default::default(),
+        )?;
+        Ok(KernelCounterVec {
+            desc,
+            labels,
+            values: Arc::default(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<[String; 3], u64>> {
+        self.values.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The kernel's current count for these label values.
+    pub fn set(&self, values: &[&str; 3], count: u64) {
+        self.lock().insert(values.map(str::to_string), count);
+    }
+
+    /// Forgets a series (its real server is gone).
+    pub fn remove(&self, values: &[&str; 3]) {
+        self.lock().remove(&values.map(str::to_string));
+    }
+
+    /// The count exported for these label values, if any.
+    pub fn get(&self, values: &[&str; 3]) -> Option<u64> {
+        self.lock().get(&values.map(str::to_string)).copied()
+    }
+}
+
+impl Collector for KernelCounterVec {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let metrics: Vec<Metric> = self
+            .lock()
+            .iter()
+            .map(|(values, count)| {
+                let mut m = Metric::from_label(
+                    self.labels
+                        .iter()
+                        .zip(values)
+                        .map(|(name, value)| {
+                            let mut pair = LabelPair::default();
+                            pair.set_name(name.to_string());
+                            pair.set_value(value.clone());
+                            pair
+                        })
+                        .collect(),
+                );
+                let mut counter = prometheus::proto::Counter::default();
+                // f64 holds every count below 2^53 exactly: 9 PB.
+                counter.set_value(*count as f64);
+                m.set_counter(counter);
+                m
+            })
+            .collect();
+        let mut family = MetricFamily::default();
+        family.set_name(self.desc.fq_name.clone());
+        family.set_help(self.desc.help.clone());
+        family.set_field_type(MetricType::COUNTER);
+        family.set_metric(metrics);
+        vec![family]
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: the kernel's cumulative IPVS counts were exported as
+    /// gauges (`ipvs_bytes`), which `rate()` must not be applied to.
+    #[test]
+    fn kernel_counts_are_counters_with_the_kernels_value_and_can_be_forgotten() {
+        let m = Metrics::new();
+        m.ipvs_bytes
+            .set(&["10.103.97.2:6443", "10.0.0.11:6443", "in"], 1 << 40);
+        m.ipvs_bytes
+            .set(&["10.103.97.2:6443", "10.0.0.11:6443", "out"], 7);
+        m.ipvs_packets
+            .set(&["10.103.97.2:6443", "10.0.0.11:6443", "in"], u64::MAX);
+        let text = m.render();
+        assert!(
+            text.contains("# TYPE apiserver_proxy_ipvs_bytes_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE apiserver_proxy_ipvs_packets_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "apiserver_proxy_ipvs_bytes_total{vs=\"10.103.97.2:6443\",backend=\"10.0.0.11:6443\",direction=\"in\"} 1099511627776"
+            ),
+            "{text}"
+        );
+        // The kernel restarted its count (the real server was re-added):
+        // the series goes down, which Prometheus reads as a counter reset.
+        m.ipvs_bytes
+            .set(&["10.103.97.2:6443", "10.0.0.11:6443", "in"], 3);
+        assert_eq!(
+            m.ipvs_bytes
+                .get(&["10.103.97.2:6443", "10.0.0.11:6443", "in"]),
+            Some(3)
+        );
+        m.forget_backend_of("10.103.97.2:6443", "10.0.0.11:6443");
+        let text = m.render();
+        assert!(
+            !text.contains("apiserver_proxy_ipvs_bytes_total{"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("apiserver_proxy_ipvs_packets_total{"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn every_name_has_the_prefix_and_the_required_ones_exist() {
@@ -306,8 +435,8 @@ mod tests {
         m.ipvs_connections
             .with_label_values(&["vs", "b", "active"])
             .set(3);
-        m.ipvs_bytes.with_label_values(&["vs", "b", "in"]).set(10);
-        m.ipvs_packets.with_label_values(&["vs", "b", "in"]).set(1);
+        m.ipvs_bytes.set(&["vs", "b", "in"], 10);
+        m.ipvs_packets.set(&["vs", "b", "in"], 1);
         m.sockets_destroyed.inc();
         m.host_repairs.inc();
         m.errors.with_label_values(&["apply", "dataplane"]).inc();
@@ -327,8 +456,8 @@ mod tests {
             "apiserver_proxy_reconcile_total{",
             "apiserver_proxy_reconcile_duration_seconds_bucket{",
             "apiserver_proxy_ipvs_connections{",
-            "apiserver_proxy_ipvs_bytes{",
-            "apiserver_proxy_ipvs_packets{",
+            "apiserver_proxy_ipvs_bytes_total{",
+            "apiserver_proxy_ipvs_packets_total{",
             "apiserver_proxy_sockets_destroyed_total ",
             "apiserver_proxy_host_repairs_total ",
             "apiserver_proxy_errors_total{",

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::host::{HostReport, HostSpec, IPVS_SYSCTLS, VipSpec, route_towards};
 use crate::http::Status;
 use crate::kernel::{Applied, Kernel, apply_plan};
-use crate::metrics::{Metrics, gauge_value, state_label};
+use crate::metrics::{Metrics, state_label};
 use crate::plan::{ActualVs, Condition, DesiredVs, Drains, Plan, VsVerdict, plan};
 use crate::state::{self, NodeState, SavedVs};
 use crate::throttle::{self, Throttle};
@@ -439,18 +439,10 @@ impl<K: Kernel> Reconciler<K> {
                 m.ipvs_connections
                     .with_label_values(&[&vs, &b, "inactive"])
                     .set(i64::from(d.inactive_conns));
-                m.ipvs_bytes
-                    .with_label_values(&[&vs, &b, "in"])
-                    .set(gauge_value(d.in_bytes));
-                m.ipvs_bytes
-                    .with_label_values(&[&vs, &b, "out"])
-                    .set(gauge_value(d.out_bytes));
-                m.ipvs_packets
-                    .with_label_values(&[&vs, &b, "in"])
-                    .set(gauge_value(d.in_packets));
-                m.ipvs_packets
-                    .with_label_values(&[&vs, &b, "out"])
-                    .set(gauge_value(d.out_packets));
+                m.ipvs_bytes.set(&[&vs, &b, "in"], d.in_bytes);
+                m.ipvs_bytes.set(&[&vs, &b, "out"], d.out_bytes);
+                m.ipvs_packets.set(&[&vs, &b, "in"], d.in_packets);
+                m.ipvs_packets.set(&[&vs, &b, "out"], d.out_packets);
             }
         }
         let now: BTreeSet<(Endpoint, Endpoint)> = desired
