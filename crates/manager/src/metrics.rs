@@ -21,6 +21,7 @@ pub struct Metrics {
     pub probe_duration: HistogramVec,
     pub probe_failures: IntCounterVec,
     pub reconcile_total: IntCounterVec,
+    pub reconcile_last_success: prometheus::Gauge,
     pub reconcile_duration: Histogram,
     pub reconcile_operations: IntCounterVec,
     pub ipvs_connections: IntGaugeVec,
@@ -107,6 +108,10 @@ impl Metrics {
                 opts("reconcile_total", "Reconcile passes, by result (ok, error)"),
                 &["result"],
             )),
+            reconcile_last_success: must(prometheus::Gauge::with_opts(opts(
+                "reconcile_last_success_timestamp_seconds",
+                "Unix time of the end of the last reconcile pass that applied everything it had to (kube-proxy's sync_proxy_rules_last_timestamp_seconds)",
+            ))),
             reconcile_duration: must(Histogram::with_opts(
                 HistogramOpts::new(
                     "reconcile_duration_seconds",
@@ -208,6 +213,7 @@ impl Metrics {
             Box::new(m.probe_duration.clone()),
             Box::new(m.probe_failures.clone()),
             Box::new(m.reconcile_total.clone()),
+            Box::new(m.reconcile_last_success.clone()),
             Box::new(m.reconcile_duration.clone()),
             Box::new(m.reconcile_operations.clone()),
             Box::new(m.ipvs_connections.clone()),
@@ -431,6 +437,7 @@ mod tests {
             .inc();
         m.probe_duration.with_label_values(&["b"]).observe(0.01);
         m.reconcile_total.with_label_values(&["ok"]).inc();
+        m.reconcile_last_success.set(1.0);
         m.reconcile_duration.observe(0.001);
         m.ipvs_connections
             .with_label_values(&["vs", "b", "active"])
@@ -454,6 +461,7 @@ mod tests {
             "apiserver_proxy_backend_transitions_total{",
             "apiserver_proxy_probe_duration_seconds_bucket{",
             "apiserver_proxy_reconcile_total{",
+            "apiserver_proxy_reconcile_last_success_timestamp_seconds ",
             "apiserver_proxy_reconcile_duration_seconds_bucket{",
             "apiserver_proxy_ipvs_connections{",
             "apiserver_proxy_ipvs_bytes_total{",

@@ -390,6 +390,14 @@ impl<K: Kernel> Reconciler<K> {
             .reconcile_total
             .with_label_values(&[if ok { "ok" } else { "error" }])
             .inc();
+        if ok {
+            // An alert on `time() - this` finds a node whose loop is stuck
+            // or failing, which the pass counters alone do not show.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            self.metrics.reconcile_last_success.set(now);
+        }
         // Converged: nothing was needed, or everything needed was applied
         // (the next pass will confirm it).
         self.status.pass_done(ok);

@@ -292,16 +292,22 @@ async fn a_flushed_table_is_rebuilt_and_a_failing_kernel_is_survived() {
         FakeKernel::new(),
         None,
     );
+    let last = "apiserver_proxy_reconcile_last_success_timestamp_seconds ";
+    assert_eq!(metric(&m, last), Some(0.0), "no pass yet");
     r.pass().await;
     assert_eq!(r.kernel_mut().weights(ep(VIP)).len(), 1);
     // `ipvsadm -C`.
     r.kernel_mut().services.clear();
     r.pass().await;
     assert_eq!(r.kernel_mut().weights(ep(VIP)).len(), 1);
+    let succeeded = metric(&m, last).expect("timestamp");
+    assert!(succeeded > 1.7e9, "a Unix time: {succeeded}");
 
     r.kernel_mut().failing = Some(105);
     let out = r.pass().await;
     assert!(out.plan.ops.is_empty());
+    // A failed pass leaves the last success where it was.
+    assert_eq!(metric(&m, last), Some(succeeded));
     assert_eq!(
         metric(&m, "apiserver_proxy_reconcile_total{result=\"error\"}"),
         Some(1.0)
