@@ -152,6 +152,12 @@ pub struct RunArgs {
     /// Log format [default: text].
     #[arg(long, env = "APISERVER_PROXY_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+
+    /// What to log: a level (error, warn, info, debug, trace) or a filter
+    /// per module, such as `info,apiserver_proxy_health=debug`
+    /// [default: info].
+    #[arg(long, env = "APISERVER_PROXY_LOG", value_name = "LEVEL|FILTER")]
+    pub log_level: Option<String>,
 }
 
 #[derive(Args, Debug, Default)]

@@ -13,9 +13,23 @@ use tokio::sync::mpsc;
 
 use crate::cli::{self, RunArgs};
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("APISERVER_PROXY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// The log filter of `--log-level` (or `APISERVER_PROXY_LOG`); a bad one
+/// stops the start with the reason, rather than logging at a level nobody
+/// asked for.
+fn log_filter(level: Option<&str>) -> Result<tracing_subscriber::EnvFilter> {
+    let level = level.unwrap_or("info");
+    tracing_subscriber::EnvFilter::builder()
+        .parse(level)
+        .with_context(|| {
+            format!(
+                "--log-level (or APISERVER_PROXY_LOG) {level:?} is not a log level or filter: \
+                 give error, warn, info, debug or trace, or a filter such as \
+                 info,apiserver_proxy_health=debug"
+            )
+        })
+}
+
+fn init_logging(format: LogFormat, filter: tracing_subscriber::EnvFilter) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -27,7 +41,7 @@ fn init_logging(format: LogFormat) {
 }
 
 pub fn run(config: Config, warnings: Vec<String>, args: RunArgs) -> Result<()> {
-    init_logging(config.log_format);
+    init_logging(config.log_format, log_filter(args.log_level.as_deref())?);
     for w in warnings {
         tracing::warn!("{w}");
     }

@@ -194,3 +194,39 @@ fn bad_flags_get_one_clear_line_and_a_nonzero_exit() {
         assert!(!t.contains("panicked"), "{t}");
     }
 }
+
+/// Regression: a bad `APISERVER_PROXY_LOG` was silently replaced by `info`,
+/// and there was no flag for it. Now both are one setting, refused at start
+/// with the reason, before anything on the node is touched.
+#[test]
+fn a_bad_log_level_stops_the_start_naming_the_setting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let base = [
+        "--vs",
+        "10.103.97.2:6443",
+        "--rs",
+        "10.0.0.1:6443",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--state-dir",
+        state.to_str().expect("utf8"),
+    ];
+    let mut flag = base.to_vec();
+    flag.extend(["--log-level", "info,foo=bogus"]);
+    for (args, env) in [
+        (flag, vec![]),
+        (base.to_vec(), vec![("APISERVER_PROXY_LOG", "[[[")]),
+    ] {
+        let out = daemon(&args, &env);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{t}");
+        assert!(
+            t.contains("--log-level (or APISERVER_PROXY_LOG)") && t.contains("is not a log level"),
+            "{t}"
+        );
+        assert!(!state.exists(), "the start went on: {t}");
+    }
+    let help = text(&daemon(&["--help"], &[]));
+    assert!(help.contains("--log-level"), "{help}");
+}
