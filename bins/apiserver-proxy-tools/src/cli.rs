@@ -57,7 +57,7 @@ Needs root (CAP_NET_ADMIN) for everything but `static-pod`. Docs: docs/cli.md.";
 #[derive(Parser, Debug)]
 #[command(
     name = "apiserver-proxy-tools",
-    version,
+    version = apiserver_proxy_manager::build::LONG_VERSION,
     about = ABOUT,
     long_about = LONG_ABOUT,
     after_help = AFTER_HELP,

@@ -33,7 +33,7 @@ The Go version's flags (-f, --virtualAddress, --lvsScheduler, --managerInterval,
 --ipvsPersistDir) and its JSON config file are accepted; see docs/migration.md.";
 
 #[derive(Parser, Debug)]
-#[command(name = "bcs-apiserver-proxy", version, about = ABOUT, long_about = ABOUT, after_help = AFTER)]
+#[command(name = "bcs-apiserver-proxy", version = apiserver_proxy_manager::build::LONG_VERSION, about = ABOUT, long_about = ABOUT, after_help = AFTER)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -55,7 +55,9 @@ pub fn run(config: Config, warnings: Vec<String>, args: RunArgs) -> Result<()> {
 
 async fn serve(mut config: Config, args: RunArgs) -> Result<()> {
     tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
+        version = apiserver_proxy_manager::build::VERSION,
+        revision = apiserver_proxy_manager::build::GIT_REVISION,
+        rustc = apiserver_proxy_manager::build::RUSTC_VERSION,
         "bcs-apiserver-proxy starting"
     );
     let metrics = Metrics::new();

@@ -230,3 +230,30 @@ fn a_bad_log_level_stops_the_start_naming_the_setting() {
     let help = text(&daemon(&["--help"], &[]));
     assert!(help.contains("--log-level"), "{help}");
 }
+
+/// `--version` names the release, the revision built and the compiler, as
+/// `apiserver_proxy_build_info` does.
+#[test]
+fn the_version_names_the_revision_and_the_compiler() {
+    let out = daemon(&["--version"], &[]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let line = t.lines().next().unwrap_or_default();
+    let rest = line
+        .strip_prefix(concat!(
+            "bcs-apiserver-proxy ",
+            env!("CARGO_PKG_VERSION"),
+            " (revision "
+        ))
+        .unwrap_or_else(|| panic!("{line:?}"));
+    let (revision, compiler) = rest.split_once(", built with ").expect(line);
+    let hex = revision.trim_end_matches("-dirty");
+    assert!(
+        revision == "unknown" || (hex.len() == 12 && hex.chars().all(|c| c.is_ascii_hexdigit())),
+        "{line:?}"
+    );
+    assert!(
+        compiler.starts_with("rustc ") && compiler.ends_with(')'),
+        "{line:?}"
+    );
+}

@@ -6,6 +6,7 @@
 //! ([`state`]) and the one-shot probes of the CLI ([`probe`]). The binaries
 //! parse flags and call it.
 
+pub mod build;
 pub mod config;
 pub mod daemon;
 mod error;

@@ -203,7 +203,7 @@ impl Metrics {
             )),
             build_info: must(IntGaugeVec::new(
                 opts("build_info", "Always 1; labels say which build runs"),
-                &["version"],
+                &["version", "revision", "rustc"],
             )),
             registry: registry.clone(),
         };
@@ -235,7 +235,11 @@ impl Metrics {
             reg(c);
         }
         m.build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .with_label_values(&[
+                crate::build::VERSION,
+                crate::build::GIT_REVISION,
+                crate::build::RUSTC_VERSION,
+            ])
             .set(1);
         m
     }
@@ -349,18 +353,20 @@ impl Collector for KernelCounterVec {
             .lock()
             .iter()
             .map(|(values, count)| {
-                let mut m = Metric::from_label(
-                    self.labels
-                        .iter()
-                        .zip(values)
-                        .map(|(name, value)| {
-                            let mut pair = LabelPair::default();
-                            pair.set_name(name.to_string());
-                            pair.set_value(value.clone());
-                            pair
-                        })
-                        .collect(),
-                );
+                // Sorted by name, as the crate renders its own vectors.
+                let mut pairs: Vec<LabelPair> = self
+                    .labels
+                    .iter()
+                    .zip(values)
+                    .map(|(name, value)| {
+                        let mut pair = LabelPair::default();
+                        pair.set_name(name.to_string());
+                        pair.set_value(value.clone());
+                        pair
+                    })
+                    .collect();
+                pairs.sort_by(|a, b| a.name().cmp(b.name()));
+                let mut m = Metric::from_label(pairs);
                 let mut counter = prometheus::proto::Counter::default();
                 // f64 holds every count below 2^53 exactly: 9 PB.
                 counter.set_value(*count as f64);
@@ -403,7 +409,7 @@ mod tests {
         );
         assert!(
             text.contains(
-                "apiserver_proxy_ipvs_bytes_total{vs=\"10.103.97.2:6443\",backend=\"10.0.0.11:6443\",direction=\"in\"} 1099511627776"
+                "apiserver_proxy_ipvs_bytes_total{backend=\"10.0.0.11:6443\",direction=\"in\",vs=\"10.103.97.2:6443\"} 1099511627776"
             ),
             "{text}"
         );
@@ -426,6 +432,23 @@ mod tests {
             !text.contains("apiserver_proxy_ipvs_packets_total{"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn build_info_names_the_version_revision_and_compiler() {
+        let text = Metrics::new().render();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("apiserver_proxy_build_info{"))
+            .expect("build_info");
+        for want in [
+            format!("version=\"{}\"", crate::build::VERSION),
+            format!("revision=\"{}\"", crate::build::GIT_REVISION),
+            "rustc=\"rustc ".to_string(),
+        ] {
+            assert!(line.contains(&want), "{want} in {line}");
+        }
+        assert!(line.ends_with(" 1"), "{line}");
     }
 
     #[test]
@@ -475,7 +498,7 @@ mod tests {
             "apiserver_proxy_fail_open{",
             "apiserver_proxy_sysctl_unset{",
             "apiserver_proxy_discovery_source{",
-            "apiserver_proxy_build_info{version=",
+            "apiserver_proxy_build_info{revision=",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
