@@ -283,6 +283,38 @@ pub(super) fn assert_multi_vip(r: &Rendered) -> Result<()> {
     Ok(())
 }
 
+/// The ServiceMonitor variant: a headless Service that selects the pods, a
+/// ServiceMonitor that selects it, and no PodMonitor.
+pub(super) fn assert_service_monitor(r: &Rendered) -> Result<()> {
+    let ds = r.daemonset(FULLNAME)?;
+    let pod_labels = &ds["spec"]["template"]["metadata"]["labels"];
+    let svc = r.one("Service")?;
+    ensure!(
+        svc["spec"]["clusterIP"] == "None",
+        "the metrics Service is headless"
+    );
+    ensure!(svc["spec"]["ports"][0]["targetPort"] == "metrics");
+    let svc_selector = svc["spec"]["selector"]
+        .as_object()
+        .context("Service selector")?;
+    ensure!(svc_selector.iter().all(|(k, v)| pod_labels[k] == *v));
+    let sm = r.one("ServiceMonitor")?;
+    ensure!(sm["spec"]["endpoints"][0]["port"] == "metrics");
+    ensure!(sm["metadata"]["labels"]["release"] == "prometheus");
+    let svc_labels = &svc["metadata"]["labels"];
+    ensure!(
+        sm["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .is_some_and(|m| m.iter().all(|(k, v)| svc_labels[k] == *v)),
+        "the ServiceMonitor must select the Service"
+    );
+    ensure!(
+        r.of_kind("PodMonitor").is_empty(),
+        "a PodMonitor beside the ServiceMonitor"
+    );
+    Ok(())
+}
+
 pub(super) fn assert_monitoring(r: &Rendered) -> Result<()> {
     let ds = r.daemonset(FULLNAME)?;
     let pod_labels = &ds["spec"]["template"]["metadata"]["labels"];
@@ -299,24 +331,10 @@ pub(super) fn assert_monitoring(r: &Rendered) -> Result<()> {
     ensure!(pm["spec"]["podMetricsEndpoints"][0]["port"] == "metrics");
     ensure!(pm["spec"]["podMetricsEndpoints"][0]["interval"] == "10s");
     ensure!(pm["metadata"]["labels"]["release"] == "prometheus");
-    let svc = r.one("Service")?;
+    // One of the two monitors only: each pod scraped once.
     ensure!(
-        svc["spec"]["clusterIP"] == "None",
-        "the metrics Service is headless"
-    );
-    ensure!(svc["spec"]["ports"][0]["targetPort"] == "metrics");
-    let svc_selector = svc["spec"]["selector"]
-        .as_object()
-        .context("Service selector")?;
-    ensure!(svc_selector.iter().all(|(k, v)| pod_labels[k] == *v));
-    let sm = r.one("ServiceMonitor")?;
-    ensure!(sm["spec"]["endpoints"][0]["port"] == "metrics");
-    let svc_labels = &svc["metadata"]["labels"];
-    ensure!(
-        sm["spec"]["selector"]["matchLabels"]
-            .as_object()
-            .is_some_and(|m| m.iter().all(|(k, v)| svc_labels[k] == *v)),
-        "the ServiceMonitor must select the Service"
+        r.of_kind("ServiceMonitor").is_empty(),
+        "a ServiceMonitor beside the PodMonitor"
     );
     let known = known_metrics()?;
     let rule = r.one("PrometheusRule")?;

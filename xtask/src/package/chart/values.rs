@@ -6,6 +6,16 @@ use super::*;
 /// Bad values and a piece of the message that must explain the refusal.
 pub(super) const REJECTED: &[(&str, &[&str], &str)] = &[
     (
+        "a PodMonitor and a ServiceMonitor together",
+        &[
+            "--set",
+            "monitoring.podMonitor.enabled=true",
+            "--set",
+            "monitoring.serviceMonitor.enabled=true",
+        ],
+        "both scrape every pod",
+    ),
+    (
         "a VIP without a port",
         &["--set", "virtualServers[0].vip=10.103.97.2"],
         "at '/virtualServers/0/vip'",
