@@ -255,6 +255,19 @@ pub fn normalize_legacy_args(args: impl IntoIterator<Item = String>) -> Vec<Stri
 
 /// Builds the effective configuration: file (or defaults), then flags and
 /// environment on top, then the whole-config checks.
+/// The log format an error must be printed in even when the configuration
+/// could not be built: the flag (or environment), else what the file says
+/// if it can be read at all, else text.
+pub fn requested_log_format(args: &RunArgs) -> LogFormat {
+    if let Some(f) = args.log_format {
+        return f;
+    }
+    args.config
+        .as_deref()
+        .and_then(|path| config::load_file(path).ok())
+        .map_or(LogFormat::Text, |loaded| loaded.config.log_format)
+}
+
 pub fn effective_config(args: &RunArgs) -> Result<(Config, Vec<String>)> {
     let mut warnings = Vec::new();
     let mut c = match &args.config {

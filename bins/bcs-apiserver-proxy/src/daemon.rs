@@ -1,7 +1,9 @@
 //! Process plumbing around the manager's loop: logging, signals, reloads.
 
 use std::io::IsTerminal;
+
 use std::sync::Arc;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use anyhow::{Context, Result};
 use apiserver_proxy_manager::config::{Config, LogFormat};
@@ -30,13 +32,49 @@ fn log_filter(level: Option<&str>) -> Result<tracing_subscriber::EnvFilter> {
 }
 
 fn init_logging(format: LogFormat, filter: tracing_subscriber::EnvFilter) {
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
     match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => json_subscriber(filter, std::io::stderr).init(),
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .init(),
+    }
+}
+
+/// JSON lines with the event's fields at the top level beside `timestamp`,
+/// `level`, `target` and `message`, as log pipelines (Loki, Elasticsearch,
+/// Cloud Logging) index them; nested under `fields`, every query had to
+/// spell the nesting out.
+fn json_subscriber<W>(
+    filter: tracing_subscriber::EnvFilter,
+    writer: W,
+) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(false)
+        .json()
+        .flatten_event(true)
+        .finish()
+}
+
+/// The fatal start-up or run error as one log line of the requested format:
+/// in JSON it is the line a log pipeline must not drop, so it is JSON like
+/// every other line, with the same top-level keys.
+pub fn fatal_line(format: LogFormat, message: &str) -> String {
+    match format {
+        LogFormat::Text => format!("bcs-apiserver-proxy: {message}"),
+        LogFormat::Json => serde_json::json!({
+            "timestamp": humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
+            "level": "ERROR",
+            "message": message,
+            "target": env!("CARGO_CRATE_NAME"),
+        })
+        .to_string(),
     }
 }
 
@@ -108,5 +146,66 @@ async fn serve(mut config: Config, args: RunArgs) -> Result<()> {
                 }
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::sync::Mutex;
+
+    /// A `MakeWriter` that keeps what was logged, for reading back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'w self) -> Captured {
+            self.clone()
+        }
+    }
+
+    /// Regression: the fields were nested under `fields`, so a pipeline's
+    /// query for `backend` found nothing.
+    #[test]
+    fn json_logs_put_the_events_fields_at_the_top_level() {
+        let out = Captured::default();
+        let filter = log_filter(Some("info")).expect("filter");
+        tracing::subscriber::with_default(json_subscriber(filter, out.clone()), || {
+            tracing::warn!(backend = "10.0.0.1:6443", weight = 0, "backend drained");
+        });
+        let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf8");
+        let line: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON line");
+        assert_eq!(line["message"], "backend drained", "{text}");
+        assert_eq!(line["backend"], "10.0.0.1:6443", "{text}");
+        assert_eq!(line["weight"], 0, "{text}");
+        assert_eq!(line["level"], "WARN", "{text}");
+        assert!(line.get("fields").is_none(), "{text}");
+    }
+
+    #[test]
+    fn the_fatal_line_has_the_keys_of_every_other_json_line() {
+        let line: serde_json::Value =
+            serde_json::from_str(&fatal_line(LogFormat::Json, "no \"vip\"\nhere")).expect("JSON");
+        assert_eq!(line["message"], "no \"vip\"\nhere");
+        assert_eq!(line["level"], "ERROR");
+        assert_eq!(line["target"], "bcs_apiserver_proxy");
+        let ts = line["timestamp"].as_str().expect("timestamp");
+        assert!(humantime::parse_rfc3339(ts).is_ok(), "{ts}");
+        assert_eq!(
+            fatal_line(LogFormat::Text, "boom"),
+            "bcs-apiserver-proxy: boom"
+        );
     }
 }

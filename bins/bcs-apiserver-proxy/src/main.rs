@@ -11,7 +11,7 @@ mod daemon;
 
 use std::process::ExitCode;
 
-use apiserver_proxy_manager::config::{self, FileFormat};
+use apiserver_proxy_manager::config::{self, FileFormat, LogFormat};
 use clap::Parser;
 
 use cli::{Cli, Command, ConfigCommand};
@@ -36,13 +36,22 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
         None => match cli::effective_config(&cli.run) {
-            Ok((config, warnings)) => match daemon::run(config, warnings, cli.run) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(&e),
-            },
-            Err(e) => fail(&e),
+            Ok((config, warnings)) => {
+                let format = config.log_format;
+                match daemon::run(config, warnings, cli.run) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => fatal(format, &e),
+                }
+            }
+            Err(e) => fatal(cli::requested_log_format(&cli.run), &e),
         },
     }
+}
+
+/// The daemon's last word, in the log format it was asked for.
+fn fatal(format: LogFormat, e: &anyhow::Error) -> ExitCode {
+    eprintln!("{}", daemon::fatal_line(format, &one_line(e)));
+    ExitCode::FAILURE
 }
 
 fn check(file: &std::path::Path) -> ExitCode {

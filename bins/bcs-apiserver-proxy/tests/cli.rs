@@ -257,3 +257,82 @@ fn the_version_names_the_revision_and_the_compiler() {
         "{line:?}"
     );
 }
+
+/// Regression: with `--log-format json` the fatal error was the one line
+/// printed as plain text, so a log pipeline parsing JSON dropped exactly
+/// the line that says why the daemon is not running. The format comes from
+/// the flag, the environment or the file, whichever set it.
+#[test]
+fn the_fatal_error_is_json_when_the_logs_are() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let state = state.to_str().expect("utf8");
+    // Refused after the file was read: the file alone asks for JSON.
+    let file = dir.path().join("c.yaml");
+    std::fs::write(&file, "logFormat: json\nvirtualServers: []\n").expect("write");
+    let file = file.to_str().expect("utf8");
+    let missing = dir.path().join("missing.yaml");
+    let missing = missing.to_str().expect("utf8");
+    let base = ["--metrics-addr", "127.0.0.1:0", "--state-dir", state];
+    let with = |extra: &[&'static str]| -> Vec<&str> {
+        base.iter().copied().chain(extra.iter().copied()).collect()
+    };
+    // (arguments, environment, what the message must name)
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            with(&["--log-format", "json", "--config"])
+                .into_iter()
+                .chain([missing])
+                .collect(),
+            vec![],
+            "missing.yaml",
+        ),
+        (
+            with(&["--config"]).into_iter().chain([missing]).collect(),
+            vec![("APISERVER_PROXY_LOG_FORMAT", "json")],
+            "missing.yaml",
+        ),
+        (
+            with(&["--config"]).into_iter().chain([file]).collect(),
+            vec![],
+            "virtual server",
+        ),
+        (
+            with(&[
+                "--vs",
+                "10.103.97.2:6443",
+                "--rs",
+                "10.0.0.1:6443",
+                "--log-level",
+                "info,foo=bogus",
+                "--log-format",
+                "json",
+            ]),
+            vec![],
+            "--log-level",
+        ),
+    ];
+    for (args, env, names) in cases {
+        let out = daemon(&args, &env);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        let line: serde_json::Value = serde_json::from_str(last)
+            .unwrap_or_else(|e| panic!("{args:?}: not a JSON line ({e}): {stderr}"));
+        assert_eq!(line["level"], "ERROR", "{last}");
+        assert!(line["timestamp"].is_string(), "{last}");
+        let message = line["message"].as_str().unwrap_or_default();
+        assert!(message.contains(names), "{args:?}: {last}");
+    }
+    // Text stays text.
+    let out = daemon(
+        &with(&["--config"])
+            .into_iter()
+            .chain([missing])
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(stderr.starts_with("bcs-apiserver-proxy: "), "{stderr}");
+}
