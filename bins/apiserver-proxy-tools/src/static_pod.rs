@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use apiserver_proxy_manager::config::{self, DEFAULT_INTERFACE};
-use serde_yaml_ng::{Mapping, Value};
+use serde_json::{Map as Mapping, Value};
 
 use apiserver_proxy_manager::config::HealthMode;
 
@@ -27,13 +27,13 @@ fn s(text: impl Into<String>) -> Value {
 fn map<const N: usize>(entries: [(&str, Value); N]) -> Value {
     let mut m = Mapping::new();
     for (k, v) in entries {
-        m.insert(s(k), v);
+        m.insert(k.to_string(), v);
     }
-    Value::Mapping(m)
+    Value::Object(m)
 }
 
 fn list(items: impl IntoIterator<Item = Value>) -> Value {
-    Value::Sequence(items.into_iter().collect())
+    Value::Array(items.into_iter().collect())
 }
 
 fn path_text(p: &Path) -> Result<String, Failure> {
@@ -77,12 +77,12 @@ impl HostMount {
 fn probe(path: &str, addr: SocketAddr, period: u64) -> Value {
     let mut get = Mapping::new();
     if !addr.ip().is_unspecified() {
-        get.insert(s("host"), s(addr.ip().to_string()));
+        get.insert("host".to_string(), s(addr.ip().to_string()));
     }
-    get.insert(s("path"), s(path));
-    get.insert(s("port"), Value::Number(addr.port().into()));
+    get.insert("path".to_string(), s(path));
+    get.insert("port".to_string(), Value::Number(addr.port().into()));
     map([
-        ("httpGet", Value::Mapping(get)),
+        ("httpGet", Value::Object(get)),
         ("initialDelaySeconds", Value::Number(5.into())),
         ("periodSeconds", Value::Number(period.into())),
         ("failureThreshold", Value::Number(3.into())),
@@ -255,7 +255,7 @@ pub fn manifest(a: &StaticPodArgs, c: &Common) -> Result<String, Failure> {
             ]),
         ),
     ]);
-    let yaml = serde_yaml_ng::to_string(&pod)
+    let yaml = serde_saphyr::to_string(&pod)
         .map_err(|e| Failure::new(format!("cannot write the manifest: {e}")))?;
     Ok(format!(
         "# bcs-apiserver-proxy static pod, from `apiserver-proxy-tools static-pod`.\n\

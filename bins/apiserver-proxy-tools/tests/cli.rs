@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{BIN, Run, run_cli};
-use serde_yaml_ng::Value;
+use serde_json::Value;
 
 /// Runs the CLI with its state, Go and boot folders in `dir`, so that a
 /// host test never reads or writes the machine's.
@@ -258,11 +258,11 @@ fn a_kernel_without_ipvs_is_named() {
 
 fn pod(flags: &str) -> Value {
     let r = bare(&format!("static-pod {flags}")).ok();
-    serde_yaml_ng::from_str(&r.stdout()).expect("the manifest is YAML")
+    serde_saphyr::from_str(&r.stdout()).expect("the manifest is YAML")
 }
 
 fn strings(v: &Value) -> Vec<String> {
-    v.as_sequence()
+    v.as_array()
         .map(|s| {
             s.iter()
                 .filter_map(|x| x.as_str().map(str::to_string))
@@ -308,8 +308,8 @@ fn static_pod_is_a_node_critical_host_network_pod() {
     }
     // Every path the daemon reads is mounted from the host, read-only but
     // the state folder; nothing from /lib/modules (the kernel loads IPVS).
-    let mounts = c["volumeMounts"].as_sequence().expect("mounts");
-    let volumes = spec["volumes"].as_sequence().expect("volumes");
+    let mounts = c["volumeMounts"].as_array().expect("mounts");
+    let volumes = spec["volumes"].as_array().expect("volumes");
     assert_eq!(mounts.len(), volumes.len());
     for m in mounts {
         let path = m["mountPath"].as_str().expect("path");

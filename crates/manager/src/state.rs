@@ -289,8 +289,8 @@ pub fn parse_go(text: &str, path: &Path) -> Result<SavedVs> {
         path: path.display().to_string(),
         detail,
     };
-    let go: GoState = serde_yaml_ng::from_str(text)
-        .map_err(|e| bad(format!("not the Go tool's format ({e})")))?;
+    let go: GoState =
+        serde_saphyr::from_str(text).map_err(|e| bad(format!("not the Go tool's format ({e})")))?;
     let vip: Endpoint = go.vs.parse().map_err(|e| bad(format!("vs: {e}")))?;
     let backends = go
         .rs

@@ -19,6 +19,11 @@ fn problems(text: &str) -> Vec<String> {
 fn the_annotated_default_parses_and_validates() {
     let loaded = parse_str(default_yaml(), "default").expect("default config parses");
     assert_eq!(loaded.format, FileFormat::Yaml);
+    assert!(
+        loaded.warnings.is_empty(),
+        "the default has its header: {:?}",
+        loaded.warnings
+    );
     let c = loaded.config;
     config::validate(&c).expect("default config validates");
     assert_eq!(c.virtual_servers.len(), 1);
@@ -79,15 +84,28 @@ bogus: 1
 
 #[test]
 fn syntax_errors_say_where() {
-    match parse_str("virtualServers: [\n", "broken.yaml") {
-        Err(e @ ConfigError::Syntax { .. }) => {
-            let msg = e.to_string();
-            assert!(
-                msg.starts_with("broken.yaml: not valid YAML or JSON"),
-                "{msg}"
-            );
+    for (text, says) in [
+        ("virtualServers: [\n", "line "),
+        (
+            "virtualServers:\n  - vip: 10.0.0.1:6443\n    seeds: [1.2.3.4:6443\ninterface: x\n",
+            "at line 4, column 10",
+        ),
+        (
+            "interface: a\ninterface: b\n",
+            "duplicate mapping key: interface at line 2, column 1",
+        ),
+    ] {
+        match parse_str(text, "broken.yaml") {
+            Err(e @ ConfigError::Syntax { .. }) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.starts_with("broken.yaml: not valid YAML or JSON: ") && msg.contains(says),
+                    "{msg}"
+                );
+                assert!(!msg.contains('\n'), "one line: {msg}");
+            }
+            other => panic!("{text:?}: {other:?}"),
         }
-        other => panic!("{other:?}"),
     }
 }
 
@@ -150,10 +168,11 @@ fn the_go_versions_json_config_is_read_with_its_keys_mapped() {
     let warned: Vec<String> = loaded.warnings.iter().map(|w| w.path.clone()).collect();
     assert_eq!(
         warned,
+        // In the file's order.
         [
+            "systemInterval.endpointInterval",
             "debugMode",
             "somethingNew",
-            "systemInterval.endpointInterval"
         ]
     );
     for bad in [
@@ -370,5 +389,67 @@ fn the_heartbeat_is_on_by_default_tunable_and_can_be_turned_off() {
     ] {
         let e = problems(&format!("{vs}health:\n  {yaml}\n")).join("; ");
         assert!(e.contains(field), "{yaml}: {e}");
+    }
+}
+
+/// The header of Kubernetes component configs: a file without it keeps
+/// working, with a notice that says what to add; a version or kind that is
+/// not ours is refused, not misread.
+#[test]
+fn the_header_names_the_format_and_its_absence_is_a_notice() {
+    let body = "virtualServers:\n  - vip: 10.103.97.2:6443\n    seeds: [192.168.1.10:6443]\n";
+    let bare = parse_str(body, "bare.yaml").expect("a file without a header is read");
+    let notice: Vec<String> = bare.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(notice.len(), 1, "{notice:?}");
+    assert!(
+        notice[0].starts_with("apiVersion: missing")
+            && notice[0].contains(config::API_VERSION)
+            && notice[0].contains(config::KIND),
+        "{notice:?}"
+    );
+
+    let header = format!(
+        "apiVersion: {}\nkind: {}\n{body}",
+        config::API_VERSION,
+        config::KIND
+    );
+    let full = parse_str(&header, "full.yaml").expect("header");
+    assert!(full.warnings.is_empty(), "{:?}", full.warnings);
+    assert_eq!(full.config.virtual_servers, bare.config.virtual_servers);
+
+    for (text, named) in [
+        (
+            format!(
+                "apiVersion: {}/v2\nkind: {}\n{body}",
+                config::API_VERSION,
+                config::KIND
+            ),
+            "apiVersion: ",
+        ),
+        (
+            format!(
+                "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: {}\n{body}",
+                config::KIND
+            ),
+            "apiVersion: \"kubeproxy.config.k8s.io/v1alpha1\" is not",
+        ),
+        (
+            format!(
+                "apiVersion: {}\nkind: KubeProxyConfiguration\n{body}",
+                config::API_VERSION
+            ),
+            "kind: \"KubeProxyConfiguration\" is not",
+        ),
+        (
+            format!("apiVersion: {}\n{body}", config::API_VERSION),
+            "kind: missing",
+        ),
+        (
+            format!("apiVersion: 1\nkind: {}\n{body}", config::KIND),
+            "apiVersion: expected a string",
+        ),
+    ] {
+        let p = problems(&text);
+        assert!(p.iter().any(|p| p.starts_with(named)), "{text}: {p:?}");
     }
 }

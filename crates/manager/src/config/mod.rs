@@ -28,6 +28,13 @@ mod reader;
 use go::GO_TOP_KEYS;
 use reader::{Reader, kind};
 
+/// The file's format version, read from its `apiVersion`, as Kubernetes
+/// component configs carry one: a later format can then be told apart and
+/// converted. The group is ours, so no other tool's file is mistaken for it.
+pub const API_VERSION: &str = "config.bcs-apiserver-proxy.io/v1alpha1";
+/// The file's `kind`.
+pub const KIND: &str = "ApiserverProxyConfiguration";
+
 /// Default name of the dummy interface holding the VIPs (the dataplane's).
 pub use apiserver_proxy_dataplane::DEFAULT_INTERFACE;
 /// The Go version's metrics port.
@@ -248,10 +255,17 @@ pub fn parse_str(text: &str, source_name: &str) -> Result<Loaded, ConfigError> {
     let value: Value = if text.trim().is_empty() {
         Value::Object(Map::new())
     } else {
-        serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Syntax {
+        // One line naming line and column: the message is also the
+        // daemon's one fatal log line, where a drawn snippet would be split.
+        let options = serde_saphyr::options! { with_snippet: false };
+        serde_saphyr::from_str_with_options(text, options).map_err(|e| ConfigError::Syntax {
             path: source_name.into(),
             format: "YAML or JSON",
-            detail: e.to_string(),
+            // The library's advice is to its programmer, not to the
+            // file's author.
+            detail: e
+                .to_string()
+                .replace(", set DuplicateKeyPolicy in Options if acceptable", ""),
         })?
     };
     let mut r = Reader::default();

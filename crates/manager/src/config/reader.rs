@@ -166,8 +166,53 @@ impl Reader {
         }
     }
 
+    /// `apiVersion` and `kind`. A file without them is read as the one
+    /// version there is, with a notice, so that files written before the
+    /// header existed keep working; a version this release does not know is
+    /// refused rather than misread.
+    fn header(&mut self, map: &Map<String, Value>) {
+        match map.get("apiVersion") {
+            None => self.warnings.push(Problem {
+                path: "apiVersion".into(),
+                message: format!(
+                    "missing: read as {API_VERSION}; start the file with \
+                     `apiVersion: {API_VERSION}` and `kind: {KIND}` so that a later \
+                     release can convert it"
+                ),
+            }),
+            Some(v) => {
+                if let Some(version) = self.string(v, "apiVersion")
+                    && version != API_VERSION
+                {
+                    self.problem(
+                        "apiVersion",
+                        format!(
+                            "{version:?} is not a configuration version this release reads: \
+                             it reads {API_VERSION}"
+                        ),
+                    );
+                }
+            }
+        }
+        match map.get("kind") {
+            None if map.contains_key("apiVersion") => {
+                self.problem("kind", format!("missing: give `kind: {KIND}`"));
+            }
+            None => {}
+            Some(v) => {
+                if let Some(given) = self.string(v, "kind")
+                    && given != KIND
+                {
+                    self.problem("kind", format!("{given:?} is not {KIND:?}"));
+                }
+            }
+        }
+    }
+
     pub(super) fn config(&mut self, map: &Map<String, Value>) -> Config {
         const KNOWN: &[&str] = &[
+            "apiVersion",
+            "kind",
             "virtualServers",
             "interface",
             "vipMode",
@@ -181,10 +226,13 @@ impl Reader {
             "discovery",
         ];
         self.unknown_keys(map, "", KNOWN);
+        self.header(map);
         let mut c = Config::default();
         for (key, v) in map {
             let path = key.as_str();
             match path {
+                // Read by `header`.
+                "apiVersion" | "kind" => {}
                 "virtualServers" => match v {
                     Value::Array(items) => {
                         c.virtual_servers = items
