@@ -41,6 +41,7 @@ fn the_annotated_default_parses_and_validates() {
 }
 
 #[test]
+/// Each problem of the file names its path and the line to look at.
 fn every_problem_is_named_with_its_path() {
     let text = r#"
 virtualServers:
@@ -61,17 +62,17 @@ bogus: 1
 "#;
     let p = problems(text);
     let want = [
-        "virtualServers[0].vip: \"10.0.0.1\" has no port",
-        "virtualServers[0].scheduler: unknown IPVS scheduler \"fastest\"",
-        "virtualServers[0].seeds[1]: \"master-2:6443\": \"master-2\" is not an IP address",
-        "virtualServers[1].sedes: unknown key",
-        "interface: invalid interface name \"this-name-is-far-too-long\"",
-        "logFormat: \"xml\" is not a log format",
-        "health.interval: expected a duration",
-        "health.rise: expected a whole number from 1 to 100",
-        "health.successStatuses[1]: expected a whole number from 100 to 599",
-        "discovery.staleWatchTimeout: 7200s is too long",
-        "bogus: unknown key",
+        "virtualServers[0].vip (line 3): \"10.0.0.1\" has no port",
+        "virtualServers[0].scheduler (line 4): unknown IPVS scheduler \"fastest\"",
+        "virtualServers[0].seeds[1] (line 5): \"master-2:6443\": \"master-2\" is not an IP address",
+        "virtualServers[1].sedes (line 7): unknown key",
+        "interface (line 8): invalid interface name \"this-name-is-far-too-long\"",
+        "logFormat (line 9): \"xml\" is not a log format",
+        "health.interval (line 11): expected a duration",
+        "health.rise (line 12): expected a whole number from 1 to 100",
+        "health.successStatuses[1] (line 13): expected a whole number from 100 to 599",
+        "discovery.staleWatchTimeout (line 15): 7200s is too long",
+        "bogus (line 16): unknown key",
     ];
     for w in want {
         assert!(
@@ -403,6 +404,7 @@ fn the_header_names_the_format_and_its_absence_is_a_notice() {
     assert_eq!(notice.len(), 1, "{notice:?}");
     assert!(
         notice[0].starts_with("apiVersion: missing")
+            && bare.warnings[0].line.is_none()
             && notice[0].contains(config::API_VERSION)
             && notice[0].contains(config::KIND),
         "{notice:?}"
@@ -424,21 +426,21 @@ fn the_header_names_the_format_and_its_absence_is_a_notice() {
                 config::API_VERSION,
                 config::KIND
             ),
-            "apiVersion: ",
+            "apiVersion (line 1): ",
         ),
         (
             format!(
                 "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: {}\n{body}",
                 config::KIND
             ),
-            "apiVersion: \"kubeproxy.config.k8s.io/v1alpha1\" is not",
+            "apiVersion (line 1): \"kubeproxy.config.k8s.io/v1alpha1\" is not",
         ),
         (
             format!(
                 "apiVersion: {}\nkind: KubeProxyConfiguration\n{body}",
                 config::API_VERSION
             ),
-            "kind: \"KubeProxyConfiguration\" is not",
+            "kind (line 2): \"KubeProxyConfiguration\" is not",
         ),
         (
             format!("apiVersion: {}\n{body}", config::API_VERSION),
@@ -446,7 +448,7 @@ fn the_header_names_the_format_and_its_absence_is_a_notice() {
         ),
         (
             format!("apiVersion: 1\nkind: {}\n{body}", config::KIND),
-            "apiVersion: expected a string",
+            "apiVersion (line 1): expected a string",
         ),
     ] {
         let p = problems(&text);

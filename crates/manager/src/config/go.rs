@@ -50,6 +50,7 @@ impl Reader {
                 "debugMode" => {
                     if self.boolean(v, key) == Some(true) {
                         self.warnings.push(Problem {
+                            line: None,
                             path: key.clone(),
                             message: "read: debug logs are asked for with the environment \
                                       variable APISERVER_PROXY_LOG=debug"
@@ -60,6 +61,7 @@ impl Reader {
                 }
                 _ => {
                     self.warnings.push(Problem {
+                        line: None,
                         path: key.clone(),
                         message: "a Go version key that bcs-apiserver-proxy (Rust) ignores".into(),
                     });
@@ -73,6 +75,7 @@ impl Reader {
                 let p = join(key, sub);
                 if !honoured.contains(&sub.as_str()) {
                     self.warnings.push(Problem {
+                        line: None,
                         path: p,
                         message: "a Go version key that bcs-apiserver-proxy (Rust) ignores".into(),
                     });
@@ -104,6 +107,7 @@ impl Reader {
                                 Some(e) => seeds.push(e),
                                 None if s.is_empty() => {}
                                 None => self.warnings.push(Problem {
+                                    line: None,
                                     path: p,
                                     message: format!(
                                         "{s:?} is not an IP:PORT: not used (the daemon reaches \
@@ -142,6 +146,7 @@ impl Reader {
                     // watch them, so there is nothing to set.
                     "endpointInterval" if self.count(v, &p, 1, 3600).is_some() => {
                         self.warnings.push(Problem {
+                            line: None,
                             path: p,
                             message: "read: not needed, the EndpointSlices are watched \
                                       instead of polled"

@@ -23,6 +23,7 @@ use apiserver_proxy_types::Endpoint;
 use serde_json::{Map, Value};
 
 mod go;
+mod lines;
 mod reader;
 
 use go::GO_TOP_KEYS;
@@ -187,14 +188,17 @@ impl Default for Config {
 pub struct Problem {
     pub path: String,
     pub message: String,
+    /// The file's line holding the value, when the problem is the file's
+    /// own (not one of the whole configuration after flags).
+    pub line: Option<u64>,
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
+        match (self.path.is_empty(), self.line) {
+            (true, _) => f.write_str(&self.message),
+            (false, None) => write!(f, "{}: {}", self.path, self.message),
+            (false, Some(line)) => write!(f, "{} (line {line}): {}", self.path, self.message),
         }
     }
 }
@@ -283,6 +287,10 @@ pub fn parse_str(text: &str, source_name: &str) -> Result<Loaded, ConfigError> {
             (Config::default(), FileFormat::Yaml)
         }
     };
+    let lines = lines::of(text);
+    for p in r.problems.iter_mut().chain(r.warnings.iter_mut()) {
+        p.line = lines.get(&p.path).copied();
+    }
     if r.problems.is_empty() {
         Ok(Loaded {
             config,
@@ -303,6 +311,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     let mut problems = Vec::new();
     if config.virtual_servers.is_empty() {
         problems.push(Problem {
+            line: None,
             path: "virtualServers".into(),
             message: "no virtual server: give one with --vs VIP:PORT (and --rs IP:PORT for its \
                       seeds) or in the config file"
@@ -313,12 +322,14 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     for (i, vs) in config.virtual_servers.iter().enumerate() {
         if !seen.insert(vs.vip) {
             problems.push(Problem {
+                line: None,
                 path: format!("virtualServers[{i}].vip"),
                 message: format!("{} is configured twice", vs.vip),
             });
         }
         if let Err(message) = check_vip(vs.vip) {
             problems.push(Problem {
+                line: None,
                 path: format!("virtualServers[{i}].vip"),
                 message,
             });
@@ -326,12 +337,14 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         for (j, seed) in vs.seeds.iter().enumerate() {
             if let Err(message) = check_backend(vs.vip, *seed) {
                 problems.push(Problem {
+                    line: None,
                     path: format!("virtualServers[{i}].seeds[{j}]"),
                     message,
                 });
             }
             if seed.family() != vs.vip.family() {
                 problems.push(Problem {
+                    line: None,
                     path: format!("virtualServers[{i}].seeds[{j}]"),
                     message: format!(
                         "{seed} is {} but the virtual server {} is {}: IPVS cannot mix families \
@@ -346,6 +359,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     }
     if let Err(e) = check_interface_name(&config.interface) {
         problems.push(Problem {
+            line: None,
             path: "interface".into(),
             message: e,
         });
@@ -366,6 +380,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     ] {
         if value < min || value > max {
             problems.push(Problem {
+                line: None,
                 path: path.into(),
                 message: format!(
                     "{} is out of bounds: give between {} and {}",
@@ -380,18 +395,21 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     // refused here too: `config check` and the daemon judge alike.
     if let Err(e) = health_config(config).validate() {
         problems.push(Problem {
+            line: None,
             path: "health".into(),
             message: e.to_string(),
         });
     }
     if let Err(e) = discovery_config(config).validate() {
         problems.push(Problem {
+            line: None,
             path: "virtualServers / discovery".into(),
             message: e.to_string(),
         });
     }
     if config.health.client_cert.is_some() != config.health.client_key.is_some() {
         problems.push(Problem {
+            line: None,
             path: "health".into(),
             message: "clientCert and clientKey go together: give both or neither".into(),
         });

@@ -38,6 +38,7 @@ pub(super) fn join(path: &str, key: &str) -> String {
 impl Reader {
     pub(super) fn problem(&mut self, path: &str, message: impl Into<String>) {
         self.problems.push(Problem {
+            line: None,
             path: path.into(),
             message: message.into(),
         });
@@ -173,6 +174,7 @@ impl Reader {
     fn header(&mut self, map: &Map<String, Value>) {
         match map.get("apiVersion") {
             None => self.warnings.push(Problem {
+                line: None,
                 path: "apiVersion".into(),
                 message: format!(
                     "missing: read as {API_VERSION}; start the file with \
