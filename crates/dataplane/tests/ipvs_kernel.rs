@@ -22,14 +22,31 @@ fn ipvsadm(args: &[&str]) -> String {
 }
 
 /// The table in `ipvsadm -S -n` (save) form, one rule a line, sorted.
+/// `ipvsadm -S` of this namespace, sorted: the independent view. The
+/// kernel's service dump resumes each chunk at an index into its one table
+/// of every namespace's services, so services that other tests add or
+/// delete in their own namespaces meanwhile shift it and a big dump can
+/// skip or repeat entries (seen: 10,998 of 11,000 lines). Two dumps that
+/// agree are the table.
 fn saved() -> Vec<String> {
-    let mut lines: Vec<String> = ipvsadm(&["-S", "-n"])
-        .lines()
-        .map(|l| l.trim().to_owned())
-        .filter(|l| !l.is_empty())
-        .collect();
-    lines.sort();
-    lines
+    let dump = || {
+        let mut lines: Vec<String> = ipvsadm(&["-S", "-n"])
+            .lines()
+            .map(|l| l.trim().to_owned())
+            .filter(|l| !l.is_empty())
+            .collect();
+        lines.sort();
+        lines
+    };
+    let mut last = dump();
+    for _ in 0..20 {
+        let next = dump();
+        if next == last {
+            return next;
+        }
+        last = next;
+    }
+    panic!("ipvsadm -S never gave the same table twice in 20 dumps");
 }
 
 fn restore(rules: &str) {
