@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail, ensure};
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::{CHART_DIR, Checks, DEFAULT_REPOSITORY, VERSION};
@@ -25,9 +24,9 @@ mod values;
 use dashboard::{check_metric_names, dashboard, known_metrics};
 use objects::{
     assert_client_cert, assert_default, assert_ipv6, assert_monitoring, assert_multi_vip,
-    assert_service_monitor, check_daemonset, check_rbac,
+    assert_options, assert_service_monitor, check_daemonset, check_rbac,
 };
-use values::{REJECTED, chart_versions, expect_refusal, readme_lists_values};
+use values::{REJECTED, chart_icon, chart_versions, expect_refusal, readme_lists_values};
 /// The release name and namespace every render uses.
 const RELEASE: &str = "bap";
 const NAMESPACE: &str = "kube-system";
@@ -55,6 +54,10 @@ pub fn checks(checks: &mut Checks, root: &Path, helm: &Path, kv: &Path, debug: &
     checks.run(
         "chart: Chart.yaml version and appVersion are the workspace's",
         || chart_versions(root),
+    );
+    checks.run(
+        "chart: Chart.yaml's icon is an SVG of this repository",
+        || chart_icon(root),
     );
     checks.run("chart: helm lint --strict", || lint(helm, root, &[]));
     for (variant, _) in VARIANTS.iter().skip(1) {
@@ -95,13 +98,14 @@ pub fn checks(checks: &mut Checks, root: &Path, helm: &Path, kv: &Path, debug: &
 
 /// The variants, by name: `default` (no values file) and `ci/NAME-values.yaml`.
 type Assert = fn(&Rendered) -> Result<()>;
-const VARIANTS: [(&str, Assert); 6] = [
+const VARIANTS: [(&str, Assert); 7] = [
     ("default", assert_default),
     ("ipv6", assert_ipv6),
     ("multi-vip", assert_multi_vip),
     ("monitoring", assert_monitoring),
     ("servicemonitor", assert_service_monitor),
     ("client-cert", assert_client_cert),
+    ("options", assert_options),
 ];
 
 fn variant_file(variant: &str) -> String {
@@ -142,7 +146,7 @@ impl Rendered {
     /// The daemon's config file from the ConfigMap, parsed.
     fn config(&self) -> Result<Value> {
         let text = self.config_text()?;
-        Ok(serde_yaml_ng::from_str(&text)?)
+        Ok(serde_saphyr::from_str(&text)?)
     }
 
     fn config_text(&self) -> Result<String> {
@@ -369,14 +373,9 @@ fn validate(kv: &Path, file: &Path) -> Result<()> {
 }
 
 fn parse_docs(text: &str) -> Result<Vec<Value>> {
-    let mut docs = Vec::new();
-    for doc in serde_yaml_ng::Deserializer::from_str(text) {
-        let v = Value::deserialize(doc).context("helm template printed invalid YAML")?;
-        if !v.is_null() {
-            docs.push(v);
-        }
-    }
-    Ok(docs)
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(text).context("helm template printed invalid YAML")?;
+    Ok(docs.into_iter().filter(|v| !v.is_null()).collect())
 }
 
 fn as_array(v: &Value) -> &[Value] {
@@ -395,7 +394,7 @@ fn package_contents(helm: &Path, tgz: &Path) -> Result<String> {
         .arg(tgz)
         .output()
         .context("cannot run helm show chart")?;
-    let chart: Value = serde_yaml_ng::from_slice(&out.stdout)?;
+    let chart: Value = serde_saphyr::from_slice(&out.stdout)?;
     ensure!(chart["version"] == VERSION && chart["appVersion"] == VERSION);
     let file = fs::File::open(tgz)?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));

@@ -312,6 +312,155 @@ pub(super) fn assert_service_monitor(r: &Rendered) -> Result<()> {
         r.of_kind("PodMonitor").is_empty(),
         "a PodMonitor beside the ServiceMonitor"
     );
+    check_relabelings(&sm["spec"]["endpoints"][0], "ServiceMonitor")?;
+    // The per-alert switches of ci/servicemonitor-values.yaml: one alert
+    // off, one retuned, the runbooks on another base.
+    let rule = r.one("PrometheusRule")?;
+    let alerts = as_array(&rule["spec"]["groups"][0]["rules"]);
+    let named = |name: &str| alerts.iter().find(|a| a["alert"] == name);
+    ensure!(
+        named("ApiserverProxyFailOpen").is_none(),
+        "alerts.failOpen.enabled: false left the alert in"
+    );
+    let one =
+        named("ApiserverProxyOneFailureFromOutage").context("alert switched off by mistake")?;
+    ensure!(
+        one["for"] == "2m" && one["labels"]["severity"] == "critical",
+        "alerts.oneFailureFromOutage for/severity ignored: {one}"
+    );
+    ensure!(alerts.len() == 4, "{} alerts", alerts.len());
+    check_runbooks(alerts, "https://runbooks.example.com/ops.md")?;
+    Ok(())
+}
+
+/// The chart's own `node` relabeling first, then the values' relabelings
+/// and metric relabelings (ci variants set one of each).
+fn check_relabelings(endpoint: &Value, kind: &str) -> Result<()> {
+    let relabel = as_array(&endpoint["relabelings"]);
+    ensure!(
+        relabel.first().is_some_and(|r| r["targetLabel"] == "node"),
+        "{kind}: the chart's node relabeling must come first"
+    );
+    ensure!(
+        relabel.iter().any(|r| r["targetLabel"] == "cluster"),
+        "{kind}: the values' relabelings are missing: {relabel:?}"
+    );
+    ensure!(
+        as_array(&endpoint["metricRelabelings"])
+            .iter()
+            .any(|r| r["action"] == "drop"),
+        "{kind}: the values' metricRelabelings are missing"
+    );
+    Ok(())
+}
+
+/// The runbook page the chart links by default: docs/operations.md of the
+/// project's repository (values.yaml must say the same).
+fn default_runbook_base() -> String {
+    format!(
+        "{}/blob/main/docs/operations.md",
+        env!("CARGO_PKG_REPOSITORY")
+    )
+}
+
+/// Every alert links `BASE#its-name-in-lower-case`, and docs/operations.md
+/// has that section, so an alert never sends the on-call to nothing.
+fn check_runbooks(alerts: &[Value], base: &str) -> Result<()> {
+    let ops = fs::read_to_string(crate::workspace_root().join("docs/operations.md"))?;
+    let anchors: BTreeSet<String> = ops
+        .lines()
+        .filter(|l| l.starts_with('#'))
+        .map(|l| heading_anchor(l.trim_start_matches('#')))
+        .collect();
+    for a in alerts {
+        let name = a["alert"].as_str().context("alert name")?;
+        let anchor = name.to_lowercase();
+        let want = format!("{base}#{anchor}");
+        ensure!(
+            a["annotations"]["runbook_url"] == want.as_str(),
+            "alert {name}: runbook_url {} is not {want}",
+            a["annotations"]["runbook_url"]
+        );
+        ensure!(
+            anchors.contains(&anchor),
+            "alert {name}: docs/operations.md has no section \"### {name}\" for its runbook_url"
+        );
+    }
+    Ok(())
+}
+
+/// The anchor GitHub gives a Markdown heading: lower case, spaces to
+/// hyphens, punctuation dropped.
+fn heading_anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// ci/options-values.yaml: the scheduling, security and probe options a
+/// platform engineer sets, each visible in both DaemonSets.
+pub(super) fn assert_options(r: &Rendered) -> Result<()> {
+    for (name, ours) in [
+        (FULLNAME.to_string(), "DoesNotExist"),
+        (format!("{FULLNAME}-cp"), "Exists"),
+    ] {
+        let ds = r.daemonset(&name)?;
+        let spec = &ds["spec"]["template"]["spec"];
+        let terms = as_array(
+            &spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"],
+        );
+        ensure!(
+            terms.len() == 2,
+            "{name}: the values' two node terms: {terms:?}"
+        );
+        for t in terms {
+            let exprs = as_array(&t["matchExpressions"]);
+            ensure!(
+                exprs.iter().any(|e| e["operator"] == ours),
+                "{name}: a required node term without the chart's {ours} rule: {t}"
+            );
+            ensure!(
+                exprs.iter().any(|e| e["key"] == "kubernetes.io/arch"),
+                "{name}: the values' own node rule was lost: {t}"
+            );
+        }
+        ensure!(
+            spec["affinity"]["podAntiAffinity"].is_object(),
+            "{name}: podAntiAffinity of the values was dropped"
+        );
+        ensure!(
+            spec["securityContext"]["seLinuxOptions"]["type"] == "spc_t",
+            "{name}: podSecurityContext ignored"
+        );
+        let c = container(ds);
+        let args = strings(&c["args"]);
+        ensure!(
+            args.ends_with(&["--log-format", "json"]) && args[0] == "--config",
+            "{name}: extraArgs must follow --config: {args:?}"
+        );
+        ensure!(
+            c["livenessProbe"]["periodSeconds"] == 20
+                && c["livenessProbe"]["timeoutSeconds"] == 5
+                && c["livenessProbe"]["httpGet"]["path"] == "/healthz",
+            "{name}: probes.liveness ignored: {}",
+            c["livenessProbe"]
+        );
+        ensure!(
+            c["readinessProbe"]["initialDelaySeconds"] == 3,
+            "{name}: probes.readiness ignored"
+        );
+        ensure!(
+            c["startupProbe"]["failureThreshold"] == 90,
+            "{name}: probes.startup ignored"
+        );
+    }
     Ok(())
 }
 
@@ -330,6 +479,7 @@ pub(super) fn assert_monitoring(r: &Rendered) -> Result<()> {
     );
     ensure!(pm["spec"]["podMetricsEndpoints"][0]["port"] == "metrics");
     ensure!(pm["spec"]["podMetricsEndpoints"][0]["interval"] == "10s");
+    check_relabelings(&pm["spec"]["podMetricsEndpoints"][0], "PodMonitor")?;
     ensure!(pm["metadata"]["labels"]["release"] == "prometheus");
     // One of the two monitors only: each pod scraped once.
     ensure!(
@@ -353,7 +503,13 @@ pub(super) fn assert_monitoring(r: &Rendered) -> Result<()> {
             "no alert {want} (the alerts of docs/metrics.md)"
         );
     }
+    check_runbooks(alerts, &default_runbook_base())?;
     for a in alerts {
+        ensure!(
+            a["labels"]["severity"].is_string() && a["for"].is_string(),
+            "alert {}: severity and for come from the values",
+            a["alert"]
+        );
         let expr = a["expr"].as_str().context("alert expr")?;
         check_metric_names(expr, &known).with_context(|| format!("alert {}", a["alert"]))?;
         ensure!(

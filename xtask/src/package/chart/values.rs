@@ -138,7 +138,7 @@ pub(super) fn expect_refusal(ctx: &Ctx<'_>, args: &[&str], expected: &str) -> Re
 }
 
 pub(super) fn chart_versions(root: &Path) -> Result<String> {
-    let chart: Value = serde_yaml_ng::from_str(&fs::read_to_string(
+    let chart: Value = serde_saphyr::from_str(&fs::read_to_string(
         root.join(CHART_DIR).join("Chart.yaml"),
     )?)?;
     ensure!(
@@ -150,10 +150,33 @@ pub(super) fn chart_versions(root: &Path) -> Result<String> {
     Ok(VERSION.to_string())
 }
 
+/// Chart.yaml's icon is a file of this repository (its raw URL on the main
+/// branch), and an SVG, so that chart browsers never show a broken image.
+pub(super) fn chart_icon(root: &Path) -> Result<String> {
+    let chart: Value = serde_saphyr::from_str(&fs::read_to_string(
+        root.join(CHART_DIR).join("Chart.yaml"),
+    )?)?;
+    let icon = chart["icon"].as_str().context("Chart.yaml has no icon")?;
+    let repo = env!("CARGO_PKG_REPOSITORY")
+        .strip_prefix("https://github.com/")
+        .context("the workspace repository is not on GitHub")?;
+    let prefix = format!("https://raw.githubusercontent.com/{repo}/main/");
+    let path = icon
+        .strip_prefix(&prefix)
+        .with_context(|| format!("icon {icon} is not under {prefix}"))?;
+    let text = fs::read_to_string(root.join(path))
+        .with_context(|| format!("icon {icon}: no file {path} in the repository"))?;
+    ensure!(
+        path.ends_with(".svg") && text.contains("<svg"),
+        "icon {path} is not an SVG"
+    );
+    Ok(path.to_string())
+}
+
 /// Every leaf of values.yaml is documented in the README's tables (itself or
 /// a parent), and every value the README documents exists.
 pub(super) fn readme_lists_values(root: &Path) -> Result<String> {
-    let values: Value = serde_yaml_ng::from_str(&fs::read_to_string(
+    let values: Value = serde_saphyr::from_str(&fs::read_to_string(
         root.join(CHART_DIR).join("values.yaml"),
     )?)?;
     let mut leaves = Vec::new();
