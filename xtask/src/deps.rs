@@ -90,3 +90,25 @@ pub fn ensure(pkgs: &[&str]) -> Result<()> {
     }
     Ok(())
 }
+
+/// `apt-get download PACKAGE` into `dir` (the lists are refreshed once if
+/// it fails): the package's .deb, never installed, for tools and files the
+/// harness unpacks itself.
+pub fn download_deb(package: &str, dir: &std::path::Path) -> Result<()> {
+    let run = |dir: &std::path::Path| {
+        Command::new("apt-get")
+            .args(["download", "-q", package])
+            .current_dir(dir)
+            .status()
+            .context("cannot run apt-get download")
+    };
+    let mut status = run(dir)?;
+    if !status.success() {
+        apt_update()?;
+        status = run(dir)?;
+    }
+    if !status.success() {
+        bail!("apt-get download {package} failed ({status})");
+    }
+    Ok(())
+}

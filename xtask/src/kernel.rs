@@ -47,7 +47,7 @@ pub fn prepare() -> Result<Kernel> {
             fs::remove_dir_all(&dir).with_context(|| format!("clean {}", dir.display()))?;
         }
         fs::create_dir_all(&dir)?;
-        download(&package, &dir)?;
+        deps::download_deb(&package, &dir)?;
         unpack(&dir)?;
         fs::write(&ready, &package)?;
     }
@@ -107,25 +107,6 @@ fn depends_of_meta() -> Result<Option<String>> {
             p.starts_with("linux-image-") && p.chars().nth(12).is_some_and(|c| c.is_ascii_digit())
         })
         .map(str::to_string))
-}
-
-fn download(package: &str, dir: &Path) -> Result<()> {
-    let run = |dir: &Path| {
-        Command::new("apt-get")
-            .args(["download", "-q", package])
-            .current_dir(dir)
-            .status()
-            .context("cannot run apt-get download")
-    };
-    let mut status = run(dir)?;
-    if !status.success() {
-        deps::apt_update()?;
-        status = run(dir)?;
-    }
-    if !status.success() {
-        bail!("apt-get download {package} failed ({status})");
-    }
-    Ok(())
 }
 
 fn unpack(dir: &Path) -> Result<()> {

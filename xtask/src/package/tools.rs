@@ -8,6 +8,9 @@
 //! - `kubernetes-validate` (PyPI) in its own virtualenv: offline validation
 //!   against the Kubernetes API schemas it bundles.
 //! - `skopeo` and `umoci` (Debian) to inspect images.
+//! - `promtool` from Debian's `prometheus` package, unpacked (not
+//!   installed: the package would also set up a Prometheus server) to test
+//!   the chart's alert rules.
 //!
 //! Versions are pinned, so every machine validates alike.
 
@@ -137,6 +140,38 @@ pub fn kubernetes_validate(root: &Path) -> Result<PathBuf> {
     }
     fs::write(&done, KUBERNETES_VALIDATE_VERSION)?;
     Ok(script)
+}
+
+/// promtool, unpacked from Debian's `prometheus` .deb on first use.
+pub fn promtool(root: &Path) -> Result<PathBuf> {
+    let dir = tools_dir(root).join("promtool");
+    let promtool = dir.join("promtool");
+    if promtool.is_file() {
+        return Ok(promtool);
+    }
+    println!("xtask: unpacking promtool from Debian's prometheus package");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir)?;
+    crate::deps::download_deb("prometheus", &dir)?;
+    let deb = fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .context("apt-get download left no .deb")?;
+    let unpacked = dir.join("root");
+    let status = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&unpacked)
+        .status()
+        .context("cannot run dpkg-deb")?;
+    if !status.success() {
+        bail!("dpkg-deb -x {} failed ({status})", deb.display());
+    }
+    fs::rename(unpacked.join("usr/bin/promtool"), &promtool)
+        .context("the prometheus package has no usr/bin/promtool")?;
+    fs::remove_dir_all(&unpacked)?;
+    fs::remove_file(&deb)?;
+    Ok(promtool)
 }
 
 /// skopeo and umoci from Debian.

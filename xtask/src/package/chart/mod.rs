@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use super::{CHART_DIR, Checks, DEFAULT_REPOSITORY, VERSION};
 
+mod alerts;
 mod dashboard;
 mod objects;
 mod values;
@@ -83,6 +84,10 @@ pub fn checks(checks: &mut Checks, root: &Path, helm: &Path, kv: &Path, debug: &
             expect_refusal(&ctx, args, expected)
         });
     }
+    checks.run(
+        "chart: every alert fires on its scrape and only then (promtool test rules)",
+        || alerts::promtool_tests(&ctx, &super::tools::promtool(root)?),
+    );
     checks.run("chart: README lists every value, and only values", || {
         readme_lists_values(root)
     });
