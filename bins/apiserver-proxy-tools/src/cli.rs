@@ -49,8 +49,8 @@ Then point kubelet's kubeconfig at https://10.103.97.2:6443.
 The Go tool's syntax works too:
   apiserver-proxy-tools -cmd add -vs 10.103.97.2:6443 -rs 192.168.1.10:6443 -scheduler rr
 
-Exit codes: 0 success; 1 bad usage or a problem (the message says what to do);
-3 `status` found something unhealthy.
+Exit codes: 0 success; 1 the command failed (the message says what to do);
+2 the command line could not be parsed; 3 `status` found something unhealthy.
 
 Needs root (CAP_NET_ADMIN) for everything but `static-pod`. Docs: docs/cli.md.";
 

@@ -8,8 +8,13 @@ use apiserver_proxy_types::Endpoint;
 
 /// Everything worked (and, for `status`, everything is healthy).
 pub const EXIT_OK: u8 = 0;
-/// Bad usage, bad input, or a problem that stopped the command.
+/// The command failed: bad input found after parsing, or a problem that
+/// stopped it (the message says what to do).
 pub const EXIT_FAILURE: u8 = 1;
+/// The command line could not be parsed (unknown flag or command, a value
+/// that is not what the flag takes, something missing), as clap and most
+/// Unix tools say it, and as the daemon does: nothing was attempted.
+pub const EXIT_USAGE: u8 = 2;
 /// `status` only: it could look, and something is unhealthy.
 pub const EXIT_UNHEALTHY: u8 = 3;
 

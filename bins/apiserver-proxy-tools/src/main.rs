@@ -23,12 +23,16 @@ use std::process::ExitCode;
 use clap::Parser;
 use clap::error::ErrorKind;
 
-use fail::{EXIT_FAILURE, Failure};
+use fail::{EXIT_FAILURE, EXIT_USAGE, Failure};
 
 fn main() -> ExitCode {
     let args = match cli::normalize_go_args(std::env::args().collect()) {
         Ok(a) => a,
-        Err(f) => return fail(&f),
+        // Only the Go syntax itself can be wrong here: a usage error.
+        Err(f) => {
+            eprintln!("error: {f}");
+            return ExitCode::from(EXIT_USAGE);
+        }
     };
     let cli = match cli::Cli::try_parse_from(args) {
         Ok(c) => c,
@@ -46,7 +50,7 @@ fn fail(f: &Failure) -> ExitCode {
 }
 
 /// Help and version go to stdout with 0; any other clap error becomes one
-/// line (its first paragraph) and exit code 1.
+/// line (its first paragraph) and the usage exit code, 2.
 fn usage(e: &clap::Error) -> ExitCode {
     match e.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
@@ -55,11 +59,11 @@ fn usage(e: &clap::Error) -> ExitCode {
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             eprint!("{}", e.render());
-            ExitCode::from(EXIT_FAILURE)
+            ExitCode::from(EXIT_USAGE)
         }
         _ => {
             eprintln!("{}", usage_line(&e.render().to_string()));
-            ExitCode::from(EXIT_FAILURE)
+            ExitCode::from(EXIT_USAGE)
         }
     }
 }

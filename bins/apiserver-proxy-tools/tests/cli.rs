@@ -1,6 +1,7 @@
 //! The CLI as a process, on the host: parsing, the Go tool's syntax, every
-//! bad input refused in one line with exit code 1 before the kernel is
-//! touched, and the static-pod manifest. (Everything that needs IPVS is in
+//! bad input refused in one line before the kernel is touched (exit code 2
+//! when the command line does not parse, 1 when it parses but cannot be
+//! used), and the static-pod manifest. (Everything that needs IPVS is in
 //! tests/kernel.rs and runs in the VM.)
 
 mod common;
@@ -67,7 +68,7 @@ fn help_teaches_every_command_and_the_exit_codes() {
 #[test]
 fn no_command_shows_help_and_fails() {
     let r = bare("");
-    assert_eq!(r.code(), 1);
+    assert_eq!(r.code(), 2, "a usage error");
     assert!(r.stderr().contains("Usage"), "{}", r.stderr());
 }
 
@@ -100,7 +101,8 @@ fn malformed_addresses_are_refused_in_one_line() {
         ("add --vs 10.103.97.2:6443", &["--rs"]),
         ("list -o xml", &["xml"]),
     ] {
-        tools(d, line).refused(want);
+        // Values the flags' parsers refuse: the command line does not parse.
+        tools(d, line).usage(want);
     }
 }
 
@@ -122,16 +124,18 @@ fn mixed_families_and_unknown_schedulers_are_refused() {
             &["is IPv6", "cannot mix"],
         ),
         (
-            "add --vs 10.103.97.2:6443 --rs 192.168.1.10:6443 --scheduler fast",
-            &["unknown IPVS scheduler \"fast\"", "rr, wrr"],
-        ),
-        (
             "add --vs [fd00::2]:6443 --rs [fd00::10]:6443 --vip-mode route --no-probe",
             &["IPv4 only", "--vip-mode address"],
         ),
     ] {
         tools(d, line).refused(want);
     }
+    // A scheduler name is the flag's own type: a usage error.
+    tools(
+        d,
+        "add --vs 10.103.97.2:6443 --rs 192.168.1.10:6443 --scheduler fast",
+    )
+    .usage(&["unknown IPVS scheduler \"fast\"", "rr, wrr"]);
     assert!(!d.join("state").exists(), "nothing was started");
 }
 
@@ -166,7 +170,6 @@ fn unusable_vips_and_backends_are_refused_before_anything_starts() {
             "add --vs 10.103.97.2:6443 --rs 10.103.97.2:6443",
             &["the VIP 10.103.97.2:6443 itself"],
         ),
-        ("add --vs 10.103.97.2:0 --rs 192.168.1.10:6443", &["port 0"]),
         (
             "static-pod --vs 10.103.97.2:6443 --rs 127.0.0.1:6443",
             &["loopback"],
@@ -174,6 +177,8 @@ fn unusable_vips_and_backends_are_refused_before_anything_starts() {
     ] {
         tools(d, line).refused(want);
     }
+    // Port 0 is refused by the address parser itself: a usage error.
+    tools(d, "add --vs 10.103.97.2:0 --rs 192.168.1.10:6443").usage(&["port 0"]);
     assert!(!d.join("state").exists(), "nothing was started");
 }
 
@@ -186,10 +191,10 @@ fn the_go_tools_syntax_is_accepted() {
         d,
         "-cmd add -vs 10.103.97.2:6443 -rs 192.168.1.10:6443 -rs 192.168.1.11:6443 -scheduler nope",
     )
-    .refused(&["unknown IPVS scheduler \"nope\""]);
-    tools(d, "-cmd init -vs 10.103.97.2:6443 -rs x").refused(&["\"x\" has no port"]);
-    tools(d, "-cmd").refused(&["-cmd needs a command"]);
-    tools(d, "-cmd frobnicate").refused(&["frobnicate"]);
+    .usage(&["unknown IPVS scheduler \"nope\""]);
+    tools(d, "-cmd init -vs 10.103.97.2:6443 -rs x").usage(&["\"x\" has no port"]);
+    tools(d, "-cmd").usage(&["-cmd needs a command"]);
+    tools(d, "-cmd frobnicate").usage(&["frobnicate"]);
     // Every Go flag is known to every command: reload gets as far as
     // finding nothing to restore.
     tools(

@@ -643,13 +643,13 @@ fn bad_input_on_a_live_node_loses_nothing() {
 
     // Malformed, mixed-family and unknown-scheduler input on a live node.
     node.cli(&format!("add --vs {VIP} --rs 192.168.1.10"))
-        .refused(&["has no port"]);
+        .usage(&["has no port"]);
     node.cli(&format!("add --vs {VIP} --rs [fd00::10]:6443"))
         .refused(&["cannot mix"]);
     node.cli(&format!(
         "add --vs {VIP} --rs 192.168.1.10:6443 --scheduler x"
     ))
-    .refused(&["unknown IPVS scheduler"]);
+    .usage(&["unknown IPVS scheduler"]);
     node.cli("delete --vs 10.103.97.77:6443").ok();
     node.cli("status --health-scheme tcp");
     unchanged();

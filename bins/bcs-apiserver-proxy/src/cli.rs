@@ -30,7 +30,10 @@ const AFTER: &str = "Examples:
   bcs-apiserver-proxy config check config.yaml
 
 The Go version's flags (-f, --virtualAddress, --lvsScheduler, --managerInterval,
---ipvsPersistDir) and its JSON config file are accepted; see docs/migration.md.";
+--ipvsPersistDir) and its JSON config file are accepted; see docs/migration.md.
+
+Exit codes: 0 success (a SIGTERM stop too); 1 the daemon or the command failed
+(the message says why); 2 the command line could not be parsed.";
 
 #[derive(Parser, Debug)]
 #[command(name = "bcs-apiserver-proxy", version = apiserver_proxy_manager::build::LONG_VERSION, about = ABOUT, long_about = ABOUT, after_help = AFTER)]

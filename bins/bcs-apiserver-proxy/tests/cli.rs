@@ -134,8 +134,10 @@ fn the_go_versions_json_config_file_is_read_with_dash_f() {
 
 #[test]
 fn bad_flags_get_one_clear_line_and_a_nonzero_exit() {
-    let cases: &[(&[&str], &str)] = &[
-        (&["config", "show", "--vs", "10.0.0.1"], "has no port"),
+    // (arguments, what the message says, exit code: 2 when the command line
+    // does not parse, 1 when it parses into a configuration that is refused)
+    let cases: &[(&[&str], &str, i32)] = &[
+        (&["config", "show", "--vs", "10.0.0.1"], "has no port", 2),
         (
             &[
                 "config",
@@ -146,6 +148,7 @@ fn bad_flags_get_one_clear_line_and_a_nonzero_exit() {
                 "fd00::1:6443",
             ],
             "without brackets",
+            2,
         ),
         (
             &[
@@ -157,6 +160,7 @@ fn bad_flags_get_one_clear_line_and_a_nonzero_exit() {
                 "[fd00::1]:6443",
             ],
             "IPv6 but the virtual server",
+            1,
         ),
         (
             &[
@@ -168,10 +172,12 @@ fn bad_flags_get_one_clear_line_and_a_nonzero_exit() {
                 "fastest",
             ],
             "unknown IPVS scheduler",
+            1,
         ),
         (
             &["config", "show", "--rs", "10.0.0.2:6443"],
             "--rs needs a virtual server",
+            1,
         ),
         (
             &[
@@ -183,13 +189,14 @@ fn bad_flags_get_one_clear_line_and_a_nonzero_exit() {
                 "soon",
             ],
             "is not a duration",
+            2,
         ),
-        (&["config", "show"], "no virtual server"),
+        (&["config", "show"], "no virtual server", 1),
     ];
-    for (args, want) in cases {
+    for (args, want, code) in cases {
         let out = daemon(args, &[]);
         let t = text(&out);
-        assert!(!out.status.success(), "{args:?} should fail: {t}");
+        assert_eq!(out.status.code(), Some(*code), "{args:?}: {t}");
         assert!(t.contains(want), "{args:?}: {t:?} should say {want:?}");
         assert!(!t.contains("panicked"), "{t}");
     }
@@ -229,6 +236,7 @@ fn a_bad_log_level_stops_the_start_naming_the_setting() {
     }
     let help = text(&daemon(&["--help"], &[]));
     assert!(help.contains("--log-level"), "{help}");
+    assert!(help.contains("Exit codes"), "{help}");
 }
 
 /// `--version` names the release, the revision built and the compiler, as

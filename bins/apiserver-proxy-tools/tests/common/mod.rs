@@ -60,9 +60,25 @@ impl Run {
 
     /// Exit code 1 and exactly one line on stderr, `error: ...`, holding
     /// each of `want`.
+    /// The command ran and failed (exit 1), in one line naming `want`.
     pub fn refused(self, want: &[&str]) -> Run {
+        self.one_line_error(1, want)
+    }
+
+    /// The command line could not be parsed (exit 2), in one line naming
+    /// `want`.
+    pub fn usage(self, want: &[&str]) -> Run {
+        self.one_line_error(2, want)
+    }
+
+    fn one_line_error(self, code: i32, want: &[&str]) -> Run {
         let err = self.stderr();
-        assert_eq!(self.code(), 1, "stdout:\n{}\nstderr:\n{err}", self.stdout());
+        assert_eq!(
+            self.code(),
+            code,
+            "stdout:\n{}\nstderr:\n{err}",
+            self.stdout()
+        );
         assert_eq!(err.lines().count(), 1, "one line: {err}");
         assert!(err.starts_with("error: "), "{err}");
         assert!(!err.contains("panicked"), "{err}");
