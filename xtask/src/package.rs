@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 
 use crate::counts::Counts;
 
@@ -133,6 +133,7 @@ pub fn build_image(args: ImageArgs) -> Result<ImageSizes> {
     for name in BINARIES {
         std::fs::copy(bin_dir.join(name), bin_out.join(name))?;
     }
+    shell_files(&bin_dir, &out)?;
     if want_static && is_root() {
         // No file outside the image is needed: run it in the unpacked layer.
         let rootfs = built.staging.clone();
@@ -152,6 +153,11 @@ pub fn build_image(args: ImageArgs) -> Result<ImageSizes> {
     println!("OCI layout:   {}", built.layout.display());
     println!("docker load:  {}", built.docker_archive.display());
     println!("binaries:     {}", bin_out.display());
+    println!(
+        "completions:  {} (bash, zsh, fish); man pages: {}",
+        out.join("completions").display(),
+        out.join("man/man1").display()
+    );
     println!(
         "size:         {} compressed (the download), {} unpacked; goal <= 20 MB",
         mb(built.layer_gz_size),
@@ -279,6 +285,11 @@ pub fn tests() -> Result<(bool, Counts)> {
         );
     }
 
+    checks.run(
+        "completions and man pages: what `cargo xtask image` ships, from the binaries",
+        || check_shell_files(&root, &debug),
+    );
+
     let c = checks.counts;
     let mut summary = format!(
         "packaging checks: {} passed, {} failed in {:.0} s",
@@ -291,6 +302,89 @@ pub fn tests() -> Result<(bool, Counts)> {
     }
     println!("{summary}");
     Ok((c.failed == 0, c))
+}
+
+/// Where a binary's shell files go below the output folder, and the
+/// arguments that print each: the layout distributions install from
+/// (`completions/bash/NAME`, `completions/zsh/_NAME`,
+/// `completions/fish/NAME.fish`, `man/man1/NAME.1`).
+fn shell_file_plan(name: &str) -> [(String, [&'static str; 2]); 4] {
+    [
+        (format!("completions/bash/{name}"), ["completions", "bash"]),
+        (format!("completions/zsh/_{name}"), ["completions", "zsh"]),
+        (
+            format!("completions/fish/{name}.fish"),
+            ["completions", "fish"],
+        ),
+        (format!("man/man1/{name}.1"), ["man", ""]),
+    ]
+}
+
+/// Completions and man pages of both binaries, printed by the binaries
+/// themselves (they come from the parsers' definitions), below `out`.
+pub fn shell_files(bin_dir: &Path, out: &Path) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    for name in BINARIES {
+        for (file, args) in shell_file_plan(name) {
+            let args: Vec<&str> = args.into_iter().filter(|a| !a.is_empty()).collect();
+            let output = Command::new(bin_dir.join(name))
+                .args(&args)
+                .output()
+                .with_context(|| format!("cannot run {name}"))?;
+            if !output.status.success() || output.stdout.is_empty() {
+                bail!(
+                    "{name} {} failed ({}): {}",
+                    args.join(" "),
+                    output.status,
+                    String::from_utf8_lossy(&output.stderr).trim()
+                );
+            }
+            let path = out.join(file);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&path, &output.stdout)?;
+            written.push(path);
+        }
+    }
+    Ok(written)
+}
+
+/// The shell files of the debug binaries: each in the form its shell or
+/// `man` reads, naming the binary's commands.
+fn check_shell_files(root: &Path, debug: &Path) -> Result<String> {
+    let out = root.join("target/xtask/shell-files");
+    let _ = std::fs::remove_dir_all(&out);
+    let written = shell_files(debug, &out)?;
+    let commands: [(&str, &[&str]); 2] = [
+        ("bcs-apiserver-proxy", &["config", "completions"]),
+        (
+            "apiserver-proxy-tools",
+            &["add", "init", "reload", "status", "cleanup", "static-pod"],
+        ),
+    ];
+    for (name, subcommands) in commands {
+        for (file, _) in shell_file_plan(name) {
+            let text = std::fs::read_to_string(out.join(&file))?;
+            let form = if file.starts_with("completions/bash") {
+                text.contains(&format!("complete -F _{}", name.replace('-', "__")))
+            } else if file.starts_with("completions/zsh") {
+                text.starts_with(&format!("#compdef {name}"))
+            } else if file.starts_with("completions/fish") {
+                text.contains(&format!("complete -c {name}"))
+            } else {
+                text.contains(&format!(".TH {name} 1"))
+            };
+            ensure!(form, "{file} is not in the form its reader expects");
+            for sub in subcommands {
+                ensure!(
+                    text.contains(sub) || text.contains(&sub.replace('-', "\\-")),
+                    "{file} does not name {name} {sub}"
+                );
+            }
+        }
+    }
+    Ok(format!("{} files", written.len()))
 }
 
 /// Static release binaries of both programs, in their own target folder so

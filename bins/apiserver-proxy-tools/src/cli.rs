@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use apiserver_proxy_manager::config::{
     self, DEFAULT_INTERFACE, DEFAULT_STATE_DIR, HealthMode, VipMode,
 };
+use apiserver_proxy_manager::shell::Shell;
 use apiserver_proxy_types::Endpoint;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -173,6 +174,18 @@ watch the cluster.",
     > /etc/kubernetes/manifests/bcs-apiserver-proxy.yaml"
     )]
     StaticPod(StaticPodArgs),
+    /// Print a shell completion script (bash, zsh or fish).
+    #[command(after_help = "Install:
+  apiserver-proxy-tools completions bash > /etc/bash_completion.d/apiserver-proxy-tools
+  apiserver-proxy-tools completions zsh > \"${fpath[1]}/_apiserver-proxy-tools\"
+  apiserver-proxy-tools completions fish > ~/.config/fish/completions/apiserver-proxy-tools.fish")]
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print the man page (roff), for packaging.
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -5,8 +5,10 @@
 use std::time::Duration;
 
 use apiserver_proxy_manager::lock::StateLock;
+use apiserver_proxy_manager::shell;
 use apiserver_proxy_manager::state::{self, SavedVs};
 use apiserver_proxy_types::{Endpoint, Family};
+use clap::CommandFactory as _;
 
 use crate::boot::Boot;
 use crate::cli::{AddArgs, Cli, Command, Common, Output};
@@ -34,6 +36,14 @@ pub fn run(cli: &Cli) -> Result<u8, Failure> {
         Command::Cleanup(v) => cleanup(v.vs, c),
         Command::StaticPod(a) => {
             out!("{}", static_pod::manifest(a, c)?);
+            Ok(EXIT_OK)
+        }
+        Command::Completions { shell } => {
+            out!("{}", shell::completions(Cli::command(), *shell));
+            Ok(EXIT_OK)
+        }
+        Command::Man => {
+            out!("{}", shell::man_page(Cli::command()));
             Ok(EXIT_OK)
         }
     }

@@ -36,22 +36,27 @@ fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
 
+/// Every command a user can type.
+const COMMANDS: [&str; 9] = [
+    "add",
+    "delete",
+    "list",
+    "status",
+    "init",
+    "reload",
+    "cleanup",
+    "static-pod",
+    "completions",
+];
+
 #[test]
 fn help_teaches_every_command_and_the_exit_codes() {
     let help = bare("--help").ok().stdout();
-    for want in [
-        "add",
-        "delete",
-        "list",
-        "status",
-        "init",
-        "reload",
-        "cleanup",
-        "static-pod",
-        "Exit codes",
-        "-cmd add",
-        "3 `status`",
-    ] {
+    for want in
+        COMMANDS
+            .iter()
+            .chain(&["Exit codes", "-cmd add", "2 the command line", "3 `status`"])
+    {
         assert!(help.contains(want), "{want:?} missing from --help:\n{help}");
     }
     let add = bare("add --help").ok().stdout();
@@ -374,4 +379,30 @@ fn static_pod_takes_its_flags() {
 #[test]
 fn bad_paths_are_refused() {
     bare("static-pod --vs 10.0.0.1:6443 --kubeconfig kc").refused(&["absolute"]);
+}
+
+/// The completion scripts and the man page come from the same definition
+/// as the parser: each names every command and the main flags, so a
+/// command added without them cannot ship.
+#[test]
+fn completions_and_the_man_page_name_every_command() {
+    for shell in ["bash", "zsh", "fish"] {
+        let script = bare(&format!("completions {shell}")).ok().stdout();
+        for want in COMMANDS.iter().chain(&["--vs", "--rs", "--state-dir"]) {
+            let flag = want.trim_start_matches('-');
+            assert!(script.contains(flag), "{shell}: {want:?} missing");
+        }
+    }
+    let man = bare("man").ok().stdout();
+    assert!(
+        man.starts_with(".ie") || man.contains("\n.TH apiserver-proxy-tools 1"),
+        "{man}"
+    );
+    for want in COMMANDS {
+        assert!(
+            man.contains(&want.replace('-', "\\-")),
+            "man: {want:?} missing"
+        );
+    }
+    bare("completions tcsh").usage(&["tcsh"]);
 }

@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use apiserver_proxy_manager::config::{
     self, Config, HealthMode, LogFormat, VipMode, VirtualServerConfig,
 };
+use apiserver_proxy_manager::shell::Shell;
 use apiserver_proxy_types::Endpoint;
 use clap::{Args, Parser, Subcommand};
 
@@ -49,6 +50,16 @@ pub enum Command {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Print a shell completion script (bash, zsh or fish).
+    #[command(after_help = "Install:
+  bcs-apiserver-proxy completions bash > /etc/bash_completion.d/bcs-apiserver-proxy")]
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print the man page (roff), for packaging.
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Subcommand, Debug)]

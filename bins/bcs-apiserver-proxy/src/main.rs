@@ -12,7 +12,8 @@ mod daemon;
 use std::process::ExitCode;
 
 use apiserver_proxy_manager::config::{self, FileFormat, LogFormat};
-use clap::Parser;
+use apiserver_proxy_manager::shell;
+use clap::{CommandFactory as _, Parser};
 
 use cli::{Cli, Command, ConfigCommand};
 
@@ -25,6 +26,14 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Config(ConfigCommand::Check { file })) => check(&file),
+        Some(Command::Completions { shell }) => {
+            out!("{}", shell::completions(Cli::command(), shell));
+            ExitCode::SUCCESS
+        }
+        Some(Command::Man) => {
+            out!("{}", shell::man_page(Cli::command()));
+            ExitCode::SUCCESS
+        }
         Some(Command::Config(ConfigCommand::Show { run })) => match cli::effective_config(&run) {
             Ok((c, warnings)) => {
                 for w in warnings {

@@ -344,3 +344,24 @@ fn the_fatal_error_is_json_when_the_logs_are() {
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(stderr.starts_with("bcs-apiserver-proxy: "), "{stderr}");
 }
+
+/// The daemon's completions and man page come from its parser's definition:
+/// its flags, its `config` commands.
+#[test]
+fn completions_and_the_man_page_name_the_flags() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = daemon(&["completions", shell], &[]);
+        assert!(out.status.success(), "{}", text(&out));
+        let script = String::from_utf8_lossy(&out.stdout);
+        for want in ["config", "check", "vs", "health-interval", "log-level"] {
+            assert!(script.contains(want), "{shell}: {want:?} missing");
+        }
+    }
+    let out = daemon(&["man"], &[]);
+    let man = String::from_utf8_lossy(&out.stdout);
+    assert!(man.contains(".TH bcs-apiserver-proxy 1"), "{man}");
+    for want in ["\\-\\-vs", "\\-\\-log\\-level", "config"] {
+        assert!(man.contains(want), "man: {want:?} missing");
+    }
+    assert_eq!(daemon(&["completions", "tcsh"], &[]).status.code(), Some(2));
+}

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod plan;
 pub mod probe;
 pub mod reconcile;
+pub mod shell;
 pub mod state;
 mod throttle;
 
