@@ -118,9 +118,13 @@ kube-proxy's, are never shown or touched."
 Exits 0 when everything is healthy: every saved virtual server is in the
 kernel with backends in rotation, every backend passes its probe, and every
 saved backend is in the kernel. Exits 3 otherwise, after naming each problem,
-and 1 when it could not look at all."
+and 1 when it could not look at all.
+
+`-o json` prints the same report as one JSON document (apiVersion
+apiserver-proxy-tools/v1, kind Status; its fields are in docs/cli.md), with
+the same exit codes."
     )]
-    Status,
+    Status(ListArgs),
 
     /// `add`, then save the state and install the boot-time `reload`.
     #[command(

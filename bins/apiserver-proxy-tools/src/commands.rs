@@ -31,7 +31,7 @@ pub fn run(cli: &Cli) -> Result<u8, Failure> {
         Command::Init(a) => add(a, c, true),
         Command::Delete(v) => delete(v.vs, c),
         Command::List(l) => list(l.output, c),
-        Command::Status => status(c),
+        Command::Status(l) => status(l.output, c),
         Command::Reload => reload(c),
         Command::Cleanup(v) => cleanup(v.vs, c),
         Command::StaticPod(a) => {
@@ -210,7 +210,7 @@ fn list(output: Output, c: &Common) -> Result<u8, Failure> {
     Ok(EXIT_OK)
 }
 
-fn status(c: &Common) -> Result<u8, Failure> {
+fn status(output: Output, c: &Common) -> Result<u8, Failure> {
     let saved = Saved::load_strict(c)?;
     let mut node = Node::connect()?;
     let ours = node.ours(saved.interface(c), &saved.vips(c))?;
@@ -241,7 +241,13 @@ fn status(c: &Common) -> Result<u8, Failure> {
         &probes,
         &prober.summary,
     );
-    out!("{}", report.text);
+    match output {
+        Output::Table => out!("{}", report.text),
+        Output::Json => outln!(
+            "{}",
+            serde_json::to_string_pretty(&report.json).unwrap_or_default()
+        ),
+    }
     Ok(if report.problems.is_empty() {
         EXIT_OK
     } else {

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use apiserver_proxy_manager::plan::ActualVs;
 use apiserver_proxy_types::Endpoint;
 use serde::Serialize;
+use serde_json::json;
 
 use crate::probe::Probed;
 use crate::saved::{Restore, Saved, Source};
@@ -162,7 +163,15 @@ fn vs_rows(
 pub struct Report {
     pub text: String,
     pub problems: Vec<String>,
+    /// The same report for programs (`status -o json`); its schema is
+    /// [`STATUS_KIND`] at [`STATUS_API_VERSION`], documented in docs/cli.md.
+    pub json: serde_json::Value,
 }
+
+/// The `status -o json` document's version: a field added keeps it, a
+/// field renamed or removed changes it.
+pub const STATUS_API_VERSION: &str = "apiserver-proxy-tools/v1";
+pub const STATUS_KIND: &str = "Status";
 
 /// The `status` report: the saved view, each virtual server with live
 /// probes, then every problem. `probes` covers every backend listed or
@@ -215,6 +224,7 @@ pub fn status(
     let mut header = cells(&HEADER);
     header.extend(cells(&["SAVED", "PROBE"]));
     let mut rows = vec![header];
+    let mut json_vss = Vec::new();
     for vs in list {
         let restore = restore.iter().find(|r| r.vs.vip == vs.vip);
         let saved_backends: BTreeSet<Endpoint> = restore
@@ -222,6 +232,31 @@ pub fn status(
             .map(|x| x.vs.backends.iter().copied().collect())
             .unwrap_or_default();
         let probe_of = |b: &Endpoint| probes.iter().find(|p| p.backend == *b);
+        let probe_json = |b: &Endpoint| {
+            probe_of(b).map_or(
+                serde_json::Value::Null,
+                |p| json!({"passed": p.passed, "detail": p.detail}),
+            )
+        };
+        json_vss.push(json!({
+            "vip": vs.vip.to_string(),
+            "inKernel": vs.in_kernel,
+            "saved": restore.is_some(),
+            "scheduler": vs.scheduler,
+            "backends": vs.backends.iter().map(|b| json!({
+                "address": b.address.to_string(),
+                "weight": b.weight,
+                "activeConns": b.active_conns,
+                "inactiveConns": b.inactive_conns,
+                "saved": restore.map(|_| saved_backends.contains(&b.address)),
+                "probe": probe_json(&b.address),
+            })).collect::<Vec<_>>(),
+            "savedNotInKernel": saved_backends
+                .iter()
+                .filter(|s| !vs.backends.iter().any(|b| b.address == **s))
+                .map(|s| json!({"address": s.to_string(), "probe": probe_json(s)}))
+                .collect::<Vec<_>>(),
+        }));
         rows.extend(vs_rows(vs, &mut |b| {
             let saved = if restore.is_none() {
                 "-"
@@ -294,6 +329,25 @@ pub fn status(
                 .to_string(),
         );
     }
+    r.json = json!({
+        "apiVersion": STATUS_API_VERSION,
+        "kind": STATUS_KIND,
+        "healthy": problems.is_empty(),
+        "stateFile": {
+            "path": saved.state_path.display().to_string(),
+            "present": saved.state.is_some(),
+            "interface": saved.state.as_ref().map(|st| st.interface.clone()),
+            "vipMode": saved.state.as_ref().map(|st| st.vip_mode.to_string()),
+        },
+        "goFile": saved.go.as_ref().map(|go| json!({
+            "path": saved.go_path.display().to_string(),
+            "vip": go.vip.to_string(),
+        })),
+        "daemonCacheNewer": saved.cache.is_some() && saved.cache_newer,
+        "probes": probe_summary,
+        "virtualServers": json_vss,
+        "problems": problems,
+    });
     r.problems = problems;
     r
 }
@@ -352,19 +406,108 @@ mod tests {
         assert!(list_table(&[]).contains("no virtual server of ours"));
     }
 
-    #[test]
-    fn status_names_every_problem() {
+    /// `status` of one unsaved virtual server whose backend passes or
+    /// fails its probe.
+    fn one_vs_report(passed: bool) -> Report {
         let list = listed(&[ep("10.103.97.2:6443")], &actual());
         let probes = vec![Probed {
             backend: ep("192.168.1.10:6443"),
-            passed: false,
-            detail: "dead (connection refused) in 1ms".into(),
+            passed,
+            detail: if passed {
+                "ready".into()
+            } else {
+                "dead (connection refused) in 1ms".into()
+            },
         }];
-        let r = status(&Saved::default(), &[], &list, &probes, "tcp connect");
+        status(&Saved::default(), &[], &list, &probes, "tcp connect")
+    }
+
+    #[test]
+    fn status_names_every_problem() {
+        let r = one_vs_report(false);
         assert_eq!(r.problems.len(), 2, "{}", r.text);
         assert!(r.text.contains("fails its probe"), "{}", r.text);
         assert!(r.text.contains("not saved"), "{}", r.text);
         let r = status(&Saved::default(), &[], &[], &[], "tcp connect");
         assert_eq!(r.problems.len(), 1, "{}", r.text);
+    }
+
+    #[test]
+    fn status_json_says_what_the_table_says() {
+        let r = one_vs_report(false);
+        let j = &r.json;
+        assert_eq!(j["apiVersion"], STATUS_API_VERSION);
+        assert_eq!(j["kind"], "Status");
+        assert_eq!(j["healthy"], false);
+        assert_eq!(j["problems"].as_array().map(Vec::len), Some(2));
+        let vs = &j["virtualServers"][0];
+        assert_eq!(vs["vip"], "10.103.97.2:6443");
+        assert_eq!(vs["saved"], false);
+        let b = &vs["backends"][0];
+        assert_eq!(b["address"], "192.168.1.10:6443");
+        assert_eq!(b["activeConns"], 3);
+        assert_eq!(b["probe"]["passed"], false);
+        assert!(b["saved"].is_null(), "not saved: no saved list to be in");
+    }
+
+    /// Every field of `status -o json` is in docs/cli.md's table, and the
+    /// table names no field that does not exist: the schema cannot drift.
+    #[test]
+    fn the_status_json_schema_is_documented() {
+        let r = one_vs_report(true);
+        let mut fields = BTreeSet::new();
+        paths(&r.json, "", &mut fields);
+        let doc = include_str!("../../../docs/cli.md");
+        let section = doc
+            .split("## `status -o json`")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("docs/cli.md has the status -o json section");
+        let documented: BTreeSet<String> = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .map(str::to_string)
+            .collect();
+        // Objects described in one row list their keys in its text.
+        let covered = |f: &String| {
+            documented.contains(f)
+                || documented.iter().any(|d| {
+                    f.strip_prefix(&format!("{d}."))
+                        .is_some_and(|rest| section.contains(&format!("`{rest}`")))
+                })
+        };
+        let missing: Vec<&String> = fields.iter().filter(|f| !covered(f)).collect();
+        assert!(missing.is_empty(), "undocumented: {missing:?}");
+        let stale: Vec<&String> = documented
+            .iter()
+            .filter(|d| !fields.contains(*d) && *d != "goFile")
+            .collect();
+        assert!(stale.is_empty(), "documented but absent: {stale:?}");
+    }
+
+    /// `a.b`, and `a[].b` for lists of objects.
+    fn paths(v: &serde_json::Value, prefix: &str, out: &mut BTreeSet<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    let p = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    out.insert(p.clone());
+                    paths(v, &p, out);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for item in items {
+                    if item.is_object() {
+                        paths(item, &format!("{prefix}[]"), out);
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 }

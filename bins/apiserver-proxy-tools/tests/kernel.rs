@@ -312,6 +312,21 @@ fn add_probes_leaves_a_dead_backend_out_and_list_shows_the_kernel() {
         text.contains(&format!("backend {} fails its probe", ep[2])),
         "{text}"
     );
+    // The same report for programs, with the same exit code.
+    let st = node.cli("status -o json");
+    assert_eq!(st.code(), 3, "{}{}", st.stdout(), st.stderr());
+    let json: serde_json::Value = serde_json::from_str(&st.stdout()).expect("status json");
+    assert_eq!(json["kind"], "Status");
+    assert_eq!(json["healthy"], false);
+    assert_eq!(json["virtualServers"][0]["vip"], VIP);
+    let dead = json["virtualServers"][0]["backends"]
+        .as_array()
+        .and_then(|b| {
+            b.iter()
+                .find(|b| b["address"] == ep[2].to_string().as_str())
+        })
+        .expect("the dead backend is listed");
+    assert_eq!(dead["probe"]["passed"], false, "{json}");
 }
 
 #[test]
