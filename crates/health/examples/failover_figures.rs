@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use apiserver_proxy_health::{Checker, HealthConfig, HealthEvent, State};
 use apiserver_proxy_testkit::netns::Netns;
 use apiserver_proxy_types::Endpoint;
-use rand::Rng;
+use rand::RngExt as _;
 use support::{Pki, in_netns, start_in};
 use tokio::sync::mpsc::UnboundedReceiver;
 

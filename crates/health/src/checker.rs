@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use apiserver_proxy_types::Endpoint;
-use rand::Rng;
+use rand::RngExt as _;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
