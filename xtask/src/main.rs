@@ -13,6 +13,7 @@
 
 mod bench;
 mod counts;
+mod deny;
 mod deps;
 mod kernel;
 mod lifecycle;

@@ -37,6 +37,15 @@ pub fn run_all(host_only: bool) -> Result<i32> {
         ],
     )?;
 
+    step("cargo deny check licenses bans sources (deny.toml)");
+    let deny_ok = match crate::deny::check(&root) {
+        Ok(ok) => ok,
+        Err(e) => {
+            eprintln!("xtask: cargo deny could not run: {e:#}");
+            false
+        }
+    };
+
     step("host tests: cargo test --workspace --no-fail-fast");
     let (host_ok, mut host) = host_tests(&root)?;
 
@@ -67,9 +76,10 @@ pub fn run_all(host_only: bool) -> Result<i32> {
 
     println!();
     println!(
-        "xtask: fmt {}, clippy {}, finished in {:.0} s",
+        "xtask: fmt {}, clippy {}, cargo deny {}, finished in {:.0} s",
         if fmt_ok { "ok" } else { "FAILED" },
         if clippy_ok { "ok" } else { "FAILED" },
+        if deny_ok { "ok" } else { "FAILED" },
         started.elapsed().as_secs_f64()
     );
     println!(
@@ -88,7 +98,7 @@ pub fn run_all(host_only: bool) -> Result<i32> {
         None => println!("vm tests: SKIPPED (--host-only)"),
     }
     println!("total: {} passed, {} failed", total.passed, total.failed);
-    let all_ok = fmt_ok && clippy_ok && host_ok && vm_ok && total.failed == 0;
+    let all_ok = fmt_ok && clippy_ok && deny_ok && host_ok && vm_ok && total.failed == 0;
     Ok(if all_ok { 0 } else { 1 })
 }
 
