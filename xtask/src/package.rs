@@ -11,6 +11,7 @@
 mod chart;
 mod image_check;
 mod oci;
+mod sbom;
 mod tools;
 
 use std::fmt::Write as _;
@@ -117,15 +118,21 @@ pub fn build_image(args: ImageArgs) -> Result<ImageSizes> {
     if !problems.is_empty() {
         bail!("{}", problems.join("; "));
     }
+    let created = oci::source_date_epoch(&root);
+    let revision = git_revision(&root);
+    let sbom = sbom::spdx(&root, &oci::rfc3339(created), revision.as_deref())?;
     let built = oci::build(&oci::ImageSpec {
         bin_dir: &bin_dir,
         out: &out,
         repository: &args.repository,
         tag: &tag,
-        created: oci::source_date_epoch(&root),
-        revision: git_revision(&root),
+        created,
+        revision,
         compression: 9,
+        sbom: &sbom,
     })?;
+    // The SBOM beside the image too, for scanners that read a file.
+    std::fs::write(out.join("sbom.spdx.json"), &sbom)?;
     // The binaries on their own too: nodes copy the CLI from here or from
     // the image.
     let bin_out = out.join("bin");
@@ -153,6 +160,11 @@ pub fn build_image(args: ImageArgs) -> Result<ImageSizes> {
     println!("OCI layout:   {}", built.layout.display());
     println!("docker load:  {}", built.docker_archive.display());
     println!("binaries:     {}", bin_out.display());
+    println!(
+        "SBOM:         {} (SPDX 2.3; in the image at /{})",
+        out.join("sbom.spdx.json").display(),
+        sbom::IMAGE_PATH
+    );
     println!(
         "completions:  {} (bash, zsh, fish); man pages: {}",
         out.join("completions").display(),

@@ -22,6 +22,13 @@ pub fn checks(checks: &mut Checks, root: &Path, debug: &Path) {
     let work = root.join("target/xtask/image-check");
     let mut built: Option<Built> = None;
     let created = oci::source_date_epoch(root);
+    let sbom = match super::sbom::spdx(root, &oci::rfc3339(created), Some("check")) {
+        Ok(s) => s,
+        Err(e) => {
+            checks.fail("image: the SBOM of the binaries' crates", &e);
+            return;
+        }
+    };
     checks.run(
         "image: build from the debug binaries (debug info stripped)",
         || {
@@ -29,7 +36,7 @@ pub fn checks(checks: &mut Checks, root: &Path, debug: &Path) {
                 fs::remove_dir_all(&work)?;
             }
             let bins = strip_copies(debug, &work.join("bins"))?;
-            let b = oci::build(&spec(&bins, &work.join("one"), created))?;
+            let b = oci::build(&spec(&bins, &work.join("one"), created, &sbom))?;
             let detail = format!(
                 "layer {} compressed, {} unpacked; release size: see cargo xtask image",
                 mb(b.layer_gz_size),
@@ -46,7 +53,7 @@ pub fn checks(checks: &mut Checks, root: &Path, debug: &Path) {
     let archive = format!("docker-archive:{}", b.docker_archive.display());
 
     checks.run("image: reproducible (built twice, one digest)", || {
-        let again = oci::build(&spec(&work.join("bins"), &work.join("two"), created))?;
+        let again = oci::build(&spec(&work.join("bins"), &work.join("two"), created, &sbom))?;
         ensure!(
             again.manifest_digest == b.manifest_digest,
             "two builds of the same binaries differ: {} and {}",
@@ -163,9 +170,71 @@ pub fn checks(checks: &mut Checks, root: &Path, debug: &Path) {
             Ok(ran.join("; "))
         },
     );
+    checks.run(
+        "image: its SBOM lists the crates in the binaries, and only those",
+        || check_sbom(&work.join("bundle/rootfs").join(super::sbom::IMAGE_PATH)),
+    );
 }
 
-fn spec<'a>(bins: &'a Path, out: &'a Path, created: u64) -> ImageSpec<'a> {
+/// The SPDX document in the unpacked image: SPDX 2.3, both binaries
+/// described, the crates they link (with licence, purl and checksum), and
+/// none of the crates only tests, benchmarks or the xtask use.
+fn check_sbom(path: &Path) -> Result<String> {
+    let doc: Value = serde_json::from_str(
+        &fs::read_to_string(path).with_context(|| format!("no SBOM at {}", path.display()))?,
+    )
+    .context("the SBOM is not JSON")?;
+    ensure!(doc["spdxVersion"] == "SPDX-2.3", "not SPDX 2.3");
+    let packages = doc["packages"].as_array().context("no packages")?;
+    let named = |name: &str| packages.iter().find(|p| p["name"] == name);
+    for linked in BINARIES.iter().copied().chain([
+        "tokio",
+        "kube-client",
+        "ring",
+        "rustls",
+        "hyper",
+        "neli",
+        "serde-saphyr",
+    ]) {
+        ensure!(named(linked).is_some(), "the SBOM misses {linked}");
+    }
+    for not_linked in [
+        "proptest",
+        "plotters",
+        "tar",
+        "oci-spec",
+        "xtask",
+        "rcgen",
+        "thiserror-impl",
+    ] {
+        ensure!(
+            named(not_linked).is_none(),
+            "the SBOM lists {not_linked}, which is not in the binaries"
+        );
+    }
+    let tokio = named("tokio").context("tokio")?;
+    ensure!(
+        tokio["checksums"][0]["algorithm"] == "SHA256"
+            && tokio["externalRefs"][0]["referenceLocator"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("pkg:cargo/tokio@"))
+            && tokio["licenseDeclared"] == "MIT",
+        "tokio's entry lacks its checksum, purl or licence: {tokio}"
+    );
+    let described = doc["relationships"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["relationshipType"] == "DESCRIBES")
+        .count();
+    ensure!(
+        described == BINARIES.len(),
+        "{described} packages described"
+    );
+    Ok(format!("{} crates", packages.len()))
+}
+
+fn spec<'a>(bins: &'a Path, out: &'a Path, created: u64, sbom: &'a [u8]) -> ImageSpec<'a> {
     ImageSpec {
         bin_dir: bins,
         out,
@@ -174,6 +243,7 @@ fn spec<'a>(bins: &'a Path, out: &'a Path, created: u64) -> ImageSpec<'a> {
         created,
         revision: Some(format!("check-{VERSION}")),
         compression: 1,
+        sbom,
     }
 }
 

@@ -1,25 +1,35 @@
 //! The image, written without Docker: one gzip'd tar layer holding the two
-//! binaries, the image config, the manifest and `index.json` of an OCI image
-//! layout, and the same image as a `docker load` tarball.
+//! binaries and their SBOM, the image config, the manifest and `index.json`
+//! of an OCI image layout (through the `oci-spec` crate's types), and the
+//! same image as a `docker load` tarball.
 //!
 //! Reproducible: entries sorted, owner root, every mtime and the config's
 //! `created` from `SOURCE_DATE_EPOCH` (else HEAD's commit time), gzip
 //! header without name or time.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::str::FromStr;
 
 use anyhow::{Context, Result, bail};
+use oci_spec::image::{
+    Arch, ConfigBuilder, Descriptor, DescriptorBuilder, Digest as OciDigest, HistoryBuilder,
+    ImageConfiguration, ImageConfigurationBuilder, ImageIndexBuilder, ImageManifestBuilder,
+    MediaType, Os, PlatformBuilder, RootFsBuilder,
+};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-pub const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// What the image checks expect, spelt out independently of the types the
+/// builder writes with.
 pub const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const MEDIA_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// The manifest's and the index's `schemaVersion`.
+const SCHEMA_VERSION: u32 = 2;
 /// Where the binaries go in the image; on PATH.
 pub const BIN_DIR: &str = "usr/local/bin";
 
@@ -36,6 +46,9 @@ pub struct ImageSpec<'a> {
     pub revision: Option<String>,
     /// gzip level, 1 (fast, for tests) to 9 (smallest, for releases).
     pub compression: u32,
+    /// The SPDX document of the binaries' crates, put at
+    /// [`super::sbom::IMAGE_PATH`].
+    pub sbom: &'a [u8],
 }
 
 /// What [`build`] wrote.
@@ -57,7 +70,7 @@ pub struct Built {
 pub fn build(spec: &ImageSpec<'_>) -> Result<Built> {
     fs::create_dir_all(spec.out)?;
     let staging = spec.out.join("rootfs");
-    stage_rootfs(spec.bin_dir, &staging)?;
+    stage_rootfs(spec.bin_dir, spec.sbom, &staging)?;
     // The layer goes through files: gzip and sha256sum (Debian's essential
     // packages) are ~10x faster than flate2 and sha2 built in the dev profile
     // the xtask runs in, on tens of MB.
@@ -70,30 +83,50 @@ pub fn build(spec: &ImageSpec<'_>) -> Result<Built> {
     let layer_tar_size = fs::metadata(&tar_path)?.len();
     let layer_gz_size = fs::metadata(&gz_path)?.len();
 
-    let config = serde_json::to_vec(&image_config(spec, &diff_id))?;
+    let config = canonical_json(&image_config(spec, &diff_id)?)?;
     let config_digest = sha256(&config);
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": MEDIA_MANIFEST,
-        "config": descriptor(MEDIA_CONFIG, &config_digest, config.len()),
-        "layers": [descriptor(MEDIA_LAYER, &layer_digest, layer_gz_size as usize)],
-        "annotations": annotations(spec),
-    }))?;
+    let manifest = canonical_json(
+        &ImageManifestBuilder::default()
+            .schema_version(SCHEMA_VERSION)
+            .media_type(MediaType::ImageManifest)
+            .config(descriptor(
+                MediaType::ImageConfig,
+                &config_digest,
+                config.len(),
+            )?)
+            .layers(vec![descriptor(
+                MediaType::ImageLayerGzip,
+                &layer_digest,
+                layer_gz_size as usize,
+            )?])
+            .annotations(annotations(spec))
+            .build()?,
+    )?;
     let manifest_digest = sha256(&manifest);
     let reference = format!("{}:{}", spec.repository, spec.tag);
-    let mut manifest_desc = descriptor(MEDIA_MANIFEST, &manifest_digest, manifest.len());
-    manifest_desc["platform"] = json!({"architecture": "amd64", "os": "linux"});
-    manifest_desc["annotations"] = json!({
+    let mut manifest_desc = descriptor(MediaType::ImageManifest, &manifest_digest, manifest.len())?;
+    manifest_desc.set_platform(Some(
+        PlatformBuilder::default()
+            .architecture(Arch::Amd64)
+            .os(Os::Linux)
+            .build()?,
+    ));
+    manifest_desc.set_annotations(Some(HashMap::from([
         // skopeo and umoci find the image by this (`oci:DIR:TAG`);
         // containerd's import by the full name.
-        "org.opencontainers.image.ref.name": spec.tag,
-        "io.containerd.image.name": reference,
-    });
-    let index = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": MEDIA_INDEX,
-        "manifests": [manifest_desc],
-    }))?;
+        (
+            "org.opencontainers.image.ref.name".to_string(),
+            spec.tag.to_string(),
+        ),
+        ("io.containerd.image.name".to_string(), reference.clone()),
+    ])));
+    let index = canonical_json(
+        &ImageIndexBuilder::default()
+            .schema_version(SCHEMA_VERSION)
+            .media_type(MediaType::ImageIndex)
+            .manifests(vec![manifest_desc])
+            .build()?,
+    )?;
 
     let layout = spec.out.join("oci");
     if layout.exists() {
@@ -141,7 +174,7 @@ pub fn build(spec: &ImageSpec<'_>) -> Result<Built> {
 /// The image's root file system: the binaries, a passwd and group naming
 /// root (for tools that look the user up), and the state folder's mount
 /// point. No shell, no libraries: the binaries are static.
-fn stage_rootfs(bin_dir: &Path, staging: &Path) -> Result<()> {
+fn stage_rootfs(bin_dir: &Path, sbom: &[u8], staging: &Path) -> Result<()> {
     if staging.exists() {
         fs::remove_dir_all(staging)?;
     }
@@ -154,6 +187,11 @@ fn stage_rootfs(bin_dir: &Path, staging: &Path) -> Result<()> {
         "root:x:0:0:root:/:/nonexistent\nnobody:x:65534:65534:nobody:/:/nonexistent\n",
     )?;
     fs::write(staging.join("etc/group"), "root:x:0:\nnobody:x:65534:\n")?;
+    let sbom_path = staging.join(super::sbom::IMAGE_PATH);
+    if let Some(dir) = sbom_path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    fs::write(sbom_path, sbom)?;
     for name in super::BINARIES {
         let from = bin_dir.join(name);
         fs::copy(&from, bin.join(name)).with_context(|| format!("copy {}", from.display()))?;
@@ -259,49 +297,91 @@ fn hex_of(digest: &str) -> &str {
     digest.strip_prefix("sha256:").unwrap_or(digest)
 }
 
-fn descriptor(media_type: &str, digest: &str, size: usize) -> Value {
-    json!({"mediaType": media_type, "digest": digest, "size": size})
+fn descriptor(media_type: MediaType, digest: &str, size: usize) -> Result<Descriptor> {
+    Ok(DescriptorBuilder::default()
+        .media_type(media_type)
+        .digest(OciDigest::from_str(digest)?)
+        .size(size as u64)
+        .build()?)
 }
 
-fn annotations(spec: &ImageSpec<'_>) -> Value {
-    let mut a = json!({
-        "org.opencontainers.image.title": "bcs-apiserver-proxy",
-        "org.opencontainers.image.description":
+/// The spec's types keep maps (annotations, labels) in hash order; written
+/// with every object's keys sorted, the same image is the same bytes and
+/// so the same digest.
+fn canonical_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
+    fn sorted(v: Value) -> Value {
+        match v {
+            Value::Object(map) => {
+                let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+            }
+            Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+            other => other,
+        }
+    }
+    Ok(serde_json::to_vec(&sorted(serde_json::to_value(value)?))?)
+}
+
+fn annotations(spec: &ImageSpec<'_>) -> HashMap<String, String> {
+    let mut a: HashMap<String, String> = [
+        ("org.opencontainers.image.title", "bcs-apiserver-proxy"),
+        (
+            "org.opencontainers.image.description",
             "Node-local IPVS load balancer for the kube-apiservers, and its CLI",
-        "org.opencontainers.image.version": spec.tag,
-        "org.opencontainers.image.created": rfc3339(spec.created),
-        "org.opencontainers.image.source": "https://github.com/bcs-apiserver-proxy/bcs-apiserver-proxy",
-        "org.opencontainers.image.licenses": "Apache-2.0",
-    });
+        ),
+        ("org.opencontainers.image.version", spec.tag),
+        (
+            "org.opencontainers.image.source",
+            env!("CARGO_PKG_REPOSITORY"),
+        ),
+        ("org.opencontainers.image.licenses", "Apache-2.0"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    a.insert(
+        "org.opencontainers.image.created".into(),
+        rfc3339(spec.created),
+    );
     if let Some(rev) = &spec.revision {
-        a["org.opencontainers.image.revision"] = json!(rev);
+        a.insert("org.opencontainers.image.revision".into(), rev.clone());
     }
     a
 }
 
 /// The image config: entrypoint the daemon, root (it needs NET_ADMIN; the
 /// chart grants nothing else), the CLI on PATH beside it.
-fn image_config(spec: &ImageSpec<'_>, diff_id: &str) -> Value {
+fn image_config(spec: &ImageSpec<'_>, diff_id: &str) -> Result<ImageConfiguration> {
     let created = rfc3339(spec.created);
-    json!({
-        "created": created,
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {
-            "User": "0:0",
-            "Env": [format!("PATH=/{BIN_DIR}")],
-            "Entrypoint": [format!("/{BIN_DIR}/bcs-apiserver-proxy")],
-            "WorkingDir": "/",
-            "ExposedPorts": {"8004/tcp": {}},
-            "Labels": annotations(spec),
-        },
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        "history": [{
-            "created": created,
-            "created_by": "cargo xtask image",
-            "comment": "static bcs-apiserver-proxy and apiserver-proxy-tools",
-        }],
-    })
+    Ok(ImageConfigurationBuilder::default()
+        .created(created.clone())
+        .architecture(Arch::Amd64)
+        .os(Os::Linux)
+        .config(
+            ConfigBuilder::default()
+                .user("0:0".to_string())
+                .env(vec![format!("PATH=/{BIN_DIR}")])
+                .entrypoint(vec![format!("/{BIN_DIR}/bcs-apiserver-proxy")])
+                .working_dir("/".to_string())
+                .exposed_ports(vec!["8004/tcp".to_string()])
+                .labels(annotations(spec))
+                .build()?,
+        )
+        .rootfs(
+            RootFsBuilder::default()
+                .typ("layers".to_string())
+                .diff_ids(vec![diff_id.to_string()])
+                .build()?,
+        )
+        .history(vec![
+            HistoryBuilder::default()
+                .created(created)
+                .created_by("cargo xtask image".to_string())
+                .comment("static bcs-apiserver-proxy and apiserver-proxy-tools".to_string())
+                .build()?,
+        ])
+        .build()?)
 }
 
 /// The `docker save` format `docker load` reads: `manifest.json`, the config
