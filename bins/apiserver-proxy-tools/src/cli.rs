@@ -113,7 +113,11 @@ kube-proxy's, are never shown or touched."
 
     /// `list`, plus a live probe of each backend and the state file's view.
     #[command(
-        long_about = "`list`, plus a live probe of each backend and the state file's view.
+        long_about = "`list`, plus each backend's health and the state file's view.
+
+The health is the running daemon's, from its /status page (--daemon); only
+when no daemon answers there does `status` probe each backend itself. The
+first line says which.
 
 Exits 0 when everything is healthy: every saved virtual server is in the
 kernel with backends in rotation, every backend passes its probe, and every
@@ -124,7 +128,7 @@ and 1 when it could not look at all.
 apiserver-proxy-tools/v1, kind Status; its fields are in docs/cli.md), with
 the same exit codes."
     )]
-    Status(ListArgs),
+    Status(StatusArgs),
 
     /// `add`, then save the state and install the boot-time `reload`.
     #[command(
@@ -231,6 +235,22 @@ pub struct ListArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StatusArgs {
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+
+    /// Where the daemon's /status page is (its --metrics-addr; 127.0.0.1
+    /// for a daemon listening on every address).
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:8004")]
+    pub daemon: SocketAddr,
+
+    /// Probe every backend from here even if the daemon answers.
+    #[arg(long)]
+    pub no_daemon: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -11,7 +11,8 @@ use apiserver_proxy_types::{Endpoint, Family};
 use clap::CommandFactory as _;
 
 use crate::boot::Boot;
-use crate::cli::{AddArgs, Cli, Command, Common, Output};
+use crate::cli::{AddArgs, Cli, Command, Common, Output, StatusArgs};
+use crate::daemon_page;
 use crate::fail::{EXIT_OK, EXIT_UNHEALTHY, Failure};
 use crate::node::Node;
 use crate::probe::{self, Prober};
@@ -31,7 +32,7 @@ pub fn run(cli: &Cli) -> Result<u8, Failure> {
         Command::Init(a) => add(a, c, true),
         Command::Delete(v) => delete(v.vs, c),
         Command::List(l) => list(l.output, c),
-        Command::Status(l) => status(l.output, c),
+        Command::Status(a) => status(a, c),
         Command::Reload => reload(c),
         Command::Cleanup(v) => cleanup(v.vs, c),
         Command::StaticPod(a) => {
@@ -210,7 +211,7 @@ fn list(output: Output, c: &Common) -> Result<u8, Failure> {
     Ok(EXIT_OK)
 }
 
-fn status(output: Output, c: &Common) -> Result<u8, Failure> {
+fn status(a: &StatusArgs, c: &Common) -> Result<u8, Failure> {
     let saved = Saved::load_strict(c)?;
     let mut node = Node::connect()?;
     let ours = node.ours(saved.interface(c), &saved.vips(c))?;
@@ -228,20 +229,51 @@ fn status(output: Output, c: &Common) -> Result<u8, Failure> {
             }
         }
     }
-    let prober = Prober::new(&c.health);
-    let probes = if backends.is_empty() {
-        Vec::new()
+    // The daemon's view when it runs; our own probes otherwise.
+    let daemon = if a.no_daemon {
+        Err("--no-daemon".to_string())
     } else {
-        prober.probe_all(&backends)?
+        daemon_page::fetch(a.daemon)
+    };
+    let (probes, summary, source) = match &daemon {
+        Ok(page) => (
+            daemon_page::as_probes(page),
+            format!(
+                "none from here: the daemon's checks, from its /status page at {}",
+                a.daemon
+            ),
+            show::ViewSource::Daemon {
+                address: a.daemon,
+                page,
+                problems: daemon_page::problems(page),
+            },
+        ),
+        Err(why) => {
+            let prober = Prober::new(&c.health);
+            let probes = if backends.is_empty() {
+                Vec::new()
+            } else {
+                prober.probe_all(&backends)?
+            };
+            (
+                probes,
+                prober.summary.clone(),
+                show::ViewSource::OwnProbes {
+                    daemon: a.daemon,
+                    why: why.clone(),
+                },
+            )
+        }
     };
     let report = show::status(
         &saved,
         &saved.restore_list(c),
         &listed,
         &probes,
-        &prober.summary,
+        &summary,
+        &source,
     );
-    match output {
+    match a.output {
         Output::Table => out!("{}", report.text),
         Output::Json => outln!(
             "{}",

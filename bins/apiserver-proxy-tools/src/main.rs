@@ -11,6 +11,7 @@ extern crate apiserver_proxy_types;
 mod boot;
 mod cli;
 mod commands;
+mod daemon_page;
 mod fail;
 mod node;
 mod probe;

@@ -173,21 +173,45 @@ pub struct Report {
 pub const STATUS_API_VERSION: &str = "apiserver-proxy-tools/v1";
 pub const STATUS_KIND: &str = "Status";
 
-/// The `status` report: the saved view, each virtual server with live
-/// probes, then every problem. `probes` covers every backend listed or
-/// saved.
+/// Whose view of the backends `status` shows.
+#[derive(Debug)]
+pub enum ViewSource<'a> {
+    /// The running daemon's, from its `/status` page, with what it reports
+    /// wrong itself.
+    Daemon {
+        address: std::net::SocketAddr,
+        page: &'a serde_json::Value,
+        problems: Vec<String>,
+    },
+    /// Probes from here: no daemon answered at `daemon` (`why`).
+    OwnProbes {
+        daemon: std::net::SocketAddr,
+        why: String,
+    },
+}
+
+/// The `status` report: the saved view, each virtual server with each
+/// backend's health (the daemon's, or live probes), then every problem.
+/// `probes` covers every backend listed or saved.
 pub fn status(
     saved: &Saved,
     restore: &[Restore],
     list: &[ListedVs],
     probes: &[Probed],
     probe_summary: &str,
+    source: &ViewSource<'_>,
 ) -> Report {
     let mut r = Report::default();
     let mut say = |line: String| {
         r.text.push_str(&line);
         r.text.push('\n');
     };
+    say(match source {
+        ViewSource::Daemon { address, .. } => format!("source: the daemon at {address}"),
+        ViewSource::OwnProbes { daemon, why } => {
+            format!("source: own probes (no daemon at {daemon}: {why})")
+        }
+    });
     say(match &saved.state {
         Some(st) => format!(
             "state file: {} ({} virtual server(s), interface {}, VIP mode {})",
@@ -217,7 +241,10 @@ pub fn status(
     say(format!("probes: {probe_summary}"));
     say(String::new());
 
-    let mut problems = Vec::new();
+    let mut problems = match source {
+        ViewSource::Daemon { problems, .. } => problems.clone(),
+        ViewSource::OwnProbes { .. } => Vec::new(),
+    };
     if list.is_empty() {
         problems.push(NOTHING.to_string());
     }
@@ -333,6 +360,22 @@ pub fn status(
         "apiVersion": STATUS_API_VERSION,
         "kind": STATUS_KIND,
         "healthy": problems.is_empty(),
+        "source": match source {
+            ViewSource::Daemon { .. } => "daemon",
+            ViewSource::OwnProbes { .. } => "probes",
+        },
+        "daemonAddress": match source {
+            ViewSource::Daemon { address, .. } => address.to_string(),
+            ViewSource::OwnProbes { daemon, .. } => daemon.to_string(),
+        },
+        "daemonError": match source {
+            ViewSource::Daemon { .. } => None,
+            ViewSource::OwnProbes { why, .. } => Some(why.clone()),
+        },
+        "daemon": match source {
+            ViewSource::Daemon { page, .. } => (*page).clone(),
+            ViewSource::OwnProbes { .. } => serde_json::Value::Null,
+        },
         "stateFile": {
             "path": saved.state_path.display().to_string(),
             "present": saved.state.is_some(),
@@ -419,7 +462,17 @@ mod tests {
                 "dead (connection refused) in 1ms".into()
             },
         }];
-        status(&Saved::default(), &[], &list, &probes, "tcp connect")
+        status(
+            &Saved::default(),
+            &[],
+            &list,
+            &probes,
+            "tcp connect",
+            &ViewSource::OwnProbes {
+                daemon: "127.0.0.1:8004".parse().expect("addr"),
+                why: "connection refused".into(),
+            },
+        )
     }
 
     #[test]
@@ -428,7 +481,17 @@ mod tests {
         assert_eq!(r.problems.len(), 2, "{}", r.text);
         assert!(r.text.contains("fails its probe"), "{}", r.text);
         assert!(r.text.contains("not saved"), "{}", r.text);
-        let r = status(&Saved::default(), &[], &[], &[], "tcp connect");
+        let r = status(
+            &Saved::default(),
+            &[],
+            &[],
+            &[],
+            "tcp connect",
+            &ViewSource::OwnProbes {
+                daemon: "127.0.0.1:8004".parse().expect("addr"),
+                why: "connection refused".into(),
+            },
+        );
         assert_eq!(r.problems.len(), 1, "{}", r.text);
     }
 
@@ -455,59 +518,11 @@ mod tests {
     #[test]
     fn the_status_json_schema_is_documented() {
         let r = one_vs_report(true);
-        let mut fields = BTreeSet::new();
-        paths(&r.json, "", &mut fields);
-        let doc = include_str!("../../../docs/cli.md");
-        let section = doc
-            .split("## `status -o json`")
-            .nth(1)
-            .and_then(|s| s.split("\n## ").next())
-            .expect("docs/cli.md has the status -o json section");
-        let documented: BTreeSet<String> = section
-            .lines()
-            .filter_map(|l| l.strip_prefix("| `"))
-            .filter_map(|l| l.split('`').next())
-            .map(str::to_string)
-            .collect();
-        // Objects described in one row list their keys in its text.
-        let covered = |f: &String| {
-            documented.contains(f)
-                || documented.iter().any(|d| {
-                    f.strip_prefix(&format!("{d}."))
-                        .is_some_and(|rest| section.contains(&format!("`{rest}`")))
-                })
-        };
-        let missing: Vec<&String> = fields.iter().filter(|f| !covered(f)).collect();
-        assert!(missing.is_empty(), "undocumented: {missing:?}");
-        let stale: Vec<&String> = documented
-            .iter()
-            .filter(|d| !fields.contains(*d) && *d != "goFile")
-            .collect();
-        assert!(stale.is_empty(), "documented but absent: {stale:?}");
-    }
-
-    /// `a.b`, and `a[].b` for lists of objects.
-    fn paths(v: &serde_json::Value, prefix: &str, out: &mut BTreeSet<String>) {
-        match v {
-            serde_json::Value::Object(m) => {
-                for (k, v) in m {
-                    let p = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    out.insert(p.clone());
-                    paths(v, &p, out);
-                }
-            }
-            serde_json::Value::Array(items) => {
-                for item in items {
-                    if item.is_object() {
-                        paths(item, &format!("{prefix}[]"), out);
-                    }
-                }
-            }
-            _ => {}
-        }
+        apiserver_proxy_testkit::doc_schema::check(
+            include_str!("../../../docs/cli.md"),
+            "## `status -o json`",
+            &r.json,
+        )
+        .unwrap_or_else(|e| panic!("docs/cli.md: {e}"));
     }
 }

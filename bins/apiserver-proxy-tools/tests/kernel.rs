@@ -327,6 +327,55 @@ fn add_probes_leaves_a_dead_backend_out_and_list_shows_the_kernel() {
         })
         .expect("the dead backend is listed");
     assert_eq!(dead["probe"]["passed"], false, "{json}");
+    assert_eq!(json["source"], "probes", "no daemon runs here: {json}");
+
+    // With a daemon's /status page answering, its view is shown instead of
+    // probes from here (a page served by the test, naming its own reason).
+    let page = serde_json::json!({
+        "apiVersion": "bcs-apiserver-proxy/v1",
+        "kind": "DaemonStatus",
+        "ready": true,
+        "virtualServers": [{
+            "vip": VIP,
+            "failOpen": false,
+            "backends": ep.iter().enumerate().map(|(i, b)| serde_json::json!({
+                "address": b.to_string(),
+                "condition": if i == 2 { "dead" } else { "ready" },
+                "inService": i != 2,
+                "reason": if i == 2 { "the daemon says: refused" } else { "HTTP 200" },
+            })).collect::<Vec<_>>(),
+        }],
+    })
+    .to_string();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(2) {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut s, &mut buf);
+            let _ = std::io::Write::write_all(
+                &mut s,
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{page}",
+                    page.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    let st = node.cli(&format!("status --daemon {addr}"));
+    assert_eq!(st.code(), 3, "{}{}", st.stdout(), st.stderr());
+    let text = st.stdout();
+    assert!(
+        text.starts_with(&format!("source: the daemon at {addr}")),
+        "{text}"
+    );
+    assert!(text.contains("the daemon says: refused"), "{text}");
+    let st = node.cli(&format!("status -o json --daemon {addr}"));
+    let json: serde_json::Value = serde_json::from_str(&st.stdout()).expect("status json");
+    assert_eq!(json["source"], "daemon", "{json}");
+    assert_eq!(json["daemon"]["kind"], "DaemonStatus", "{json}");
 }
 
 #[test]

@@ -92,14 +92,31 @@ pub async fn run(
     let _lock = StateLock::acquire(&config.state_dir, Duration::ZERO)?;
     let kernel = tokio::task::spawn_blocking(Netlink::connect).await??;
     let saved = load_saved_state(&config.state_dir);
-    let mut r = Reconciler::new(config.clone(), metrics.clone(), status, kernel, saved);
+    let mut r = Reconciler::new(
+        config.clone(),
+        metrics.clone(),
+        status.clone(),
+        kernel,
+        saved,
+    );
     // The host first: without the interface and the VIP, no rule helps.
     r.ensure_host().await?;
 
     let observer_metrics = metrics.clone();
+    let observer_status = status.clone();
     let checker = Checker::with_observer(
         health_config(&config),
-        Arc::new(move |r: &ProbeRecord| observe_probe(&observer_metrics, r)),
+        Arc::new(move |r: &ProbeRecord| {
+            observe_probe(&observer_metrics, r);
+            if r.kind != ProbeKind::ConnectionLost {
+                observer_status.page.record_probe(
+                    r.backend,
+                    r.outcome == Outcome::Ok,
+                    r.latency,
+                    std::time::SystemTime::now(),
+                );
+            }
+        }),
     )?;
     let mut health_rx = checker.subscribe();
 

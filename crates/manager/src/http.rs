@@ -1,4 +1,5 @@
-//! The daemon's HTTP endpoints: `/metrics`, `/healthz`, `/readyz`.
+//! The daemon's HTTP endpoints: `/metrics`, `/healthz`, `/readyz`, and the
+//! read-only `/status` page ([`crate::page`]).
 //!
 //! Plain HTTP/1.1 on hyper. No profiling or debug endpoint exists, so none
 //! can be left open by accident.
@@ -19,6 +20,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
+use crate::page::Page;
 
 /// What `/healthz` and `/readyz` report, updated by the reconcile loop.
 ///
@@ -35,6 +37,8 @@ pub struct Status {
     converged: AtomicBool,
     /// The loop is considered stuck after this long without a pass.
     stall_after: Duration,
+    /// What `/status` shows, recorded by the loop.
+    pub page: Page,
 }
 
 impl Status {
@@ -48,6 +52,7 @@ impl Status {
             stall_after: resync_interval
                 .saturating_mul(10)
                 .max(Duration::from_secs(10)),
+            page: Page::default(),
         }
     }
 
@@ -115,11 +120,45 @@ fn route<B>(req: &Request<B>, metrics: &Metrics, status: &Status) -> Response<Fu
             "text/plain",
             "the kernel does not match the desired state yet\n".into(),
         ),
+        "/status" => {
+            let now = std::time::SystemTime::now();
+            let (alive, ready) = (status.alive(), status.ready());
+            if wants_json(req) {
+                reply(
+                    StatusCode::OK,
+                    "application/json",
+                    status.page.json(now, alive, ready).to_string() + "\n",
+                )
+            } else {
+                reply(
+                    StatusCode::OK,
+                    "text/plain; charset=utf-8",
+                    status.page.text(now, alive, ready),
+                )
+            }
+        }
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /metrics, /healthz or /readyz\n".into(),
+            "not found: try /metrics, /healthz, /readyz or /status\n".into(),
         ),
+    }
+}
+
+/// `/status` as JSON: `?format=json`, or an `Accept` naming
+/// `application/json` (and not `?format=text`). A terminal's `curl` sends
+/// `*/*` and gets text.
+fn wants_json<B>(req: &Request<B>) -> bool {
+    let query = req.uri().query().unwrap_or_default();
+    let format = query.split('&').find_map(|kv| kv.strip_prefix("format="));
+    match format {
+        Some("json") => true,
+        Some(_) => false,
+        None => req
+            .headers()
+            .get(hyper::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("application/json")),
     }
 }
 
@@ -415,6 +454,60 @@ mod tests {
             let r = route(&req, &Metrics::new(), &status);
             proptest::prop_assert!(r.status().as_u16() >= 200);
         }
+    }
+
+    /// `/status`: JSON for programs (by query or Accept), text for a
+    /// terminal; GET only, like every path.
+    #[test]
+    fn the_status_page_answers_programs_in_json_and_people_in_text() {
+        let status = Status::new(Duration::from_secs(1));
+        status.pass_done(true);
+        let body = |r: Response<Full<Bytes>>| {
+            let ct = r
+                .headers()
+                .get(hyper::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            (r.status(), ct)
+        };
+        let get = |uri: &str, accept: Option<&str>| {
+            let mut b = Request::builder().uri(uri);
+            if let Some(a) = accept {
+                b = b.header(hyper::header::ACCEPT, a);
+            }
+            body(route(
+                &b.body(()).expect("request"),
+                &Metrics::new(),
+                &status,
+            ))
+        };
+        assert_eq!(
+            get("/status", None),
+            (StatusCode::OK, "text/plain; charset=utf-8".into())
+        );
+        assert_eq!(get("/status", Some("*/*")).1, "text/plain; charset=utf-8");
+        assert_eq!(get("/status?format=json", None).1, "application/json");
+        assert_eq!(
+            get("/status", Some("application/json")).1,
+            "application/json"
+        );
+        assert_eq!(
+            get("/status?format=text", Some("application/json")).1,
+            "text/plain; charset=utf-8"
+        );
+        let post = Request::builder()
+            .method("POST")
+            .uri("/status")
+            .body(())
+            .expect("request");
+        assert_eq!(
+            route(&post, &Metrics::new(), &status).status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        let json = status.page.json(std::time::SystemTime::now(), true, true);
+        assert_eq!(json["kind"], "DaemonStatus");
+        assert_eq!(json["alive"], true);
     }
 
     #[test]

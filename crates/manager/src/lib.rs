@@ -15,6 +15,7 @@ pub mod http;
 pub mod kernel;
 pub mod lock;
 pub mod metrics;
+pub mod page;
 pub mod plan;
 pub mod probe;
 pub mod reconcile;

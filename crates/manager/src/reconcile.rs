@@ -23,6 +23,7 @@ use crate::host::{HostReport, HostSpec, IPVS_SYSCTLS, VipSpec, route_towards};
 use crate::http::Status;
 use crate::kernel::{Applied, Kernel, apply_plan};
 use crate::metrics::{Metrics, state_label};
+use crate::page::{PassBackend, PassVs};
 use crate::plan::{ActualVs, Condition, DesiredVs, Drains, Plan, VsVerdict, plan};
 use crate::state::{self, NodeState, SavedVs};
 use crate::throttle::{self, Throttle};
@@ -44,6 +45,57 @@ pub fn source_name(s: Source) -> &'static str {
         Source::Cache => "cache",
         Source::Cluster => "cluster",
     }
+}
+
+/// The condition's name on the status page.
+fn condition_name(c: Condition) -> &'static str {
+    match c {
+        Condition::Unprobed => "unprobed",
+        Condition::Ready => "ready",
+        Condition::AliveUnknown => "alive-unknown",
+        Condition::NotReady => "not-ready",
+        Condition::Dead => "dead",
+    }
+}
+
+/// The virtual servers for the status page: the desired backends with
+/// their condition, and the kernel's weights and connections as the pass
+/// read them (before its own changes).
+fn page_view(
+    desired: &[DesiredVs],
+    actual: &[ActualVs],
+    verdicts: &BTreeMap<Endpoint, VsVerdict>,
+) -> Vec<PassVs> {
+    desired
+        .iter()
+        .map(|d| {
+            let a = actual.iter().find(|a| a.vip == d.vip);
+            let dest = |b: &Endpoint| a.and_then(|a| a.dests.get(b));
+            let mut addresses: BTreeSet<Endpoint> = d.backends.keys().copied().collect();
+            addresses.extend(a.into_iter().flat_map(|a| a.dests.keys().copied()));
+            PassVs {
+                vip: d.vip,
+                scheduler: d.scheduler.clone(),
+                in_kernel: a.is_some(),
+                fail_open: verdicts.get(&d.vip).is_some_and(|v| v.fail_open),
+                backends: addresses
+                    .into_iter()
+                    .map(|b| {
+                        let c = d.backends.get(&b).copied();
+                        PassBackend {
+                            address: b,
+                            // In the kernel but no longer wanted: draining.
+                            condition: c.map_or("unlisted", condition_name).to_string(),
+                            in_service: c.is_some_and(Condition::in_service),
+                            weight: dest(&b).map(|x| x.weight),
+                            active_conns: dest(&b).map(|x| x.active_conns),
+                            inactive_conns: dest(&b).map(|x| x.inactive_conns),
+                        }
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
 }
 
 /// What one pass did, for the caller and the tests.
@@ -158,6 +210,13 @@ impl<K: Kernel> Reconciler<K> {
                 "desired backends changed"
             );
         }
+        self.status.page.record_set(
+            set.vs,
+            source_name(set.source),
+            set.generation,
+            set.backends.clone(),
+            std::time::SystemTime::now(),
+        );
         for s in ["seed", "cache", "cluster"] {
             self.metrics
                 .discovery_source
@@ -181,6 +240,12 @@ impl<K: Kernel> Reconciler<K> {
             to = %ev.state,
             reason = %ev.reason,
             "backend state changed"
+        );
+        self.status.page.record_health(
+            ev.backend,
+            ev.state.to_string(),
+            ev.reason.to_string(),
+            ev.at_system,
         );
         let to = state_label(ev.state);
         for vs in self
@@ -337,6 +402,9 @@ impl<K: Kernel> Reconciler<K> {
                     .with_label_values(&["error"])
                     .inc();
                 self.status.pass_done(false);
+                self.status
+                    .page
+                    .record_failed_pass(std::time::SystemTime::now());
                 return PassOutcome::default();
             }
         };
@@ -356,6 +424,9 @@ impl<K: Kernel> Reconciler<K> {
                 Err(e) => {
                     tracing::error!(error = %e, "reconcile task failed: will retry");
                     self.status.pass_done(false);
+                    self.status
+                        .page
+                        .record_failed_pass(std::time::SystemTime::now());
                     return PassOutcome::default();
                 }
             }
@@ -401,6 +472,11 @@ impl<K: Kernel> Reconciler<K> {
         // Converged: nothing was needed, or everything needed was applied
         // (the next pass will confirm it).
         self.status.pass_done(ok);
+        self.status.page.record_pass(
+            ok,
+            page_view(&desired, &actual, &p.verdicts),
+            std::time::SystemTime::now(),
+        );
         self.export(&desired, &actual, &p.verdicts);
         self.save_state(&desired);
         PassOutcome { plan: p, applied }

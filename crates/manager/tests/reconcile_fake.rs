@@ -528,3 +528,49 @@ async fn a_dead_backends_connections_still_in_their_handshake_are_not_cut() {
         "only the established connection is cut"
     );
 }
+
+/// The `/status` page shows what the loop decided: discovery's answer and
+/// its source, each backend's condition and reason, the kernel's weights,
+/// the pass result.
+#[tokio::test]
+async fn the_status_page_shows_the_loops_view() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = config(dir.path(), &["192.168.1.10:6443"]);
+    let status = Arc::new(Status::new(c.resync_interval));
+    let mut r = Reconciler::new(c, Metrics::new(), status.clone(), FakeKernel::new(), None);
+    r.on_set(cluster(&["192.168.1.10:6443", "192.168.1.11:6443"], 3));
+    r.on_health(health("192.168.1.10:6443", State::Ready));
+    r.on_health(health("192.168.1.11:6443", State::Dead));
+    r.pass().await;
+    r.pass().await;
+    let page = status
+        .page
+        .json(SystemTime::now(), status.alive(), status.ready());
+    assert_eq!(page["lastPass"]["ok"], true, "{page}");
+    let vs = &page["virtualServers"][0];
+    assert_eq!(vs["vip"], VIP);
+    assert_eq!(vs["inKernel"], true);
+    assert_eq!(vs["discovery"]["source"], "cluster");
+    assert_eq!(vs["discovery"]["generation"], 3);
+    let backend = |addr: &str| {
+        vs["backends"]
+            .as_array()
+            .and_then(|b| b.iter().find(|b| b["address"] == addr))
+            .cloned()
+            .unwrap_or_else(|| panic!("{addr} missing: {page}"))
+    };
+    let ready = backend("192.168.1.10:6443");
+    assert_eq!(ready["condition"], "ready");
+    assert_eq!(ready["weight"], 1, "{page}");
+    let dead = backend("192.168.1.11:6443");
+    assert_eq!(dead["condition"], "dead");
+    assert_eq!(dead["inService"], false);
+    assert!(
+        dead["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{page}"
+    );
+    assert!(
+        dead["weight"].is_null(),
+        "a dead backend is not in the kernel: {page}"
+    );
+}

@@ -17,6 +17,7 @@
 //! - [`fuzz`]: proptest strategies the binaries' property tests share.
 
 pub mod apiserver;
+pub mod doc_schema;
 pub mod fake_kernel;
 pub mod figures;
 pub mod fuzz;
