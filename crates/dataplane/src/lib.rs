@@ -10,6 +10,7 @@ mod error;
 pub mod ipvs;
 pub mod link;
 pub mod monitor;
+pub mod nft;
 mod nl;
 pub mod sockdiag;
 pub mod sysctl;
