@@ -360,9 +360,14 @@ fn publish(masters: &[Master], in_slice: &[usize]) {
 
 /// The daemon's /metrics, or "" while it does not answer.
 fn metrics(port: u16) -> String {
+    http_get(port, "/metrics")
+}
+
+/// A page of the daemon's listener, or "" while it does not answer.
+fn http_get(port: u16, path: &str) -> String {
     Command::new("curl")
         .args(["-sS", "--max-time", "5"])
-        .arg(format!("http://127.0.0.1:{port}/metrics"))
+        .arg(format!("http://127.0.0.1:{port}{path}"))
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default()
@@ -520,6 +525,24 @@ fn all_backends_failing_keeps_them_in_rotation() {
         sample(&metrics(port), &fail_open) == Some(1.0)
     });
     serving("all three kept in rotation", &mut all_three);
+    // The /status page says the same, with each backend's reason.
+    let page: serde_json::Value =
+        serde_json::from_str(&http_get(port, "/status?format=json")).expect("/status is JSON");
+    let vs = &page["virtualServers"][0];
+    assert_eq!(vs["failOpen"], true, "{page}");
+    assert_eq!(vs["discovery"]["source"], "cluster", "{page}");
+    for b in vs["backends"].as_array().expect("backends") {
+        assert_eq!(b["condition"], "not-ready", "{page}");
+        assert_eq!(b["weight"], 1, "kept in rotation: {page}");
+        assert!(
+            b["reason"].as_str().is_some_and(|r| r.contains("500")),
+            "{page}"
+        );
+    }
+    assert!(
+        http_get(port, "/status").contains("FAIL-OPEN"),
+        "the text page says so too"
+    );
     for _ in 0..3 {
         assert!(
             request(&setup.ca_file),
