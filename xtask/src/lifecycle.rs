@@ -152,7 +152,8 @@ pub fn render(
          Each event runs in its own network namespace of the VM with the daemon and the CLI as \
          built, three or more fake apiservers (TLS, `/readyz`, the EndpointSlice API) on hosts \
          of their own, and two clients through the VIP:\n\n\
-         - a prober opening a **new TLS connection every 100 ms** (verified against the cluster \
+         - a prober opening a **new TLS connection every 100 ms** with a 10 s timeout, as the \
+         benchmark's client (a request may be delayed, it must not fail; verified against the cluster \
          CA for the name `kubernetes`, one `GET /version`); *failed* counts its failed \
          connections, *longest outage* the longest run of failures (from the first failed \
          attempt to the next good one, to 100 ms);\n\

@@ -24,10 +24,14 @@ use crate::tls::{self, Ca};
 
 /// How often the prober starts a new connection.
 pub const PROBE_EVERY: Duration = Duration::from_millis(100);
-/// A connection attempt through the VIP gives up after this long.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// The TLS handshake and the request's answer together.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// A connection attempt through the VIP gives up after this long, and so
+/// does the TLS handshake with the answer: the client the product promises
+/// never fails (the benchmark's, with its 10 s timeout), for which a request
+/// may be delayed but must not fail. Shorter, an answer slowed by the
+/// emulated VM's saturation (11 events side by side on 2 vCPUs) counted as a
+/// failure with no rule or kernel change behind it.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
