@@ -19,6 +19,24 @@ pub const NFT_MSG_NEWTABLE: u16 = 0;
 pub const NFTA_TABLE_NAME: u16 = 1;
 /// `NFTA_TABLE_FLAGS` (`nf_tables.h`).
 pub const NFTA_TABLE_FLAGS: u16 = 2;
+/// `NFT_MSG_NEWCHAIN` (`nf_tables.h`).
+pub const NFT_MSG_NEWCHAIN: u16 = 3;
+/// `NFTA_CHAIN_TABLE`, `NFTA_CHAIN_NAME`, `NFTA_CHAIN_HOOK` (nested) and
+/// `NFTA_CHAIN_TYPE` (`nf_tables.h`).
+pub const NFTA_CHAIN_TABLE: u16 = 1;
+pub const NFTA_CHAIN_NAME: u16 = 3;
+pub const NFTA_CHAIN_HOOK: u16 = 4;
+pub const NFTA_CHAIN_TYPE: u16 = 7;
+/// `NFTA_HOOK_HOOKNUM` and `NFTA_HOOK_PRIORITY`, inside `NFTA_CHAIN_HOOK`.
+pub const NFTA_HOOK_HOOKNUM: u16 = 1;
+pub const NFTA_HOOK_PRIORITY: u16 = 2;
+/// `NF_INET_LOCAL_OUT` (`netfilter.h`): the node's own outgoing packets,
+/// where its clients' connections to the VIP start.
+pub const NF_INET_LOCAL_OUT: u32 = 3;
+/// `NLA_F_NESTED` (`netlink.h`): the attribute holds attributes.
+pub const NLA_F_NESTED: u16 = 0x8000;
+/// `NLM_F_CREATE` (`netlink.h`).
+pub const NLM_F_CREATE: u16 = 0x400;
 /// `NFPROTO_INET`: one table for IPv4 and IPv6.
 pub const NFPROTO_INET: u8 = 1;
 /// `NFPROTO_UNSPEC`, used by the batch markers.
@@ -57,12 +75,39 @@ impl Batch {
     /// particular not `NFT_TABLE_F_OWNER`: our rules must outlive the daemon).
     pub fn new_table(&mut self, name: &str) {
         let mut attrs = Vec::new();
-        let mut cname = name.as_bytes().to_vec();
-        cname.push(0);
-        push_attr(&mut attrs, NFTA_TABLE_NAME, &cname);
+        push_attr(&mut attrs, NFTA_TABLE_NAME, &c_string(name));
         push_attr(&mut attrs, NFTA_TABLE_FLAGS, &0u32.to_be_bytes());
         let ty = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE;
         self.message(ty, NLM_F_REQUEST | NLM_F_ACK, NFPROTO_INET, 0, &attrs);
+    }
+
+    /// Adds `NFT_MSG_NEWCHAIN` for a base chain of `table`: its `chain_type`
+    /// (`nat`, `filter`), on `hook` at `priority`. Hook number and priority
+    /// travel in network byte order.
+    pub fn new_base_chain(
+        &mut self,
+        table: &str,
+        name: &str,
+        chain_type: &str,
+        hook: u32,
+        priority: i32,
+    ) {
+        let mut hook_attrs = Vec::new();
+        push_attr(&mut hook_attrs, NFTA_HOOK_HOOKNUM, &hook.to_be_bytes());
+        push_attr(&mut hook_attrs, NFTA_HOOK_PRIORITY, &priority.to_be_bytes());
+        let mut attrs = Vec::new();
+        push_attr(&mut attrs, NFTA_CHAIN_TABLE, &c_string(table));
+        push_attr(&mut attrs, NFTA_CHAIN_NAME, &c_string(name));
+        push_attr(&mut attrs, NFTA_CHAIN_TYPE, &c_string(chain_type));
+        push_attr(&mut attrs, NLA_F_NESTED | NFTA_CHAIN_HOOK, &hook_attrs);
+        let ty = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWCHAIN;
+        self.message(
+            ty,
+            NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK,
+            NFPROTO_INET,
+            0,
+            &attrs,
+        );
     }
 
     /// Closes the batch and returns the bytes to send in one `sendmsg`.
@@ -91,6 +136,14 @@ impl Batch {
         self.buf.extend_from_slice(attrs);
         self.seq = self.seq.wrapping_add(1);
     }
+}
+
+/// A name as the kernel reads it: NUL-terminated.
+fn c_string(name: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(name.len() + 1);
+    out.extend_from_slice(name.as_bytes());
+    out.push(0);
+    out
 }
 
 /// One netlink attribute, padded to 4 bytes (`NLA_ALIGN`).

@@ -20,6 +20,30 @@ const NFT_ADD_TABLE: [u8; 92] = [
     0x00, 0x00, 0x00, 0x0a,
 ];
 
+/// `nft add table inet bcs-apiserver-proxy`, then
+/// `unshare -n strace -f -e trace=sendmsg -s 65535 -xx nft add chain inet
+/// bcs-apiserver-proxy output "{ type nat hook output priority -100; }"`
+/// (one sendmsg of 124 bytes; little-endian host).
+const NFT_ADD_NAT_OUTPUT_CHAIN: [u8; 124] = [
+    // NFNL_MSG_BATCH_BEGIN, len 20, NLM_F_REQUEST, seq 0
+    0x14, 0x00, 0x00, 0x00, 0x10, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x0a,
+    // NFT_MSG_NEWCHAIN, len 84, NLM_F_REQUEST|NLM_F_CREATE, seq 1
+    0x54, 0x00, 0x00, 0x00, 0x03, 0x0a, 0x01, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x00, 0x00, // nfgenmsg: NFPROTO_INET
+    0x18, 0x00, 0x01, 0x00, b'b', b'c', b's', b'-', b'a', b'p', b'i', b's', b'e', b'r', b'v', b'e',
+    b'r', b'-', b'p', b'r', b'o', b'x', b'y', 0x00, // NFTA_CHAIN_TABLE
+    0x0b, 0x00, 0x03, 0x00, b'o', b'u', b't', b'p', b'u', b't', 0x00, 0x00, // NFTA_CHAIN_NAME
+    0x08, 0x00, 0x07, 0x00, b'n', b'a', b't', 0x00, // NFTA_CHAIN_TYPE
+    0x14, 0x00, 0x04, 0x80, // NFTA_CHAIN_HOOK | NLA_F_NESTED
+    0x08, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00,
+    0x03, // NFTA_HOOK_HOOKNUM = NF_INET_LOCAL_OUT (be32)
+    0x08, 0x00, 0x02, 0x00, 0xff, 0xff, 0xff, 0x9c, // NFTA_HOOK_PRIORITY = -100 (be32)
+    // NFNL_MSG_BATCH_END, len 20, NLM_F_REQUEST, seq 2
+    0x14, 0x00, 0x00, 0x00, 0x11, 0x00, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x0a,
+];
+
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_ne_bytes(b[at..at + 4].try_into().expect("4 bytes"))
 }
@@ -68,4 +92,20 @@ fn name_padding_is_aligned() {
         &[9, 0, 1, 0, b'a', b'b', b'c', b'd', 0, 0, 0, 0]
     );
     assert_eq!(u32_at(table, 8), 8);
+}
+
+#[test]
+fn add_nat_output_chain_matches_nft_bytes() {
+    let mut batch = Batch::new(0);
+    batch.new_base_chain(
+        "bcs-apiserver-proxy",
+        "output",
+        "nat",
+        NF_INET_LOCAL_OUT,
+        -100,
+    );
+    assert_eq!(
+        without_acks(batch.finish()),
+        NFT_ADD_NAT_OUTPUT_CHAIN.to_vec()
+    );
 }
