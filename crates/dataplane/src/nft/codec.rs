@@ -37,6 +37,145 @@ pub const NF_INET_LOCAL_OUT: u32 = 3;
 pub const NLA_F_NESTED: u16 = 0x8000;
 /// `NLM_F_CREATE` (`netlink.h`).
 pub const NLM_F_CREATE: u16 = 0x400;
+/// `NFT_MSG_NEWRULE` (`nf_tables.h`).
+pub const NFT_MSG_NEWRULE: u16 = 6;
+/// `NFTA_RULE_TABLE`, `NFTA_RULE_CHAIN`, `NFTA_RULE_EXPRESSIONS` (nested).
+pub const NFTA_RULE_TABLE: u16 = 1;
+pub const NFTA_RULE_CHAIN: u16 = 2;
+pub const NFTA_RULE_EXPRESSIONS: u16 = 4;
+/// `NFTA_LIST_ELEM`: one expression of the list.
+pub const NFTA_LIST_ELEM: u16 = 1;
+/// `NFTA_EXPR_NAME` and `NFTA_EXPR_DATA` (nested) of one expression.
+pub const NFTA_EXPR_NAME: u16 = 1;
+pub const NFTA_EXPR_DATA: u16 = 2;
+/// `NFTA_DATA_VALUE`, inside `NFTA_CMP_DATA` and `NFTA_IMMEDIATE_DATA`.
+pub const NFTA_DATA_VALUE: u16 = 1;
+/// `NLM_F_APPEND` (`netlink.h`): the rule goes at the chain's end.
+pub const NLM_F_APPEND: u16 = 0x800;
+/// `enum nft_registers`: `NFT_REG_1` and `NFT_REG_2` (the 16-byte
+/// registers; a 4-byte address or a 2-byte port fits one).
+pub const NFT_REG_1: u32 = 1;
+pub const NFT_REG_2: u32 = 2;
+/// `enum nft_meta_keys`: the packet's family (`NFPROTO_*`) and its layer-4
+/// protocol.
+pub const NFT_META_NFPROTO: u32 = 15;
+pub const NFT_META_L4PROTO: u32 = 16;
+/// `enum nft_payload_bases`.
+pub const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
+pub const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
+/// `enum nft_cmp_ops`: equal.
+pub const NFT_CMP_EQ: u32 = 0;
+/// `enum nft_nat_types`: destination NAT.
+pub const NFT_NAT_DNAT: u32 = 1;
+/// `NFPROTO_IPV4` and `NFPROTO_IPV6` (`netfilter.h`), for a NAT's family
+/// and the `nfproto` match.
+pub const NFPROTO_IPV4: u8 = 2;
+pub const NFPROTO_IPV6: u8 = 10;
+/// `NF_NAT_RANGE_PROTO_SPECIFIED` (`nf_nat.h`): the NAT sets the port too.
+pub const NF_NAT_RANGE_PROTO_SPECIFIED: u32 = 2;
+
+/// One nf_tables expression of a rule, as its `NFTA_*` attributes say it.
+/// Integers travel in network byte order; `data` is raw (an address or a
+/// port as on the wire).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expr {
+    /// `meta`: load `key` into `dreg`.
+    Meta { key: u32, dreg: u32 },
+    /// `cmp`: compare `sreg` with `data` by `op`; the rule stops if false.
+    Cmp { sreg: u32, op: u32, data: Vec<u8> },
+    /// `payload`: load `len` bytes at `offset` from `base` into `dreg`.
+    Payload {
+        dreg: u32,
+        base: u32,
+        offset: u32,
+        len: u32,
+    },
+    /// `counter`: packets and bytes through this point.
+    Counter,
+    /// `immediate`: put `data` in `dreg`.
+    Immediate { dreg: u32, data: Vec<u8> },
+    /// `nat`: translate to the address in `reg_addr` and the port in
+    /// `reg_proto` (both the minimum and maximum of a one-value range).
+    Nat {
+        kind: u32,
+        family: u8,
+        reg_addr: u32,
+        reg_proto: u32,
+        flags: u32,
+    },
+}
+
+impl Expr {
+    fn name(&self) -> &'static str {
+        match self {
+            Expr::Meta { .. } => "meta",
+            Expr::Cmp { .. } => "cmp",
+            Expr::Payload { .. } => "payload",
+            Expr::Counter => "counter",
+            Expr::Immediate { .. } => "immediate",
+            Expr::Nat { .. } => "nat",
+        }
+    }
+
+    /// The `NFTA_EXPR_DATA` attributes, in the order `nft` writes them.
+    fn data(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let be = |out: &mut Vec<u8>, ty: u16, v: u32| push_attr(out, ty, &v.to_be_bytes());
+        let value = |out: &mut Vec<u8>, ty: u16, data: &[u8]| {
+            let mut inner = Vec::new();
+            push_attr(&mut inner, NFTA_DATA_VALUE, data);
+            push_attr(out, NLA_F_NESTED | ty, &inner);
+        };
+        match self {
+            // NFTA_META_DREG 1, NFTA_META_KEY 2: nft writes the key first.
+            Expr::Meta { key, dreg } => {
+                be(&mut out, 2, *key);
+                be(&mut out, 1, *dreg);
+            }
+            // NFTA_CMP_SREG 1, NFTA_CMP_OP 2, NFTA_CMP_DATA 3.
+            Expr::Cmp { sreg, op, data } => {
+                be(&mut out, 1, *sreg);
+                be(&mut out, 2, *op);
+                value(&mut out, 3, data);
+            }
+            // NFTA_PAYLOAD_DREG 1, _BASE 2, _OFFSET 3, _LEN 4.
+            Expr::Payload {
+                dreg,
+                base,
+                offset,
+                len,
+            } => {
+                be(&mut out, 1, *dreg);
+                be(&mut out, 2, *base);
+                be(&mut out, 3, *offset);
+                be(&mut out, 4, *len);
+            }
+            Expr::Counter => {}
+            // NFTA_IMMEDIATE_DREG 1, NFTA_IMMEDIATE_DATA 2.
+            Expr::Immediate { dreg, data } => {
+                be(&mut out, 1, *dreg);
+                value(&mut out, 2, data);
+            }
+            // NFTA_NAT_TYPE 1, _FAMILY 2, _REG_ADDR_MIN 3, _REG_PROTO_MIN 5,
+            // _FLAGS 7.
+            Expr::Nat {
+                kind,
+                family,
+                reg_addr,
+                reg_proto,
+                flags,
+            } => {
+                be(&mut out, 1, *kind);
+                be(&mut out, 2, u32::from(*family));
+                be(&mut out, 3, *reg_addr);
+                be(&mut out, 5, *reg_proto);
+                be(&mut out, 7, *flags);
+            }
+        }
+        out
+    }
+}
+
 /// `NFPROTO_INET`: one table for IPv4 and IPv6.
 pub const NFPROTO_INET: u8 = 1;
 /// `NFPROTO_UNSPEC`, used by the batch markers.
@@ -104,6 +243,29 @@ impl Batch {
         self.message(
             ty,
             NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK,
+            NFPROTO_INET,
+            0,
+            &attrs,
+        );
+    }
+
+    /// Adds `NFT_MSG_NEWRULE`: `exprs` appended to `chain` of `table`.
+    pub fn new_rule(&mut self, table: &str, chain: &str, exprs: &[Expr]) {
+        let mut list = Vec::new();
+        for e in exprs {
+            let mut elem = Vec::new();
+            push_attr(&mut elem, NFTA_EXPR_NAME, &c_string(e.name()));
+            push_attr(&mut elem, NLA_F_NESTED | NFTA_EXPR_DATA, &e.data());
+            push_attr(&mut list, NLA_F_NESTED | NFTA_LIST_ELEM, &elem);
+        }
+        let mut attrs = Vec::new();
+        push_attr(&mut attrs, NFTA_RULE_TABLE, &c_string(table));
+        push_attr(&mut attrs, NFTA_RULE_CHAIN, &c_string(chain));
+        push_attr(&mut attrs, NLA_F_NESTED | NFTA_RULE_EXPRESSIONS, &list);
+        let ty = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE;
+        self.message(
+            ty,
+            NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND | NLM_F_ACK,
             NFPROTO_INET,
             0,
             &attrs,
