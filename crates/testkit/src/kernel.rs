@@ -51,6 +51,20 @@ pub fn enter() -> NetnsGuard {
     NetnsGuard { _private: () }
 }
 
+/// A fresh network namespace with `lo` up for a kernel test that needs no
+/// IPVS (nf_tables, rtnetlink): these run on the host too. Panics, loudly,
+/// where namespaces cannot be made (not root): never a silent pass.
+pub fn enter_without_ipvs() -> NetnsGuard {
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWNET) {
+        panic!(
+            "kernel test: cannot create a network namespace ({e}); run the tests as root \
+             (`cargo xtask test` does), on the host or in the VM"
+        );
+    }
+    run("ip", &["link", "set", "lo", "up"]);
+    NetnsGuard { _private: () }
+}
+
 /// Panics with the message that tells a person how to run this test, unless
 /// the running kernel has IPVS.
 pub fn require_ipvs() {

@@ -15,6 +15,8 @@ pub const NFNL_MSG_BATCH_END: u16 = 0x11;
 pub const NFNL_SUBSYS_NFTABLES: u16 = 10;
 /// `NFT_MSG_NEWTABLE` (`nf_tables.h`).
 pub const NFT_MSG_NEWTABLE: u16 = 0;
+/// `NFT_MSG_DELTABLE` (`nf_tables.h`).
+pub const NFT_MSG_DELTABLE: u16 = 2;
 /// `NFTA_TABLE_NAME` (`nf_tables.h`).
 pub const NFTA_TABLE_NAME: u16 = 1;
 /// `NFTA_TABLE_FLAGS` (`nf_tables.h`).
@@ -176,6 +178,69 @@ impl Expr {
     }
 }
 
+/// The expressions of `ip daddr VIP tcp dport PORT counter dnat ip to
+/// BACKEND:BACKEND_PORT`, as `nft` compiles that rule (the family check
+/// first: the table is `inet`).
+pub fn dnat_v4(
+    vip: std::net::Ipv4Addr,
+    port: u16,
+    backend: std::net::Ipv4Addr,
+    backend_port: u16,
+) -> Vec<Expr> {
+    let cmp = |data: Vec<u8>| Expr::Cmp {
+        sreg: NFT_REG_1,
+        op: NFT_CMP_EQ,
+        data,
+    };
+    vec![
+        Expr::Meta {
+            key: NFT_META_NFPROTO,
+            dreg: NFT_REG_1,
+        },
+        cmp(vec![NFPROTO_IPV4]),
+        Expr::Payload {
+            dreg: NFT_REG_1,
+            base: NFT_PAYLOAD_NETWORK_HEADER,
+            // The destination address in the IPv4 header.
+            offset: 16,
+            len: 4,
+        },
+        cmp(vip.octets().to_vec()),
+        Expr::Meta {
+            key: NFT_META_L4PROTO,
+            dreg: NFT_REG_1,
+        },
+        cmp(vec![IPPROTO_TCP]),
+        Expr::Payload {
+            dreg: NFT_REG_1,
+            base: NFT_PAYLOAD_TRANSPORT_HEADER,
+            // The destination port in the TCP header.
+            offset: 2,
+            len: 2,
+        },
+        cmp(port.to_be_bytes().to_vec()),
+        Expr::Counter,
+        Expr::Immediate {
+            dreg: NFT_REG_1,
+            data: backend.octets().to_vec(),
+        },
+        Expr::Immediate {
+            dreg: NFT_REG_2,
+            data: backend_port.to_be_bytes().to_vec(),
+        },
+        Expr::Nat {
+            kind: NFT_NAT_DNAT,
+            family: NFPROTO_IPV4,
+            reg_addr: NFT_REG_1,
+            reg_proto: NFT_REG_2,
+            flags: NF_NAT_RANGE_PROTO_SPECIFIED,
+        },
+    ]
+}
+
+/// `IPPROTO_TCP`.
+const IPPROTO_TCP: u8 = 6;
+
 /// `NFPROTO_INET`: one table for IPv4 and IPv6.
 pub const NFPROTO_INET: u8 = 1;
 /// `NFPROTO_UNSPEC`, used by the batch markers.
@@ -191,6 +256,8 @@ pub const NLM_F_ACK: u16 = 0x4;
 pub struct Batch {
     buf: Vec<u8>,
     seq: u32,
+    /// The sequence numbers of the inner messages: each asks for an ack.
+    inner: Vec<u32>,
 }
 
 impl Batch {
@@ -199,6 +266,7 @@ impl Batch {
         let mut batch = Self {
             buf: Vec::new(),
             seq: first_seq,
+            inner: Vec::new(),
         };
         batch.message(
             NFNL_MSG_BATCH_BEGIN,
@@ -272,6 +340,20 @@ impl Batch {
         );
     }
 
+    /// Adds `NFT_MSG_DELTABLE`: the table and everything in it, in one
+    /// step (cleanup removes ours and nothing else).
+    pub fn del_table(&mut self, name: &str) {
+        let mut attrs = Vec::new();
+        push_attr(&mut attrs, NFTA_TABLE_NAME, &c_string(name));
+        let ty = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELTABLE;
+        self.message(ty, NLM_F_REQUEST | NLM_F_ACK, NFPROTO_INET, 0, &attrs);
+    }
+
+    /// The sequence numbers of the messages that ask for an ack, in order.
+    pub fn acked(&self) -> &[u32] {
+        &self.inner
+    }
+
     /// Closes the batch and returns the bytes to send in one `sendmsg`.
     pub fn finish(mut self) -> Vec<u8> {
         self.message(
@@ -296,6 +378,9 @@ impl Batch {
         self.buf.extend_from_slice(&[family, NFNETLINK_V0]);
         self.buf.extend_from_slice(&res_id.to_be_bytes());
         self.buf.extend_from_slice(attrs);
+        if flags & NLM_F_ACK != 0 {
+            self.inner.push(self.seq);
+        }
         self.seq = self.seq.wrapping_add(1);
     }
 }

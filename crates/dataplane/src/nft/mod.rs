@@ -1,4 +1,5 @@
-//! The nftables dataplane (design: `docs/nftables.md`). Only the pure codec
-//! exists so far; no socket code and no `Kernel` implementation yet.
+//! The nftables dataplane (design: `docs/nftables.md`): a pure codec and a
+//! client that applies its batches. No `Kernel` implementation yet.
 
+pub mod client;
 pub mod codec;

@@ -162,53 +162,12 @@ const NFT_ADD_DNAT_RULE: [u8; 616] = [
 
 #[test]
 fn add_dnat_rule_matches_nft_bytes() {
-    let cmp = |data: &[u8]| Expr::Cmp {
-        sreg: NFT_REG_1,
-        op: NFT_CMP_EQ,
-        data: data.to_vec(),
-    };
-    let exprs = [
-        Expr::Meta {
-            key: NFT_META_NFPROTO,
-            dreg: NFT_REG_1,
-        },
-        cmp(&[NFPROTO_IPV4]),
-        Expr::Payload {
-            dreg: NFT_REG_1,
-            base: NFT_PAYLOAD_NETWORK_HEADER,
-            offset: 16,
-            len: 4,
-        },
-        cmp(&[10, 103, 97, 2]),
-        Expr::Meta {
-            key: NFT_META_L4PROTO,
-            dreg: NFT_REG_1,
-        },
-        cmp(&[6]),
-        Expr::Payload {
-            dreg: NFT_REG_1,
-            base: NFT_PAYLOAD_TRANSPORT_HEADER,
-            offset: 2,
-            len: 2,
-        },
-        cmp(&6443u16.to_be_bytes()),
-        Expr::Counter,
-        Expr::Immediate {
-            dreg: NFT_REG_1,
-            data: vec![192, 168, 1, 10],
-        },
-        Expr::Immediate {
-            dreg: NFT_REG_2,
-            data: 6443u16.to_be_bytes().to_vec(),
-        },
-        Expr::Nat {
-            kind: NFT_NAT_DNAT,
-            family: NFPROTO_IPV4,
-            reg_addr: NFT_REG_1,
-            reg_proto: NFT_REG_2,
-            flags: NF_NAT_RANGE_PROTO_SPECIFIED,
-        },
-    ];
+    let exprs = dnat_v4(
+        "10.103.97.2".parse().expect("ip"),
+        6443,
+        "192.168.1.10".parse().expect("ip"),
+        6443,
+    );
     let mut batch = Batch::new(0);
     batch.new_rule("bcs-apiserver-proxy", "output", &exprs);
     assert_eq!(without_acks(batch.finish()), NFT_ADD_DNAT_RULE.to_vec());
