@@ -4,7 +4,14 @@
 //! `cargo xtask test`) is the independent view of what the kernel holds.
 
 use apiserver_proxy_dataplane::nft::client::Nft;
-use apiserver_proxy_dataplane::nft::codec::{Expr, NF_INET_LOCAL_OUT, dnat_v4};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use apiserver_proxy_dataplane::nft::codec::{
+    Expr, NF_INET_LOCAL_OUT, NFT_USERDATA_INTEGER_VERDICT_MAP, dnat_to_v4, dnat_v4, match_v4,
+    round_robin,
+};
 use apiserver_proxy_testkit::kernel::{enter_without_ipvs, run};
 
 const TABLE: &str = "bcs-apiserver-proxy";
@@ -67,4 +74,74 @@ fn one_batch_creates_the_table_chain_and_rule_and_a_failed_batch_changes_nothing
         ruleset.contains("table ip kube-proxy"),
         "a foreign table was touched: {ruleset}"
     );
+}
+
+/// A listener on the namespace's loopback that answers each connection with
+/// its `tag` and closes it.
+fn backend(tag: u8) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for mut c in listener.incoming().flatten() {
+            let _ = c.write_all(&[tag]);
+        }
+    });
+    addr
+}
+
+/// The round robin the dataplane is built on, end to end on the host
+/// kernel: the node's own connections to the VIP go through the NAT output
+/// hook, `numgen inc` over a map of jumps alternates the backends exactly,
+/// and each backend's chain DNATs to it. All in one batch of our codec.
+#[test]
+fn connections_to_the_vip_alternate_over_the_backends() {
+    let _netns = enter_without_ipvs();
+    // The VIP must be routable for connect(); this host kernel has no dummy
+    // interface driver, so it sits on lo here.
+    run("ip", &["addr", "add", "10.103.97.2/32", "dev", "lo"]);
+    let (a, b) = (backend(b'a'), backend(b'b'));
+    let ip = |s: SocketAddr| match s.ip() {
+        std::net::IpAddr::V4(v4) => v4,
+        std::net::IpAddr::V6(_) => unreachable!("bound on 127.0.0.1"),
+    };
+    let mut nft = Nft::connect().expect("nf_tables socket");
+    nft.apply("round robin", |batch| {
+        batch.new_table(TABLE);
+        batch.new_chain(TABLE, "b0");
+        batch.new_rule(TABLE, "b0", &dnat_to_v4(ip(a), a.port()));
+        batch.new_chain(TABLE, "b1");
+        batch.new_rule(TABLE, "b1", &dnat_to_v4(ip(b), b.port()));
+        batch.new_chain(TABLE, "vip");
+        batch.new_jump_map(TABLE, 1, &["b0", "b1"], &NFT_USERDATA_INTEGER_VERDICT_MAP);
+        batch.new_rule(TABLE, "vip", &round_robin(1, 2));
+        batch.new_base_chain(TABLE, "output", "nat", NF_INET_LOCAL_OUT, -100);
+        let mut to_vip = match_v4("10.103.97.2".parse().expect("vip"), 6443);
+        to_vip.push(Expr::Jump {
+            chain: "vip".into(),
+        });
+        batch.new_rule(TABLE, "output", &to_vip);
+    })
+    .expect("the batch is applied");
+    let listed = run("nft", &["list", "table", "inet", TABLE]);
+    assert!(
+        listed.contains("numgen inc mod 2 vmap { 0 : jump b0, 1 : jump b1 }"),
+        "{listed}"
+    );
+    let mut seen = String::new();
+    for _ in 0..6 {
+        let mut c = TcpStream::connect_timeout(
+            &"10.103.97.2:6443".parse().expect("vip"),
+            Duration::from_secs(2),
+        )
+        .expect("connect to the VIP");
+        c.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        let mut tag = [0u8; 1];
+        c.read_exact(&mut tag).expect("the backend answers");
+        seen.push(char::from(tag[0]));
+    }
+    assert!(seen == "ababab" || seen == "bababa", "{seen}");
+    // Each backend's counter saw its three connections.
+    let listed = run("nft", &["list", "table", "inet", TABLE]);
+    assert_eq!(listed.matches("counter packets 3 ").count(), 2, "{listed}");
 }

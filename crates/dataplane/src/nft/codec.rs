@@ -7,6 +7,8 @@
 //! ack (`NLM_F_ACK`) so each failure is attributed to the message that caused
 //! it; that flag is the one documented difference from `nft`'s bytes.
 
+use std::net::Ipv4Addr;
+
 /// `NLMSG_MIN_TYPE`: batch begin (`nfnetlink.h`).
 pub const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 /// Batch end (`nfnetlink.h`).
@@ -96,6 +98,18 @@ pub enum Expr {
     Counter,
     /// `immediate`: put `data` in `dreg`.
     Immediate { dreg: u32, data: Vec<u8> },
+    /// `numgen inc mod modulus` into `dreg`: 0, 1, ..., modulus - 1, again.
+    Numgen { dreg: u32, modulus: u32 },
+    /// `lookup`: `sreg` in the set named `set` (or, within its batch, by
+    /// `set_id`); with `dreg` [`NFT_REG_VERDICT`], the map's verdict applies.
+    Lookup {
+        set: String,
+        set_id: u32,
+        sreg: u32,
+        dreg: u32,
+    },
+    /// `jump chain`: an immediate verdict.
+    Jump { chain: String },
     /// `nat`: translate to the address in `reg_addr` and the port in
     /// `reg_proto` (both the minimum and maximum of a one-value range).
     Nat {
@@ -116,6 +130,9 @@ impl Expr {
             Expr::Counter => "counter",
             Expr::Immediate { .. } => "immediate",
             Expr::Nat { .. } => "nat",
+            Expr::Numgen { .. } => "numgen",
+            Expr::Jump { .. } => "immediate",
+            Expr::Lookup { .. } => "lookup",
         }
     }
 
@@ -153,6 +170,36 @@ impl Expr {
                 be(&mut out, 4, *len);
             }
             Expr::Counter => {}
+            // NFTA_IMMEDIATE_DREG 1 (the verdict register), then
+            // NFTA_IMMEDIATE_DATA 2 holding NFTA_DATA_VERDICT.
+            Expr::Jump { chain } => {
+                be(&mut out, 1, NFT_REG_VERDICT);
+                let mut verdict = Vec::new();
+                push_attr(&mut verdict, NFTA_VERDICT_CODE, &NFT_JUMP.to_be_bytes());
+                push_attr(&mut verdict, NFTA_VERDICT_CHAIN, &c_string(chain));
+                let mut data = Vec::new();
+                push_attr(&mut data, NLA_F_NESTED | NFTA_DATA_VERDICT, &verdict);
+                push_attr(&mut out, NLA_F_NESTED | 2, &data);
+            }
+            // NFTA_NG_DREG 1, _MODULUS 2, _TYPE 3, _OFFSET 4.
+            Expr::Numgen { dreg, modulus } => {
+                be(&mut out, 1, *dreg);
+                be(&mut out, 2, *modulus);
+                be(&mut out, 3, NFT_NG_INCREMENTAL);
+                be(&mut out, 4, 0);
+            }
+            // NFTA_LOOKUP_SREG 2, _DREG 3, _SET 1, _SET_ID 4, in nft's order.
+            Expr::Lookup {
+                set,
+                set_id,
+                sreg,
+                dreg,
+            } => {
+                be(&mut out, 2, *sreg);
+                be(&mut out, 3, *dreg);
+                push_attr(&mut out, 1, &c_string(set));
+                be(&mut out, 4, *set_id);
+            }
             // NFTA_IMMEDIATE_DREG 1, NFTA_IMMEDIATE_DATA 2.
             Expr::Immediate { dreg, data } => {
                 be(&mut out, 1, *dreg);
@@ -178,26 +225,74 @@ impl Expr {
     }
 }
 
+/// `NFT_MSG_NEWSET` and `NFT_MSG_NEWSETELEM` (`nf_tables.h`).
+pub const NFT_MSG_NEWSET: u16 = 9;
+pub const NFT_MSG_NEWSETELEM: u16 = 12;
+/// `NFTA_SET_*`.
+const NFTA_SET_TABLE: u16 = 1;
+const NFTA_SET_NAME: u16 = 2;
+const NFTA_SET_FLAGS: u16 = 3;
+const NFTA_SET_KEY_TYPE: u16 = 4;
+const NFTA_SET_KEY_LEN: u16 = 5;
+const NFTA_SET_DATA_TYPE: u16 = 6;
+const NFTA_SET_DATA_LEN: u16 = 7;
+const NFTA_SET_DESC: u16 = 9;
+const NFTA_SET_ID: u16 = 10;
+const NFTA_SET_USERDATA: u16 = 13;
+const NFTA_SET_DESC_SIZE: u16 = 1;
+/// `NFT_SET_ANONYMOUS | NFT_SET_CONSTANT | NFT_SET_MAP`: a map that lives
+/// and dies with the one rule that uses it, and never changes.
+const NFT_SET_ANONYMOUS_CONSTANT_MAP: u32 = 0x1 | 0x2 | 0x8;
+/// `NFT_DATA_VERDICT`: the map's values are verdicts.
+const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
+/// nft's data type number for an integer key (its `TYPE_INTEGER`).
+const NFT_KEY_TYPE_INTEGER: u32 = 4;
+/// The name the kernel numbers for an anonymous map (`__map0`, ...).
+pub const ANONYMOUS_MAP: &str = "__map%d";
+/// `NFTA_SET_ELEM_LIST_*` and `NFTA_SET_ELEM_*`.
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_DATA: u16 = 2;
+/// `NFTA_DATA_VERDICT`, `NFTA_VERDICT_CODE`, `NFTA_VERDICT_CHAIN`.
+const NFTA_DATA_VERDICT: u16 = 2;
+const NFTA_VERDICT_CODE: u16 = 1;
+const NFTA_VERDICT_CHAIN: u16 = 2;
+/// `NFT_JUMP` (`enum nft_verdicts`): -3.
+const NFT_JUMP: i32 = -3;
+/// `NFT_REG_VERDICT`: a lookup that yields a verdict writes here.
+pub const NFT_REG_VERDICT: u32 = 0;
+/// `NFT_NG_INCREMENTAL`: `numgen inc`, a counter per rule (round robin).
+pub const NFT_NG_INCREMENTAL: u32 = 0;
+
+/// The set's user data `nft` writes for an integer-keyed verdict map (its
+/// own type-length-value records: key in host byte order, the key's type).
+/// The kernel keeps it opaque; with it, `nft list` prints the map's keys as
+/// numbers, the way an operator expects.
+pub const NFT_USERDATA_INTEGER_VERDICT_MAP: [u8; 28] = [
+    0x00, 0x04, 0x01, 0x00, 0x00, 0x00, 0x01, 0x04, 0x00, 0x00, 0x00, 0x00, 0x04, 0x08, 0x00, 0x04,
+    0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x06, 0x04, 0x00, 0x00, 0x00, 0x00,
+];
+
 /// The expressions of `ip daddr VIP tcp dport PORT counter dnat ip to
 /// BACKEND:BACKEND_PORT`, as `nft` compiles that rule (the family check
 /// first: the table is `inet`).
-pub fn dnat_v4(
-    vip: std::net::Ipv4Addr,
-    port: u16,
-    backend: std::net::Ipv4Addr,
-    backend_port: u16,
-) -> Vec<Expr> {
-    let cmp = |data: Vec<u8>| Expr::Cmp {
-        sreg: NFT_REG_1,
-        op: NFT_CMP_EQ,
-        data,
-    };
+pub fn dnat_v4(vip: Ipv4Addr, port: u16, backend: Ipv4Addr, backend_port: u16) -> Vec<Expr> {
+    let mut out = match_v4(vip, port);
+    out.extend(dnat_to_v4(backend, backend_port));
+    out
+}
+
+/// `ip daddr VIP tcp dport PORT`: the rule goes on only for the VIP.
+pub fn match_v4(vip: Ipv4Addr, port: u16) -> Vec<Expr> {
     vec![
         Expr::Meta {
             key: NFT_META_NFPROTO,
             dreg: NFT_REG_1,
         },
-        cmp(vec![NFPROTO_IPV4]),
+        cmp_eq(vec![NFPROTO_IPV4]),
         Expr::Payload {
             dreg: NFT_REG_1,
             base: NFT_PAYLOAD_NETWORK_HEADER,
@@ -205,12 +300,12 @@ pub fn dnat_v4(
             offset: 16,
             len: 4,
         },
-        cmp(vip.octets().to_vec()),
+        cmp_eq(vip.octets().to_vec()),
         Expr::Meta {
             key: NFT_META_L4PROTO,
             dreg: NFT_REG_1,
         },
-        cmp(vec![IPPROTO_TCP]),
+        cmp_eq(vec![IPPROTO_TCP]),
         Expr::Payload {
             dreg: NFT_REG_1,
             base: NFT_PAYLOAD_TRANSPORT_HEADER,
@@ -218,7 +313,14 @@ pub fn dnat_v4(
             offset: 2,
             len: 2,
         },
-        cmp(port.to_be_bytes().to_vec()),
+        cmp_eq(port.to_be_bytes().to_vec()),
+    ]
+}
+
+/// `counter dnat ip to BACKEND:PORT`: a backend's chain (its counter counts
+/// the connections sent to it: a NAT chain sees first packets only).
+pub fn dnat_to_v4(backend: Ipv4Addr, port: u16) -> Vec<Expr> {
+    vec![
         Expr::Counter,
         Expr::Immediate {
             dreg: NFT_REG_1,
@@ -226,7 +328,7 @@ pub fn dnat_v4(
         },
         Expr::Immediate {
             dreg: NFT_REG_2,
-            data: backend_port.to_be_bytes().to_vec(),
+            data: port.to_be_bytes().to_vec(),
         },
         Expr::Nat {
             kind: NFT_NAT_DNAT,
@@ -234,6 +336,32 @@ pub fn dnat_v4(
             reg_addr: NFT_REG_1,
             reg_proto: NFT_REG_2,
             flags: NF_NAT_RANGE_PROTO_SPECIFIED,
+        },
+    ]
+}
+
+fn cmp_eq(data: Vec<u8>) -> Expr {
+    Expr::Cmp {
+        sreg: NFT_REG_1,
+        op: NFT_CMP_EQ,
+        data,
+    }
+}
+
+/// `numgen inc mod N vmap @map`: the round robin of a virtual server's
+/// chain over the jump map `set_id` of the same batch (see
+/// [`Batch::new_jump_map`]).
+pub fn round_robin(set_id: u32, modulus: u32) -> Vec<Expr> {
+    vec![
+        Expr::Numgen {
+            dreg: NFT_REG_1,
+            modulus,
+        },
+        Expr::Lookup {
+            set: ANONYMOUS_MAP.into(),
+            set_id,
+            sreg: NFT_REG_1,
+            dreg: NFT_REG_VERDICT,
         },
     ]
 }
@@ -284,8 +412,7 @@ impl Batch {
         let mut attrs = Vec::new();
         push_attr(&mut attrs, NFTA_TABLE_NAME, &c_string(name));
         push_attr(&mut attrs, NFTA_TABLE_FLAGS, &0u32.to_be_bytes());
-        let ty = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE;
-        self.message(ty, NLM_F_REQUEST | NLM_F_ACK, NFPROTO_INET, 0, &attrs);
+        self.create(NFT_MSG_NEWTABLE, 0, &attrs);
     }
 
     /// Adds `NFT_MSG_NEWCHAIN` for a base chain of `table`: its `chain_type`
@@ -307,14 +434,7 @@ impl Batch {
         push_attr(&mut attrs, NFTA_CHAIN_NAME, &c_string(name));
         push_attr(&mut attrs, NFTA_CHAIN_TYPE, &c_string(chain_type));
         push_attr(&mut attrs, NLA_F_NESTED | NFTA_CHAIN_HOOK, &hook_attrs);
-        let ty = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWCHAIN;
-        self.message(
-            ty,
-            NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK,
-            NFPROTO_INET,
-            0,
-            &attrs,
-        );
+        self.create(NFT_MSG_NEWCHAIN, NLM_F_CREATE, &attrs);
     }
 
     /// Adds `NFT_MSG_NEWRULE`: `exprs` appended to `chain` of `table`.
@@ -330,14 +450,81 @@ impl Batch {
         push_attr(&mut attrs, NFTA_RULE_TABLE, &c_string(table));
         push_attr(&mut attrs, NFTA_RULE_CHAIN, &c_string(chain));
         push_attr(&mut attrs, NLA_F_NESTED | NFTA_RULE_EXPRESSIONS, &list);
-        let ty = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE;
-        self.message(
-            ty,
-            NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND | NLM_F_ACK,
-            NFPROTO_INET,
-            0,
-            &attrs,
+        self.create(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, &attrs);
+    }
+
+    /// Adds an anonymous constant map from the integers `0..targets.len()`
+    /// to `jump target` (`NFT_MSG_NEWSET`, then `NFT_MSG_NEWSETELEM`), for a
+    /// rule of the same batch to find by `set_id` ([`Expr::Lookup`]): the
+    /// round robin over a virtual server's backends.
+    pub fn new_jump_map(&mut self, table: &str, set_id: u32, targets: &[&str], userdata: &[u8]) {
+        let count = u32::try_from(targets.len()).unwrap_or(u32::MAX);
+        let mut desc = Vec::new();
+        push_attr(&mut desc, NFTA_SET_DESC_SIZE, &count.to_be_bytes());
+        let mut attrs = Vec::new();
+        push_attr(&mut attrs, NFTA_SET_TABLE, &c_string(table));
+        push_attr(&mut attrs, NFTA_SET_NAME, &c_string(ANONYMOUS_MAP));
+        push_attr(
+            &mut attrs,
+            NFTA_SET_FLAGS,
+            &NFT_SET_ANONYMOUS_CONSTANT_MAP.to_be_bytes(),
         );
+        push_attr(
+            &mut attrs,
+            NFTA_SET_KEY_TYPE,
+            &NFT_KEY_TYPE_INTEGER.to_be_bytes(),
+        );
+        push_attr(&mut attrs, NFTA_SET_KEY_LEN, &4u32.to_be_bytes());
+        push_attr(
+            &mut attrs,
+            NFTA_SET_DATA_TYPE,
+            &NFT_DATA_VERDICT.to_be_bytes(),
+        );
+        push_attr(&mut attrs, NFTA_SET_DATA_LEN, &0u32.to_be_bytes());
+        push_attr(&mut attrs, NFTA_SET_ID, &set_id.to_be_bytes());
+        push_attr(&mut attrs, NLA_F_NESTED | NFTA_SET_DESC, &desc);
+        if !userdata.is_empty() {
+            push_attr(&mut attrs, NFTA_SET_USERDATA, userdata);
+        }
+        self.create(NFT_MSG_NEWSET, NLM_F_CREATE, &attrs);
+
+        let mut elements = Vec::new();
+        for (i, target) in (0u32..).zip(targets) {
+            // The key as numgen leaves it in the register: host byte order.
+            let mut key_value = Vec::new();
+            push_attr(&mut key_value, NFTA_DATA_VALUE, &i.to_ne_bytes());
+            let mut verdict = Vec::new();
+            push_attr(&mut verdict, NFTA_VERDICT_CODE, &NFT_JUMP.to_be_bytes());
+            push_attr(&mut verdict, NFTA_VERDICT_CHAIN, &c_string(target));
+            let mut data = Vec::new();
+            push_attr(&mut data, NLA_F_NESTED | NFTA_DATA_VERDICT, &verdict);
+            let mut elem = Vec::new();
+            push_attr(&mut elem, NLA_F_NESTED | NFTA_SET_ELEM_KEY, &key_value);
+            push_attr(&mut elem, NLA_F_NESTED | NFTA_SET_ELEM_DATA, &data);
+            // nft numbers the elements 1, 2, ... where rules' expressions
+            // are all NFTA_LIST_ELEM; the kernel reads both alike.
+            let nth = u16::try_from(i + 1).unwrap_or(NFTA_LIST_ELEM);
+            push_attr(&mut elements, NLA_F_NESTED | nth, &elem);
+        }
+        let mut attrs = Vec::new();
+        push_attr(&mut attrs, NFTA_SET_ELEM_LIST_TABLE, &c_string(table));
+        push_attr(&mut attrs, NFTA_SET_ELEM_LIST_SET, &c_string(ANONYMOUS_MAP));
+        push_attr(&mut attrs, NFTA_SET_ELEM_LIST_SET_ID, &set_id.to_be_bytes());
+        push_attr(
+            &mut attrs,
+            NLA_F_NESTED | NFTA_SET_ELEM_LIST_ELEMENTS,
+            &elements,
+        );
+        self.create(NFT_MSG_NEWSETELEM, NLM_F_CREATE, &attrs);
+    }
+
+    /// Adds `NFT_MSG_NEWCHAIN` for a regular chain (no hook): a target of
+    /// jumps.
+    pub fn new_chain(&mut self, table: &str, name: &str) {
+        let mut attrs = Vec::new();
+        push_attr(&mut attrs, NFTA_CHAIN_TABLE, &c_string(table));
+        push_attr(&mut attrs, NFTA_CHAIN_NAME, &c_string(name));
+        self.create(NFT_MSG_NEWCHAIN, NLM_F_CREATE, &attrs);
     }
 
     /// Adds `NFT_MSG_DELTABLE`: the table and everything in it, in one
@@ -345,13 +532,25 @@ impl Batch {
     pub fn del_table(&mut self, name: &str) {
         let mut attrs = Vec::new();
         push_attr(&mut attrs, NFTA_TABLE_NAME, &c_string(name));
-        let ty = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELTABLE;
-        self.message(ty, NLM_F_REQUEST | NLM_F_ACK, NFPROTO_INET, 0, &attrs);
+        self.create(NFT_MSG_DELTABLE, 0, &attrs);
     }
 
     /// The sequence numbers of the messages that ask for an ack, in order.
     pub fn acked(&self) -> &[u32] {
         &self.inner
+    }
+
+    /// One nf_tables message of the `inet` family that asks for its ack,
+    /// with `flags` beside `NLM_F_REQUEST`.
+    fn create(&mut self, msg: u16, flags: u16, attrs: &[u8]) {
+        let ty = (NFNL_SUBSYS_NFTABLES << 8) | msg;
+        self.message(
+            ty,
+            NLM_F_REQUEST | NLM_F_ACK | flags,
+            NFPROTO_INET,
+            0,
+            attrs,
+        );
     }
 
     /// Closes the batch and returns the bytes to send in one `sendmsg`.
