@@ -76,17 +76,67 @@ fn one_batch_creates_the_table_chain_and_rule_and_a_failed_batch_changes_nothing
     );
 }
 
-/// A listener on the namespace's loopback that answers each connection with
-/// its `tag` and closes it.
+/// A listener on the namespace's loopback that greets each connection with
+/// its `tag`, then echoes what it gets until the client closes.
 fn backend(tag: u8) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     std::thread::spawn(move || {
         for mut c in listener.incoming().flatten() {
-            let _ = c.write_all(&[tag]);
+            std::thread::spawn(move || {
+                let _ = c.write_all(&[tag]);
+                let mut buf = [0u8; 64];
+                while let Ok(n @ 1..) = c.read(&mut buf) {
+                    let _ = c.write_all(&buf[..n]);
+                }
+            });
         }
     });
     addr
+}
+
+fn v4(s: SocketAddr) -> std::net::Ipv4Addr {
+    match s.ip() {
+        std::net::IpAddr::V4(v4) => v4,
+        std::net::IpAddr::V6(_) => unreachable!("bound on 127.0.0.1"),
+    }
+}
+
+/// A connection to the VIP and the tag of the backend that answered it.
+fn through_the_vip() -> (TcpStream, char) {
+    let mut c = TcpStream::connect_timeout(
+        &"10.103.97.2:6443".parse().expect("vip"),
+        Duration::from_secs(2),
+    )
+    .expect("connect to the VIP");
+    c.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let mut tag = [0u8; 1];
+    c.read_exact(&mut tag).expect("the backend answers");
+    (c, char::from(tag[0]))
+}
+
+/// Backend chains b0 -> `a`, b1 -> `b`, the chain `vip` dispatching over
+/// `slots` (a backend's weight is its number of slots), and the output
+/// hook's jump to it, in one batch.
+fn build(nft: &mut Nft, a: SocketAddr, b: SocketAddr, slots: &[&str]) {
+    nft.apply("build", |batch| {
+        batch.new_table(TABLE);
+        batch.new_chain(TABLE, "b0");
+        batch.new_rule(TABLE, "b0", &dnat_to_v4(v4(a), a.port()));
+        batch.new_chain(TABLE, "b1");
+        batch.new_rule(TABLE, "b1", &dnat_to_v4(v4(b), b.port()));
+        batch.new_chain(TABLE, "vip");
+        batch.new_jump_map(TABLE, 1, slots, &NFT_USERDATA_INTEGER_VERDICT_MAP);
+        batch.new_rule(TABLE, "vip", &round_robin(1, slots.len() as u32));
+        batch.new_base_chain(TABLE, "output", "nat", NF_INET_LOCAL_OUT, -100);
+        let mut to_vip = match_v4("10.103.97.2".parse().expect("vip"), 6443);
+        to_vip.push(Expr::Jump {
+            chain: "vip".into(),
+        });
+        batch.new_rule(TABLE, "output", &to_vip);
+    })
+    .expect("the batch is applied");
 }
 
 /// The round robin the dataplane is built on, end to end on the host
@@ -100,48 +150,59 @@ fn connections_to_the_vip_alternate_over_the_backends() {
     // interface driver, so it sits on lo here.
     run("ip", &["addr", "add", "10.103.97.2/32", "dev", "lo"]);
     let (a, b) = (backend(b'a'), backend(b'b'));
-    let ip = |s: SocketAddr| match s.ip() {
-        std::net::IpAddr::V4(v4) => v4,
-        std::net::IpAddr::V6(_) => unreachable!("bound on 127.0.0.1"),
-    };
     let mut nft = Nft::connect().expect("nf_tables socket");
-    nft.apply("round robin", |batch| {
-        batch.new_table(TABLE);
-        batch.new_chain(TABLE, "b0");
-        batch.new_rule(TABLE, "b0", &dnat_to_v4(ip(a), a.port()));
-        batch.new_chain(TABLE, "b1");
-        batch.new_rule(TABLE, "b1", &dnat_to_v4(ip(b), b.port()));
-        batch.new_chain(TABLE, "vip");
-        batch.new_jump_map(TABLE, 1, &["b0", "b1"], &NFT_USERDATA_INTEGER_VERDICT_MAP);
-        batch.new_rule(TABLE, "vip", &round_robin(1, 2));
-        batch.new_base_chain(TABLE, "output", "nat", NF_INET_LOCAL_OUT, -100);
-        let mut to_vip = match_v4("10.103.97.2".parse().expect("vip"), 6443);
-        to_vip.push(Expr::Jump {
-            chain: "vip".into(),
-        });
-        batch.new_rule(TABLE, "output", &to_vip);
-    })
-    .expect("the batch is applied");
+    build(&mut nft, a, b, &["b0", "b1"]);
     let listed = run("nft", &["list", "table", "inet", TABLE]);
     assert!(
         listed.contains("numgen inc mod 2 vmap { 0 : jump b0, 1 : jump b1 }"),
         "{listed}"
     );
-    let mut seen = String::new();
-    for _ in 0..6 {
-        let mut c = TcpStream::connect_timeout(
-            &"10.103.97.2:6443".parse().expect("vip"),
-            Duration::from_secs(2),
-        )
-        .expect("connect to the VIP");
-        c.set_read_timeout(Some(Duration::from_secs(2)))
-            .expect("timeout");
-        let mut tag = [0u8; 1];
-        c.read_exact(&mut tag).expect("the backend answers");
-        seen.push(char::from(tag[0]));
-    }
+    let seen: String = (0..6).map(|_| through_the_vip().1).collect();
     assert!(seen == "ababab" || seen == "bababa", "{seen}");
     // Each backend's counter saw its three connections.
     let listed = run("nft", &["list", "table", "inet", TABLE]);
     assert_eq!(listed.matches("counter packets 3 ").count(), 2, "{listed}");
+}
+
+/// Weights are slots of the map (2:1 gives exactly two of three new
+/// connections to the first), and a drain is the backend leaving the map in
+/// one batch (flush the chain, its new rule and map): no new connection goes
+/// to it, and its established connection keeps working, its NAT binding in
+/// conntrack.
+#[test]
+fn weights_are_slots_and_a_drained_backend_keeps_its_connections() {
+    let _netns = enter_without_ipvs();
+    run("ip", &["addr", "add", "10.103.97.2/32", "dev", "lo"]);
+    let (a, b) = (backend(b'a'), backend(b'b'));
+    let mut nft = Nft::connect().expect("nf_tables socket");
+    build(&mut nft, a, b, &["b0", "b0", "b1"]);
+    let mut kept = Vec::new();
+    let mut seen = String::new();
+    for _ in 0..6 {
+        let (c, tag) = through_the_vip();
+        seen.push(tag);
+        kept.push((c, tag));
+    }
+    assert_eq!(seen.matches('a').count(), 4, "weights 2:1 over six: {seen}");
+    let (mut on_b, _) = kept
+        .into_iter()
+        .find(|(_, tag)| *tag == 'b')
+        .expect("a connection on b");
+
+    nft.apply("drain b", |batch| {
+        batch.flush_chain(TABLE, "vip");
+        batch.new_jump_map(TABLE, 2, &["b0"], &NFT_USERDATA_INTEGER_VERDICT_MAP);
+        batch.new_rule(TABLE, "vip", &round_robin(2, 1));
+    })
+    .expect("drained");
+    let after: String = (0..4).map(|_| through_the_vip().1).collect();
+    assert_eq!(
+        after, "aaaa",
+        "a new connection went to the drained backend"
+    );
+    on_b.write_all(b"still there?").expect("write");
+    let mut echo = [0u8; 12];
+    on_b.read_exact(&mut echo)
+        .expect("the established connection to the drained backend works");
+    assert_eq!(&echo, b"still there?");
 }

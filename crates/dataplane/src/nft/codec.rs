@@ -225,6 +225,9 @@ impl Expr {
     }
 }
 
+/// `NFT_MSG_DELRULE` (`nf_tables.h`): with a table and chain but no rule
+/// handle, every rule of the chain.
+pub const NFT_MSG_DELRULE: u16 = 8;
 /// `NFT_MSG_NEWSET` and `NFT_MSG_NEWSETELEM` (`nf_tables.h`).
 pub const NFT_MSG_NEWSET: u16 = 9;
 pub const NFT_MSG_NEWSETELEM: u16 = 12;
@@ -525,6 +528,16 @@ impl Batch {
         push_attr(&mut attrs, NFTA_CHAIN_TABLE, &c_string(table));
         push_attr(&mut attrs, NFTA_CHAIN_NAME, &c_string(name));
         self.create(NFT_MSG_NEWCHAIN, NLM_F_CREATE, &attrs);
+    }
+
+    /// Adds `NFT_MSG_DELRULE` for every rule of `chain` (`nft flush
+    /// chain`): with the chain's new rules after it in the same batch, a
+    /// reader never sees the chain empty or half changed.
+    pub fn flush_chain(&mut self, table: &str, chain: &str) {
+        let mut attrs = Vec::new();
+        push_attr(&mut attrs, NFTA_RULE_TABLE, &c_string(table));
+        push_attr(&mut attrs, NFTA_RULE_CHAIN, &c_string(chain));
+        self.create(NFT_MSG_DELRULE, 0, &attrs);
     }
 
     /// Adds `NFT_MSG_DELTABLE`: the table and everything in it, in one

@@ -276,3 +276,28 @@ fn a_vips_jump_rule_matches_nft_bytes() {
     batch.new_rule("bcs-apiserver-proxy", "output", &exprs);
     assert_eq!(without_acks(batch.finish()), NFT_ADD_JUMP_RULE.to_vec());
 }
+
+/// `unshare -n strace -f -e trace=sendmsg -s 65535 -xx nft flush chain inet
+/// bcs-apiserver-proxy vip` (one sendmsg: NFT_MSG_DELRULE with the table and
+/// chain names only: 52 bytes after the begin marker).
+#[test]
+fn flushing_a_chain_matches_nft_bytes() {
+    let mut batch = Batch::new(0);
+    batch.flush_chain("bcs-apiserver-proxy", "vip");
+    let bytes = without_acks(batch.finish());
+    let delrule = &bytes[20..20 + 52];
+    assert_eq!(u32_at(delrule, 0), 52);
+    assert_eq!(
+        u16_at(delrule, 4),
+        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELRULE
+    );
+    assert_eq!(u16_at(delrule, 6), NLM_F_REQUEST);
+    assert_eq!(
+        &delrule[20..],
+        &[
+            0x18, 0x00, 0x01, 0x00, b'b', b'c', b's', b'-', b'a', b'p', b'i', b's', b'e', b'r',
+            b'v', b'e', b'r', b'-', b'p', b'r', b'o', b'x', b'y', 0x00, // NFTA_RULE_TABLE
+            0x08, 0x00, 0x02, 0x00, b'v', b'i', b'p', 0x00, // NFTA_RULE_CHAIN
+        ][..]
+    );
+}
