@@ -5,19 +5,19 @@
 
 use apiserver_proxy_dataplane::nft::client::Nft;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use apiserver_proxy_dataplane::nft::codec::{
-    Expr, NF_INET_LOCAL_OUT, NFT_USERDATA_INTEGER_VERDICT_MAP, dnat_to_v4, dnat_v4, match_v4,
+    Expr, NF_INET_LOCAL_OUT, NFT_USERDATA_INTEGER_VERDICT_MAP, dnat, dnat_to, match_vip,
     round_robin,
 };
 use apiserver_proxy_testkit::kernel::{enter_without_ipvs, run};
 
 const TABLE: &str = "bcs-apiserver-proxy";
 
-fn dnat(vip: &str, backend: &str, port: u16) -> Vec<Expr> {
-    dnat_v4(
+fn dnat_rule(vip: &str, backend: &str, port: u16) -> Vec<Expr> {
+    dnat(
         vip.parse().expect("vip"),
         port,
         backend.parse().expect("backend"),
@@ -37,7 +37,11 @@ fn one_batch_creates_the_table_chain_and_rule_and_a_failed_batch_changes_nothing
     nft.apply("create our table", |b| {
         b.new_table(TABLE);
         b.new_base_chain(TABLE, "output", "nat", NF_INET_LOCAL_OUT, -100);
-        b.new_rule(TABLE, "output", &dnat("10.103.97.2", "192.168.1.10", 6443));
+        b.new_rule(
+            TABLE,
+            "output",
+            &dnat_rule("10.103.97.2", "192.168.1.10", 6443),
+        );
     })
     .expect("the batch is applied");
     let listed = run("nft", &["list", "table", "inet", TABLE]);
@@ -56,7 +60,7 @@ fn one_batch_creates_the_table_chain_and_rule_and_a_failed_batch_changes_nothing
     let err = nft
         .apply("a bad batch", |b| {
             b.new_base_chain(TABLE, "extra", "nat", NF_INET_LOCAL_OUT, -90);
-            b.new_rule(TABLE, "missing", &dnat("10.0.0.1", "10.0.0.2", 1));
+            b.new_rule(TABLE, "missing", &dnat_rule("10.0.0.1", "10.0.0.2", 1));
         })
         .expect_err("refused");
     assert!(err.to_string().contains("a bad batch"), "{err}");
@@ -78,8 +82,8 @@ fn one_batch_creates_the_table_chain_and_rule_and_a_failed_batch_changes_nothing
 
 /// A listener on the namespace's loopback that greets each connection with
 /// its `tag`, then echoes what it gets until the client closes.
-fn backend(tag: u8) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+fn backend(tag: u8, loopback: &str) -> SocketAddr {
+    let listener = TcpListener::bind((loopback, 0)).expect("bind");
     let addr = listener.local_addr().expect("addr");
     std::thread::spawn(move || {
         for mut c in listener.incoming().flatten() {
@@ -95,20 +99,13 @@ fn backend(tag: u8) -> SocketAddr {
     addr
 }
 
-fn v4(s: SocketAddr) -> std::net::Ipv4Addr {
-    match s.ip() {
-        std::net::IpAddr::V4(v4) => v4,
-        std::net::IpAddr::V6(_) => unreachable!("bound on 127.0.0.1"),
-    }
-}
+const VIP4: &str = "10.103.97.2";
 
-/// A connection to the VIP and the tag of the backend that answered it.
-fn through_the_vip() -> (TcpStream, char) {
-    let mut c = TcpStream::connect_timeout(
-        &"10.103.97.2:6443".parse().expect("vip"),
-        Duration::from_secs(2),
-    )
-    .expect("connect to the VIP");
+/// A connection to `vip`:6443 and the tag of the backend that answered it.
+fn through(vip: &str) -> (TcpStream, char) {
+    let ip: IpAddr = vip.parse().expect("vip");
+    let mut c = TcpStream::connect_timeout(&SocketAddr::new(ip, 6443), Duration::from_secs(2))
+        .expect("connect to the VIP");
     c.set_read_timeout(Some(Duration::from_secs(2)))
         .expect("timeout");
     let mut tag = [0u8; 1];
@@ -119,18 +116,18 @@ fn through_the_vip() -> (TcpStream, char) {
 /// Backend chains b0 -> `a`, b1 -> `b`, the chain `vip` dispatching over
 /// `slots` (a backend's weight is its number of slots), and the output
 /// hook's jump to it, in one batch.
-fn build(nft: &mut Nft, a: SocketAddr, b: SocketAddr, slots: &[&str]) {
+fn build(nft: &mut Nft, vip: &str, a: SocketAddr, b: SocketAddr, slots: &[&str]) {
     nft.apply("build", |batch| {
         batch.new_table(TABLE);
         batch.new_chain(TABLE, "b0");
-        batch.new_rule(TABLE, "b0", &dnat_to_v4(v4(a), a.port()));
+        batch.new_rule(TABLE, "b0", &dnat_to(a.ip(), a.port()));
         batch.new_chain(TABLE, "b1");
-        batch.new_rule(TABLE, "b1", &dnat_to_v4(v4(b), b.port()));
+        batch.new_rule(TABLE, "b1", &dnat_to(b.ip(), b.port()));
         batch.new_chain(TABLE, "vip");
         batch.new_jump_map(TABLE, 1, slots, &NFT_USERDATA_INTEGER_VERDICT_MAP);
         batch.new_rule(TABLE, "vip", &round_robin(1, slots.len() as u32));
         batch.new_base_chain(TABLE, "output", "nat", NF_INET_LOCAL_OUT, -100);
-        let mut to_vip = match_v4("10.103.97.2".parse().expect("vip"), 6443);
+        let mut to_vip = match_vip(vip.parse().expect("vip"), 6443);
         to_vip.push(Expr::Jump {
             chain: "vip".into(),
         });
@@ -149,15 +146,15 @@ fn connections_to_the_vip_alternate_over_the_backends() {
     // The VIP must be routable for connect(); this host kernel has no dummy
     // interface driver, so it sits on lo here.
     run("ip", &["addr", "add", "10.103.97.2/32", "dev", "lo"]);
-    let (a, b) = (backend(b'a'), backend(b'b'));
+    let (a, b) = (backend(b'a', "127.0.0.1"), backend(b'b', "127.0.0.1"));
     let mut nft = Nft::connect().expect("nf_tables socket");
-    build(&mut nft, a, b, &["b0", "b1"]);
+    build(&mut nft, VIP4, a, b, &["b0", "b1"]);
     let listed = run("nft", &["list", "table", "inet", TABLE]);
     assert!(
         listed.contains("numgen inc mod 2 vmap { 0 : jump b0, 1 : jump b1 }"),
         "{listed}"
     );
-    let seen: String = (0..6).map(|_| through_the_vip().1).collect();
+    let seen: String = (0..6).map(|_| through(VIP4).1).collect();
     assert!(seen == "ababab" || seen == "bababa", "{seen}");
     // Each backend's counter saw its three connections.
     let listed = run("nft", &["list", "table", "inet", TABLE]);
@@ -173,13 +170,13 @@ fn connections_to_the_vip_alternate_over_the_backends() {
 fn weights_are_slots_and_a_drained_backend_keeps_its_connections() {
     let _netns = enter_without_ipvs();
     run("ip", &["addr", "add", "10.103.97.2/32", "dev", "lo"]);
-    let (a, b) = (backend(b'a'), backend(b'b'));
+    let (a, b) = (backend(b'a', "127.0.0.1"), backend(b'b', "127.0.0.1"));
     let mut nft = Nft::connect().expect("nf_tables socket");
-    build(&mut nft, a, b, &["b0", "b0", "b1"]);
+    build(&mut nft, VIP4, a, b, &["b0", "b0", "b1"]);
     let mut kept = Vec::new();
     let mut seen = String::new();
     for _ in 0..6 {
-        let (c, tag) = through_the_vip();
+        let (c, tag) = through(VIP4);
         seen.push(tag);
         kept.push((c, tag));
     }
@@ -195,7 +192,7 @@ fn weights_are_slots_and_a_drained_backend_keeps_its_connections() {
         batch.new_rule(TABLE, "vip", &round_robin(2, 1));
     })
     .expect("drained");
-    let after: String = (0..4).map(|_| through_the_vip().1).collect();
+    let after: String = (0..4).map(|_| through(VIP4).1).collect();
     assert_eq!(
         after, "aaaa",
         "a new connection went to the drained backend"
@@ -205,4 +202,19 @@ fn weights_are_slots_and_a_drained_backend_keeps_its_connections() {
     on_b.read_exact(&mut echo)
         .expect("the established connection to the drained backend works");
     assert_eq!(&echo, b"still there?");
+}
+
+/// IPv6 alike: `ip6 daddr`, 16-byte addresses, the NAT in the `ip6` family.
+#[test]
+fn ipv6_connections_alternate_too() {
+    let _netns = enter_without_ipvs();
+    run(
+        "ip",
+        &["-6", "addr", "add", "fd00::2/128", "dev", "lo", "nodad"],
+    );
+    let (a, b) = (backend(b'a', "::1"), backend(b'b', "::1"));
+    let mut nft = Nft::connect().expect("nf_tables socket");
+    build(&mut nft, "fd00::2", a, b, &["b0", "b1"]);
+    let seen: String = (0..4).map(|_| through("fd00::2").1).collect();
+    assert!(seen == "abab" || seen == "baba", "{seen}");
 }

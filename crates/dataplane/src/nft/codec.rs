@@ -7,7 +7,7 @@
 //! ack (`NLM_F_ACK`) so each failure is attributed to the message that caused
 //! it; that flag is the one documented difference from `nft`'s bytes.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 /// `NLMSG_MIN_TYPE`: batch begin (`nfnetlink.h`).
 pub const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
@@ -280,30 +280,48 @@ pub const NFT_USERDATA_INTEGER_VERDICT_MAP: [u8; 28] = [
 ];
 
 /// The expressions of `ip daddr VIP tcp dport PORT counter dnat ip to
-/// BACKEND:BACKEND_PORT`, as `nft` compiles that rule (the family check
-/// first: the table is `inet`).
-pub fn dnat_v4(vip: Ipv4Addr, port: u16, backend: Ipv4Addr, backend_port: u16) -> Vec<Expr> {
-    let mut out = match_v4(vip, port);
-    out.extend(dnat_to_v4(backend, backend_port));
+/// BACKEND:BACKEND_PORT` (`ip6` for IPv6), as `nft` compiles that rule.
+/// `vip` and `backend` are of one family, as the manager checks.
+pub fn dnat(vip: IpAddr, port: u16, backend: IpAddr, backend_port: u16) -> Vec<Expr> {
+    let mut out = match_vip(vip, port);
+    out.extend(dnat_to(backend, backend_port));
     out
 }
 
-/// `ip daddr VIP tcp dport PORT`: the rule goes on only for the VIP.
-pub fn match_v4(vip: Ipv4Addr, port: u16) -> Vec<Expr> {
+/// The family's number for `meta nfproto`, the NAT, and where its header
+/// keeps the destination address.
+fn family_of(ip: IpAddr) -> (u8, u32) {
+    match ip {
+        IpAddr::V4(_) => (NFPROTO_IPV4, 16),
+        IpAddr::V6(_) => (NFPROTO_IPV6, 24),
+    }
+}
+
+fn octets(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    }
+}
+
+/// `ip daddr VIP tcp dport PORT` (`ip6 daddr` for IPv6): the rule goes on
+/// only for the VIP. The family check comes first: the table is `inet`.
+pub fn match_vip(vip: IpAddr, port: u16) -> Vec<Expr> {
+    let (family, daddr_offset) = family_of(vip);
+    let address = octets(vip);
     vec![
         Expr::Meta {
             key: NFT_META_NFPROTO,
             dreg: NFT_REG_1,
         },
-        cmp_eq(vec![NFPROTO_IPV4]),
+        cmp_eq(vec![family]),
         Expr::Payload {
             dreg: NFT_REG_1,
             base: NFT_PAYLOAD_NETWORK_HEADER,
-            // The destination address in the IPv4 header.
-            offset: 16,
-            len: 4,
+            offset: daddr_offset,
+            len: u32::try_from(address.len()).unwrap_or(16),
         },
-        cmp_eq(vip.octets().to_vec()),
+        cmp_eq(address),
         Expr::Meta {
             key: NFT_META_L4PROTO,
             dreg: NFT_REG_1,
@@ -320,14 +338,17 @@ pub fn match_v4(vip: Ipv4Addr, port: u16) -> Vec<Expr> {
     ]
 }
 
-/// `counter dnat ip to BACKEND:PORT`: a backend's chain (its counter counts
-/// the connections sent to it: a NAT chain sees first packets only).
-pub fn dnat_to_v4(backend: Ipv4Addr, port: u16) -> Vec<Expr> {
+/// `counter dnat ip to BACKEND:PORT` (`ip6 to [BACKEND]:PORT`): a
+/// backend's chain (its counter counts the connections sent to it: a NAT
+/// chain sees first packets only).
+pub fn dnat_to(backend: IpAddr, port: u16) -> Vec<Expr> {
+    let (family, _) = family_of(backend);
     vec![
         Expr::Counter,
         Expr::Immediate {
+            // A register holds 16 bytes: an IPv6 address fits one.
             dreg: NFT_REG_1,
-            data: backend.octets().to_vec(),
+            data: octets(backend),
         },
         Expr::Immediate {
             dreg: NFT_REG_2,
@@ -335,7 +356,7 @@ pub fn dnat_to_v4(backend: Ipv4Addr, port: u16) -> Vec<Expr> {
         },
         Expr::Nat {
             kind: NFT_NAT_DNAT,
-            family: NFPROTO_IPV4,
+            family,
             reg_addr: NFT_REG_1,
             reg_proto: NFT_REG_2,
             flags: NF_NAT_RANGE_PROTO_SPECIFIED,
