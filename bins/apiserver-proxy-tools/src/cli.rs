@@ -386,6 +386,30 @@ pub struct HealthArgs {
     /// Do not verify the apiservers' certificates.
     #[arg(long, global = true)]
     pub health_insecure_skip_verify: bool,
+
+    /// How long a probe may take for the TLS handshake and the readiness
+    /// answer (the daemon's --health-timeout). Raise it for a slow control
+    /// plane: `add` and `init` leave out a backend that does not answer in
+    /// time (unless none does).
+    #[arg(
+        long,
+        global = true,
+        default_value = "2s",
+        value_parser = probe_timeout,
+        value_name = "DURATION"
+    )]
+    pub health_timeout: std::time::Duration,
+}
+
+/// A probe timeout: a duration from 100ms to 1m.
+fn probe_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration such as 2s or 500ms ({e})"))?;
+    if (std::time::Duration::from_millis(100)..=std::time::Duration::from_secs(60)).contains(&d) {
+        Ok(d)
+    } else {
+        Err(format!("{s:?}: give a timeout from 100ms to 1m"))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -28,8 +28,14 @@ impl Prober {
         let mut config = HealthConfig {
             mode: h.health_scheme,
             path: h.health_path.clone(),
+            timeout: h.health_timeout,
             ..HealthConfig::default()
         };
+        // One probe, no schedule: the interval only has to stay above the
+        // timeout, as the health checker requires.
+        config.interval = config
+            .interval
+            .max(h.health_timeout + std::time::Duration::from_secs(1));
         config.tls.server_name = h.health_server_name.clone();
         config.tls.insecure_skip_verify = h.health_insecure_skip_verify;
         let mut summary = match config.mode {

@@ -105,6 +105,14 @@ fn malformed_addresses_are_refused_in_one_line() {
         ("add --rs 192.168.1.10:6443", &["--vs"]),
         ("add --vs 10.103.97.2:6443", &["--rs"]),
         ("list -o xml", &["xml"]),
+        (
+            "add --vs 10.103.97.2:6443 --rs 192.168.1.10:6443 --health-timeout 5m",
+            &["--health-timeout", "from 100ms to 1m"],
+        ),
+        (
+            "add --vs 10.103.97.2:6443 --rs 192.168.1.10:6443 --health-timeout soon",
+            &["not a duration"],
+        ),
     ] {
         // Values the flags' parsers refuse: the command line does not parse.
         tools(d, line).usage(want);

@@ -633,7 +633,10 @@ fn init_line(ms: &[&Master]) -> String {
         .iter()
         .map(|m| format!("--rs {}", m.endpoint()))
         .collect();
-    format!("init --vs {VIP} {}", rs.join(" "))
+    // A generous probe timeout: eleven events start side by side in the
+    // emulated VM, and a TLS handshake to a fake apiserver then took over
+    // the default 2 s, leaving two of three backends out of `init`.
+    format!("init --vs {VIP} {} --health-timeout 15s", rs.join(" "))
 }
 
 #[test]
