@@ -629,14 +629,20 @@ fn assert_row(row: &Row) {
 }
 
 fn init_line(ms: &[&Master]) -> String {
+    // A generous probe timeout: eleven events start side by side in the
+    // emulated VM, and a TLS handshake to a fake apiserver then took over
+    // the default 2 s, leaving two of three backends out of `init`.
+    format!("{} --health-timeout 15s", previous_init_line(ms))
+}
+
+/// `init_line` as the previous release's CLI takes it (it has no
+/// `--health-timeout`).
+fn previous_init_line(ms: &[&Master]) -> String {
     let rs: Vec<String> = ms
         .iter()
         .map(|m| format!("--rs {}", m.endpoint()))
         .collect();
-    // A generous probe timeout: eleven events start side by side in the
-    // emulated VM, and a TLS handshake to a fake apiserver then took over
-    // the default 2 s, leaving two of three backends out of `init`.
-    format!("init --vs {VIP} {} --health-timeout 15s", rs.join(" "))
+    format!("init --vs {VIP} {}", rs.join(" "))
 }
 
 #[test]
@@ -913,7 +919,7 @@ fn lifecycle_3_daemon_upgrade_downgrade_and_a_failed_upgrade() {
     publish(&all, &three);
     // A node set up by the previous release: its CLI's init, its daemon.
     let mut node = Node::with_tool(&ca, &all[0].endpoint(), true, &old_cli);
-    node.cli_with(&old_cli, &init_line(&three));
+    node.cli_with(&old_cli, &previous_init_line(&three));
     let mut old = node.daemon(&old_daemon, &node.daemon_args());
     old.wait_ready();
     old.wait_cluster();
