@@ -4,6 +4,7 @@
 //! `cargo xtask test`) is the independent view of what the kernel holds.
 
 use apiserver_proxy_dataplane::nft::client::Nft;
+use apiserver_proxy_dataplane::nft::table::{NftBackend, NftService, NftTable};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
@@ -217,4 +218,123 @@ fn ipv6_connections_alternate_too() {
     build(&mut nft, "fd00::2", a, b, &["b0", "b1"]);
     let seen: String = (0..4).map(|_| through("fd00::2").1).collect();
     assert!(seen == "abab" || seen == "baba", "{seen}");
+}
+
+fn service(vip: &str, backends: &[(&str, u32)]) -> NftService {
+    NftService {
+        vip: vip.parse().expect("vip"),
+        scheduler: "rr".into(),
+        backends: backends
+            .iter()
+            .map(|(a, w)| {
+                (
+                    a.parse().expect("backend"),
+                    NftBackend {
+                        weight: *w,
+                        ..NftBackend::default()
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+/// Weights and counters zeroed: what a write asked for.
+fn asked(mut s: NftService) -> NftService {
+    for b in s.backends.values_mut() {
+        b.connections = 0;
+        b.first_bytes = 0;
+    }
+    s
+}
+
+/// The table layer reads back exactly what it wrote, for both families and
+/// two virtual servers side by side; a backend removed and a weight set to
+/// 0 come back so; what someone else breaks reads as missing; deleting one
+/// virtual server leaves the other, and cleanup leaves a foreign table.
+#[test]
+fn the_table_reads_back_what_it_wrote_and_what_was_broken() {
+    let _netns = enter_without_ipvs();
+    run("nft", &["add", "table", "inet", "kube-proxy"]);
+    let mut t = NftTable::connect().expect("nf_tables socket");
+    t.check().expect("nf_tables answers");
+    let v4 = service(
+        "10.103.97.2:6443",
+        &[("192.168.1.10:6443", 1), ("192.168.1.11:6443", 1)],
+    );
+    let v6 = service("[fd00::2]:6443", &[("[fd00::10]:6443", 1)]);
+    assert!(t.read(&[v4.vip]).expect("read").is_empty());
+    t.write(&v4).expect("write v4");
+    t.write(&v6).expect("write v6");
+    let read = t.read(&[v4.vip, v6.vip]).expect("read");
+    assert_eq!(
+        read.into_iter().map(asked).collect::<Vec<_>>(),
+        [v4.clone(), v6.clone()]
+    );
+    assert_eq!(t.list().expect("list"), [v4.vip, v6.vip]);
+    let listed = run("nft", &["list", "table", "inet", TABLE]);
+    assert!(
+        listed.contains("comment \"vip 10.103.97.2:6443 rr\""),
+        "{listed}"
+    );
+
+    // Drain one, remove the other, add a third: one write.
+    let changed = service(
+        "10.103.97.2:6443",
+        &[("192.168.1.10:6443", 0), ("192.168.1.12:6443", 1)],
+    );
+    t.write(&changed).expect("write");
+    let read = t.read(&[changed.vip]).expect("read");
+    assert_eq!(
+        read.into_iter().map(asked).collect::<Vec<_>>(),
+        std::slice::from_ref(&changed)
+    );
+    let listed = run("nft", &["list", "table", "inet", TABLE]);
+    assert!(!listed.contains("192.168.1.11"), "{listed}");
+
+    // Someone flushes a backend's chain: that backend reads as missing.
+    run(
+        "nft",
+        &[
+            "flush",
+            "chain",
+            "inet",
+            TABLE,
+            "be-10.103.97.2-6443-192.168.1.12-6443",
+        ],
+    );
+    let read = t.read(&[changed.vip]).expect("read");
+    assert!(
+        !read[0]
+            .backends
+            .contains_key(&"192.168.1.12:6443".parse().expect("a")),
+        "{read:?}"
+    );
+    // Someone flushes the VIP's chain: every weight reads as 0.
+    t.write(&changed).expect("repair");
+    run(
+        "nft",
+        &["flush", "chain", "inet", TABLE, "vip-10.103.97.2-6443"],
+    );
+    let read = t.read(&[changed.vip]).expect("read");
+    assert!(read[0].backends.values().all(|b| b.weight == 0), "{read:?}");
+    // Someone flushes the output chain: the VIP reads as missing.
+    t.write(&changed).expect("repair");
+    run("nft", &["flush", "chain", "inet", TABLE, "output"]);
+    assert!(t.read(&[changed.vip, v6.vip]).expect("read").is_empty());
+    t.write(&changed).expect("repair");
+    t.write(&v6).expect("repair");
+    assert_eq!(t.read(&[changed.vip]).expect("read").len(), 1);
+
+    assert!(t.delete(changed.vip).expect("delete"));
+    assert!(!t.delete(changed.vip).expect("delete again"));
+    assert_eq!(t.list().expect("list"), [v6.vip]);
+    let listed = run("nft", &["list", "table", "inet", TABLE]);
+    assert!(!listed.contains("10.103.97.2"), "{listed}");
+
+    assert!(t.delete_table().expect("cleanup"));
+    assert!(!t.delete_table().expect("cleanup again"));
+    let ruleset = run("nft", &["list", "ruleset"]);
+    assert!(ruleset.contains("table inet kube-proxy"), "{ruleset}");
+    assert!(!ruleset.contains(TABLE), "{ruleset}");
 }

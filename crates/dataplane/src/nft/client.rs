@@ -11,6 +11,8 @@ use crate::nl;
 
 /// `NLMSG_ERROR` (`netlink.h`): an ack, or the errno of a refused message.
 const NLMSG_ERROR: u16 = 2;
+/// `NLMSG_DONE`: the end of a dump.
+const NLMSG_DONE: u16 = 3;
 
 /// A socket for our table's changes, in the network namespace of the
 /// thread that opened it.
@@ -62,5 +64,48 @@ impl Nft {
             }
         }
         Ok(())
+    }
+
+    /// Sends a dump request built by `request` (given its sequence number)
+    /// and returns the payloads of the answer's messages of type `want`.
+    /// A missing table or set is an empty answer, not an error.
+    pub fn dump(
+        &mut self,
+        op: &'static str,
+        want: u16,
+        request: impl FnOnce(u32) -> Vec<u8>,
+    ) -> Result<Vec<Vec<u8>>> {
+        let seq = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        self.sock.send(op, &request(seq))?;
+        let mut out = Vec::new();
+        loop {
+            let datagram = self.sock.recv(op)?;
+            let messages = nl::split(datagram).map_err(|detail| Error::Decode { op, detail })?;
+            for m in messages {
+                if m.seq != seq {
+                    continue;
+                }
+                match m.ty {
+                    NLMSG_DONE => return Ok(out),
+                    NLMSG_ERROR => {
+                        let errno =
+                            nl::u32_at(m.payload, 0).map(|e| e as i32).ok_or_else(|| {
+                                Error::Decode {
+                                    op,
+                                    detail: "NLMSG_ERROR without its error code".into(),
+                                }
+                            })?;
+                        return match -errno {
+                            0 => Ok(out),
+                            nl::ENOENT => Ok(Vec::new()),
+                            e => Err(nl::kernel_error(op, e)),
+                        };
+                    }
+                    ty if ty == want => out.push(m.payload.to_vec()),
+                    _ => {}
+                }
+            }
+        }
     }
 }

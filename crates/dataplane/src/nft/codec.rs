@@ -23,8 +23,9 @@ pub const NFT_MSG_DELTABLE: u16 = 2;
 pub const NFTA_TABLE_NAME: u16 = 1;
 /// `NFTA_TABLE_FLAGS` (`nf_tables.h`).
 pub const NFTA_TABLE_FLAGS: u16 = 2;
-/// `NFT_MSG_NEWCHAIN` (`nf_tables.h`).
+/// `NFT_MSG_NEWCHAIN`, `NFT_MSG_DELCHAIN` (`nf_tables.h`).
 pub const NFT_MSG_NEWCHAIN: u16 = 3;
+pub const NFT_MSG_DELCHAIN: u16 = 5;
 /// `NFTA_CHAIN_TABLE`, `NFTA_CHAIN_NAME`, `NFTA_CHAIN_HOOK` (nested) and
 /// `NFTA_CHAIN_TYPE` (`nf_tables.h`).
 pub const NFTA_CHAIN_TABLE: u16 = 1;
@@ -46,7 +47,9 @@ pub const NFT_MSG_NEWRULE: u16 = 6;
 /// `NFTA_RULE_TABLE`, `NFTA_RULE_CHAIN`, `NFTA_RULE_EXPRESSIONS` (nested).
 pub const NFTA_RULE_TABLE: u16 = 1;
 pub const NFTA_RULE_CHAIN: u16 = 2;
+pub const NFTA_RULE_HANDLE: u16 = 3;
 pub const NFTA_RULE_EXPRESSIONS: u16 = 4;
+pub const NFTA_RULE_USERDATA: u16 = 7;
 /// `NFTA_LIST_ELEM`: one expression of the list.
 pub const NFTA_LIST_ELEM: u16 = 1;
 /// `NFTA_EXPR_NAME` and `NFTA_EXPR_DATA` (nested) of one expression.
@@ -253,18 +256,18 @@ const NFT_KEY_TYPE_INTEGER: u32 = 4;
 /// The name the kernel numbers for an anonymous map (`__map0`, ...).
 pub const ANONYMOUS_MAP: &str = "__map%d";
 /// `NFTA_SET_ELEM_LIST_*` and `NFTA_SET_ELEM_*`.
-const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
-const NFTA_SET_ELEM_LIST_SET: u16 = 2;
-const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+pub(crate) const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+pub(crate) const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+pub(crate) const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
-const NFTA_SET_ELEM_KEY: u16 = 1;
-const NFTA_SET_ELEM_DATA: u16 = 2;
+pub(crate) const NFTA_SET_ELEM_KEY: u16 = 1;
+pub(crate) const NFTA_SET_ELEM_DATA: u16 = 2;
 /// `NFTA_DATA_VERDICT`, `NFTA_VERDICT_CODE`, `NFTA_VERDICT_CHAIN`.
-const NFTA_DATA_VERDICT: u16 = 2;
-const NFTA_VERDICT_CODE: u16 = 1;
-const NFTA_VERDICT_CHAIN: u16 = 2;
+pub(crate) const NFTA_DATA_VERDICT: u16 = 2;
+pub(crate) const NFTA_VERDICT_CODE: u16 = 1;
+pub(crate) const NFTA_VERDICT_CHAIN: u16 = 2;
 /// `NFT_JUMP` (`enum nft_verdicts`): -3.
-const NFT_JUMP: i32 = -3;
+pub(crate) const NFT_JUMP: i32 = -3;
 /// `NFT_REG_VERDICT`: a lookup that yields a verdict writes here.
 pub const NFT_REG_VERDICT: u32 = 0;
 /// `NFT_NG_INCREMENTAL`: `numgen inc`, a counter per rule (round robin).
@@ -463,6 +466,18 @@ impl Batch {
 
     /// Adds `NFT_MSG_NEWRULE`: `exprs` appended to `chain` of `table`.
     pub fn new_rule(&mut self, table: &str, chain: &str, exprs: &[Expr]) {
+        self.new_rule_commented(table, chain, exprs, None);
+    }
+
+    /// [`Batch::new_rule`] with a comment: `nft list` prints it, and our
+    /// read-back finds its rules by it.
+    pub fn new_rule_commented(
+        &mut self,
+        table: &str,
+        chain: &str,
+        exprs: &[Expr],
+        comment: Option<&str>,
+    ) {
         let mut list = Vec::new();
         for e in exprs {
             let mut elem = Vec::new();
@@ -474,6 +489,9 @@ impl Batch {
         push_attr(&mut attrs, NFTA_RULE_TABLE, &c_string(table));
         push_attr(&mut attrs, NFTA_RULE_CHAIN, &c_string(chain));
         push_attr(&mut attrs, NLA_F_NESTED | NFTA_RULE_EXPRESSIONS, &list);
+        if let Some(c) = comment {
+            push_attr(&mut attrs, NFTA_RULE_USERDATA, &comment_userdata(c));
+        }
         self.create(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, &attrs);
     }
 
@@ -561,6 +579,24 @@ impl Batch {
         self.create(NFT_MSG_DELRULE, 0, &attrs);
     }
 
+    /// Adds `NFT_MSG_DELRULE` of one rule, by its handle.
+    pub fn del_rule(&mut self, table: &str, chain: &str, handle: u64) {
+        let mut attrs = Vec::new();
+        push_attr(&mut attrs, NFTA_RULE_TABLE, &c_string(table));
+        push_attr(&mut attrs, NFTA_RULE_CHAIN, &c_string(chain));
+        push_attr(&mut attrs, NFTA_RULE_HANDLE, &handle.to_be_bytes());
+        self.create(NFT_MSG_DELRULE, 0, &attrs);
+    }
+
+    /// Adds `NFT_MSG_DELCHAIN`: the kernel refuses it (and so the whole
+    /// batch) unless the chain is empty and nothing jumps to it, by then.
+    pub fn del_chain(&mut self, table: &str, name: &str) {
+        let mut attrs = Vec::new();
+        push_attr(&mut attrs, NFTA_CHAIN_TABLE, &c_string(table));
+        push_attr(&mut attrs, NFTA_CHAIN_NAME, &c_string(name));
+        self.create(NFT_MSG_DELCHAIN, 0, &attrs);
+    }
+
     /// Adds `NFT_MSG_DELTABLE`: the table and everything in it, in one
     /// step (cleanup removes ours and nothing else).
     pub fn del_table(&mut self, name: &str) {
@@ -618,8 +654,29 @@ impl Batch {
     }
 }
 
+/// `NFTNL_UDATA_RULE_COMMENT` (libnftnl's user data records, which the
+/// kernel keeps opaque): type, length, then the NUL-terminated text. `nft`
+/// prints such a record as the rule's `comment`.
+const UDATA_RULE_COMMENT: u8 = 0;
+
+/// The user data of a rule with `comment` (longer than 254 bytes: cut,
+/// as nft limits comments too).
+fn comment_userdata(comment: &str) -> Vec<u8> {
+    let mut text = c_string(comment);
+    text.truncate(254);
+    if let Some(last) = text.last_mut() {
+        *last = 0;
+    }
+    let mut out = vec![
+        UDATA_RULE_COMMENT,
+        u8::try_from(text.len()).unwrap_or(u8::MAX),
+    ];
+    out.extend_from_slice(&text);
+    out
+}
+
 /// A name as the kernel reads it: NUL-terminated.
-fn c_string(name: &str) -> Vec<u8> {
+pub(crate) fn c_string(name: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(name.len() + 1);
     out.extend_from_slice(name.as_bytes());
     out.push(0);
@@ -627,7 +684,7 @@ fn c_string(name: &str) -> Vec<u8> {
 }
 
 /// One netlink attribute, padded to 4 bytes (`NLA_ALIGN`).
-fn push_attr(out: &mut Vec<u8>, ty: u16, payload: &[u8]) {
+pub(crate) fn push_attr(out: &mut Vec<u8>, ty: u16, payload: &[u8]) {
     let len = u16::try_from(4 + payload.len()).unwrap_or(u16::MAX);
     out.extend_from_slice(&len.to_ne_bytes());
     out.extend_from_slice(&ty.to_ne_bytes());

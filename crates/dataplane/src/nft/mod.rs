@@ -3,3 +3,5 @@
 
 pub mod client;
 pub mod codec;
+pub mod dump;
+pub mod table;

@@ -1,0 +1,405 @@
+//! Our nf_tables table as virtual servers: what the manager reads and
+//! writes, in the layout of `docs/nftables.md`.
+//!
+//! ```text
+//! table inet bcs-apiserver-proxy {
+//!   chain output {                       # type nat hook output priority -100
+//!     ip daddr VIP tcp dport PORT jump vip-VIP-PORT   comment "vip VIP:PORT rr"
+//!   }
+//!   chain vip-VIP-PORT {                 # one slot per unit of weight
+//!     numgen inc mod 3 vmap { 0 : jump be-…-A, 1 : jump be-…-B, 2 : jump be-…-C }
+//!   }
+//!   chain be-VIP-PORT-A-PORT {           # one per backend
+//!     counter dnat ip to A:PORT          comment "backend A:PORT"
+//!   }
+//! }
+//! ```
+//!
+//! Every write is one batch, so a reader (a packet, or `nft list`) sees the
+//! virtual server before or after a change, never in between. A weight is
+//! the number of the map's slots that jump to the backend's chain: weight 0
+//! has no slot (no new connection; conntrack keeps established ones on
+//! their backend, as IPVS does). What the read finds is what the kernel
+//! does: a rule someone deleted, or changed to send elsewhere, reads as the
+//! missing piece, which the manager's plan then puts back.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+use super::client::Nft;
+use super::codec::{self, Batch, Expr, NF_INET_LOCAL_OUT, NFT_USERDATA_INTEGER_VERDICT_MAP};
+use super::dump::{self, RULE_MESSAGE, Rule, SET_ELEM_MESSAGE};
+use crate::error::{Error, Result};
+
+/// Our table's name: the one object in nf_tables we ever address.
+pub const TABLE: &str = "bcs-apiserver-proxy";
+/// The base chain on the output hook (the node's own connections).
+pub const OUTPUT_CHAIN: &str = "output";
+/// `NF_IP_PRI_NAT_DST`: where destination NAT runs on the output hook.
+const NAT_DST_PRIORITY: i32 = -100;
+/// The most map slots one virtual server may have (the sum of weights);
+/// the manager uses weights 0 and 1.
+pub const MAX_SLOTS: u32 = 4096;
+/// The schedulers this dataplane has: `numgen inc` is a round robin, and
+/// weights are slots, so `wrr` is the same map.
+pub const SCHEDULERS: &[&str] = &["rr", "wrr"];
+
+/// A virtual server in our table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NftService {
+    pub vip: SocketAddr,
+    pub scheduler: String,
+    pub backends: BTreeMap<SocketAddr, NftBackend>,
+}
+
+/// One backend of a virtual server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NftBackend {
+    pub weight: u32,
+    /// Connections sent to it (its chain's counter: a NAT chain sees the
+    /// first packet of each connection only) and those packets' bytes.
+    pub connections: u64,
+    pub first_bytes: u64,
+}
+
+/// What the read found of one virtual server, with the handles a write
+/// needs.
+#[derive(Debug, Clone)]
+struct Found {
+    service: NftService,
+    jump_handle: u64,
+    /// Backends whose chain holds anything, sound or not.
+    chains: Vec<SocketAddr>,
+}
+
+/// The nf_tables socket, speaking in virtual servers.
+#[derive(Debug)]
+pub struct NftTable {
+    nft: Nft,
+}
+
+impl NftTable {
+    pub fn connect() -> Result<NftTable> {
+        Ok(NftTable {
+            nft: Nft::connect()?,
+        })
+    }
+
+    /// Asks nf_tables one question: a kernel without it, or a caller
+    /// without CAP_NET_ADMIN, fails here before anything changes.
+    pub fn check(&mut self) -> Result<()> {
+        self.rules().map(|_| ())
+    }
+
+    /// The virtual servers of `vips` our table holds.
+    pub fn read(&mut self, vips: &[SocketAddr]) -> Result<Vec<NftService>> {
+        let found = self.found()?;
+        Ok(vips
+            .iter()
+            .filter_map(|v| found.get(v).map(|f| f.service.clone()))
+            .collect())
+    }
+
+    /// Every virtual server in our table.
+    pub fn list(&mut self) -> Result<Vec<SocketAddr>> {
+        Ok(self.found()?.into_keys().collect())
+    }
+
+    /// Makes our table hold `want` exactly (its other virtual servers stay
+    /// as they are), in one batch.
+    pub fn write(&mut self, want: &NftService) -> Result<()> {
+        let slots: u32 = want.backends.values().map(|b| b.weight).sum();
+        if slots > MAX_SLOTS {
+            return Err(Error::InvalidArgument {
+                op: "write nftables virtual server",
+                detail: format!(
+                    "the weights of {} add up to {slots}, more than {MAX_SLOTS}",
+                    want.vip
+                ),
+            });
+        }
+        for b in want.backends.keys() {
+            if b.is_ipv4() != want.vip.is_ipv4() {
+                return Err(Error::InvalidArgument {
+                    op: "write nftables virtual server",
+                    detail: format!("backend {b} is not of the family of VIP {}", want.vip),
+                });
+            }
+        }
+        let found = self.found()?.remove(&want.vip);
+        let vip_chain = vip_chain(want.vip);
+        self.nft.apply("write nftables virtual server", |b| {
+            b.new_table(TABLE);
+            b.new_base_chain(
+                TABLE,
+                OUTPUT_CHAIN,
+                "nat",
+                NF_INET_LOCAL_OUT,
+                NAT_DST_PRIORITY,
+            );
+            b.new_chain(TABLE, &vip_chain);
+            let jump_ok = found
+                .as_ref()
+                .is_some_and(|f| f.service.scheduler == want.scheduler);
+            if !jump_ok {
+                if let Some(f) = &found {
+                    b.del_rule(TABLE, OUTPUT_CHAIN, f.jump_handle);
+                }
+                let mut exprs = codec::match_vip(want.vip.ip(), want.vip.port());
+                exprs.push(Expr::Jump {
+                    chain: vip_chain.clone(),
+                });
+                b.new_rule_commented(
+                    TABLE,
+                    OUTPUT_CHAIN,
+                    &exprs,
+                    Some(&jump_comment(want.vip, &want.scheduler)),
+                );
+            }
+            for backend in want.backends.keys() {
+                let chain = backend_chain(want.vip, *backend);
+                b.new_chain(TABLE, &chain);
+                let sound = found
+                    .as_ref()
+                    .is_some_and(|f| f.service.backends.contains_key(backend));
+                if !sound {
+                    b.flush_chain(TABLE, &chain);
+                    b.new_rule_commented(
+                        TABLE,
+                        &chain,
+                        &codec::dnat_to(backend.ip(), backend.port()),
+                        Some(&backend_comment(*backend)),
+                    );
+                }
+            }
+            b.flush_chain(TABLE, &vip_chain);
+            dispatch(b, want);
+            if let Some(f) = &found {
+                for gone in f.chains.iter().filter(|c| !want.backends.contains_key(c)) {
+                    let chain = backend_chain(want.vip, *gone);
+                    b.flush_chain(TABLE, &chain);
+                    b.del_chain(TABLE, &chain);
+                }
+            }
+        })
+    }
+
+    /// Removes one virtual server and its chains, in one batch. False if
+    /// our table had none.
+    pub fn delete(&mut self, vip: SocketAddr) -> Result<bool> {
+        let Some(found) = self.found()?.remove(&vip) else {
+            return Ok(false);
+        };
+        self.nft.apply("delete nftables virtual server", |b| {
+            b.del_rule(TABLE, OUTPUT_CHAIN, found.jump_handle);
+            let chain = vip_chain(vip);
+            b.flush_chain(TABLE, &chain);
+            b.del_chain(TABLE, &chain);
+            for backend in &found.chains {
+                let chain = backend_chain(vip, *backend);
+                b.flush_chain(TABLE, &chain);
+                b.del_chain(TABLE, &chain);
+            }
+        })?;
+        Ok(true)
+    }
+
+    /// Deletes our table and everything in it; nothing else. False if there
+    /// was none.
+    pub fn delete_table(&mut self) -> Result<bool> {
+        match self
+            .nft
+            .apply("delete our nftables table", |b| b.del_table(TABLE))
+        {
+            Ok(()) => Ok(true),
+            Err(Error::Kernel { errno, .. }) if errno == crate::nl::ENOENT => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn rules(&mut self) -> Result<Vec<Rule>> {
+        let op = "read our nftables rules";
+        self.nft
+            .dump(op, RULE_MESSAGE, |seq| dump::rules_request(seq, TABLE))?
+            .iter()
+            .map(|p| dump::parse_rule(p).map_err(|detail| Error::Decode { op, detail }))
+            .collect()
+    }
+
+    /// The jump targets of a map's elements, one per slot.
+    fn slots(&mut self, set: &str) -> Result<Vec<String>> {
+        let op = "read a virtual server's map";
+        let mut out = Vec::new();
+        for p in self.nft.dump(op, SET_ELEM_MESSAGE, |seq| {
+            dump::set_elems_request(seq, TABLE, set)
+        })? {
+            let elems = dump::parse_set_elems(&p).map_err(|detail| Error::Decode { op, detail })?;
+            out.extend(elems.into_iter().filter_map(|(_, target)| target));
+        }
+        Ok(out)
+    }
+
+    fn found(&mut self) -> Result<BTreeMap<SocketAddr, Found>> {
+        let rules = self.rules()?;
+        let mut out = BTreeMap::new();
+        for r in rules.iter().filter(|r| r.chain == OUTPUT_CHAIN) {
+            let Some((vip, scheduler)) = r.comment.as_deref().and_then(parse_jump_comment) else {
+                continue;
+            };
+            // A rule that no longer jumps to the VIP's chain is not ours
+            // any more: the VIP reads as missing and is written again.
+            if r.jumps != [vip_chain(vip)] {
+                continue;
+            }
+            let mut service = NftService {
+                vip,
+                scheduler,
+                backends: BTreeMap::new(),
+            };
+            let prefix = backend_chain_prefix(vip);
+            let mut chains = Vec::new();
+            for br in rules.iter().filter(|br| br.chain.starts_with(&prefix)) {
+                let Some(backend) = br
+                    .comment
+                    .as_deref()
+                    .and_then(|c| c.strip_prefix("backend "))
+                    .and_then(|a| a.parse::<SocketAddr>().ok())
+                else {
+                    continue;
+                };
+                if br.chain != backend_chain(vip, backend) {
+                    continue;
+                }
+                chains.push(backend);
+                if sends_to(br, backend) {
+                    let (connections, first_bytes) = br.counter.unwrap_or_default();
+                    service.backends.insert(
+                        backend,
+                        NftBackend {
+                            weight: 0,
+                            connections,
+                            first_bytes,
+                        },
+                    );
+                }
+            }
+            let vip_chain = vip_chain(vip);
+            let sets: Vec<String> = rules
+                .iter()
+                .filter(|r| r.chain == vip_chain)
+                .filter_map(|r| r.lookup_set.clone())
+                .collect();
+            for set in sets {
+                for target in self.slots(&set)? {
+                    if let Some((_, b)) = service
+                        .backends
+                        .iter_mut()
+                        .find(|(a, _)| backend_chain(vip, **a) == target)
+                    {
+                        b.weight = b.weight.saturating_add(1);
+                    }
+                }
+            }
+            out.insert(
+                vip,
+                Found {
+                    service,
+                    jump_handle: r.handle,
+                    chains,
+                },
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// The map and the round robin over it, if any backend has a slot. With
+/// none, the chain stays empty: a connection to the VIP then goes to the
+/// VIP's own address, where nothing listens, and is refused at once.
+fn dispatch(b: &mut Batch, want: &NftService) {
+    let targets: Vec<String> = want
+        .backends
+        .iter()
+        .flat_map(|(a, be)| std::iter::repeat_n(backend_chain(want.vip, *a), be.weight as usize))
+        .collect();
+    if targets.is_empty() {
+        return;
+    }
+    let refs: Vec<&str> = targets.iter().map(String::as_str).collect();
+    let modulus = u32::try_from(refs.len()).unwrap_or(u32::MAX);
+    b.new_jump_map(TABLE, 1, &refs, &NFT_USERDATA_INTEGER_VERDICT_MAP);
+    b.new_rule(TABLE, &vip_chain(want.vip), &codec::round_robin(1, modulus));
+}
+
+/// Whether a backend's rule still translates to that backend: its
+/// immediates load the address, then the port.
+fn sends_to(rule: &Rule, backend: SocketAddr) -> bool {
+    let address = match backend.ip() {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    rule.exprs.iter().any(|e| e == "nat")
+        && rule.immediates == [address, backend.port().to_be_bytes().to_vec()]
+}
+
+/// Chain names carry the addresses, so `nft list` reads as the table of a
+/// person's mind; the kernel takes any name up to 255 bytes.
+pub fn vip_chain(vip: SocketAddr) -> String {
+    format!("vip-{}-{}", vip.ip(), vip.port())
+}
+
+pub fn backend_chain(vip: SocketAddr, backend: SocketAddr) -> String {
+    format!(
+        "{}{}-{}",
+        backend_chain_prefix(vip),
+        backend.ip(),
+        backend.port()
+    )
+}
+
+fn backend_chain_prefix(vip: SocketAddr) -> String {
+    format!("be-{}-{}-", vip.ip(), vip.port())
+}
+
+fn jump_comment(vip: SocketAddr, scheduler: &str) -> String {
+    format!("vip {vip} {scheduler}")
+}
+
+fn parse_jump_comment(c: &str) -> Option<(SocketAddr, String)> {
+    let mut words = c.strip_prefix("vip ")?.split(' ');
+    let vip = words.next()?.parse().ok()?;
+    let scheduler = words.next()?.to_string();
+    Some((vip, scheduler))
+}
+
+fn backend_comment(backend: SocketAddr) -> String {
+    format!("backend {backend}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_comments_read_back() {
+        let vip: SocketAddr = "[fd00::2]:6443".parse().expect("vip");
+        let be: SocketAddr = "[fd00::10]:6443".parse().expect("backend");
+        assert_eq!(vip_chain(vip), "vip-fd00::2-6443");
+        assert_eq!(backend_chain(vip, be), "be-fd00::2-6443-fd00::10-6443");
+        assert_eq!(
+            parse_jump_comment(&jump_comment(vip, "rr")),
+            Some((vip, "rr".to_string()))
+        );
+        assert_eq!(parse_jump_comment("vip nonsense rr"), None);
+        assert_eq!(parse_jump_comment("something else"), None);
+    }
+
+    #[test]
+    fn a_vips_backends_are_not_another_vips() {
+        // 10.0.0.1:443 and 10.0.0.1:4430 must not share backend chains.
+        let a: SocketAddr = "10.0.0.1:443".parse().expect("vip");
+        let b: SocketAddr = "10.0.0.1:4430".parse().expect("vip");
+        let be: SocketAddr = "192.168.1.10:6443".parse().expect("backend");
+        assert!(!backend_chain(b, be).starts_with(&backend_chain_prefix(a)));
+    }
+}
