@@ -12,6 +12,7 @@ use std::process::Command;
 
 use crate::cli::Common;
 use crate::fail::Failure;
+use apiserver_proxy_manager::config::DataplaneChoice;
 
 pub const UNIT_NAME: &str = "apiserver-proxy-reload.service";
 const UNIT_DIR: &str = "etc/systemd/system";
@@ -36,6 +37,7 @@ pub struct Boot {
     tool_path: PathBuf,
     state_dir: PathBuf,
     persist_dir: PathBuf,
+    dataplane: DataplaneChoice,
 }
 
 impl Boot {
@@ -45,6 +47,7 @@ impl Boot {
             tool_path: c.tool_path.clone(),
             state_dir: c.state_dir.clone(),
             persist_dir: c.persist_dir.clone(),
+            dataplane: c.dataplane,
         }
     }
 
@@ -95,6 +98,12 @@ impl Boot {
                 words.push(flag.to_string());
                 words.push(text.to_string());
             }
+        }
+        // The boot-time restore uses the dataplane `init` was given: a node
+        // set up on nftables comes back on nftables even if ip_vs loads.
+        if self.dataplane != DataplaneChoice::Auto {
+            words.push("--dataplane".to_string());
+            words.push(self.dataplane.to_string());
         }
         Ok(words)
     }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use apiserver_proxy_manager::config::{
-    self, DEFAULT_INTERFACE, DEFAULT_STATE_DIR, HealthMode, VipMode,
+    self, DEFAULT_INTERFACE, DEFAULT_STATE_DIR, DataplaneChoice, HealthMode, VipMode,
 };
 use apiserver_proxy_manager::shell::Shell;
 use apiserver_proxy_types::Endpoint;
@@ -324,6 +324,20 @@ pub struct Common {
         value_name = "NAME",
     )]
     pub interface: String,
+
+    /// What balances the VIP: ipvs, nftables (our table `inet
+    /// bcs-apiserver-proxy`), or auto (IPVS where the kernel has it,
+    /// nftables otherwise). `init` writes a choice other than auto into
+    /// the boot-time restore.
+    #[arg(
+        long,
+        global = true,
+        env = "APISERVER_PROXY_DATAPLANE",
+        value_enum,
+        default_value_t = DataplaneChoice::Auto,
+        value_name = "DATAPLANE",
+    )]
+    pub dataplane: DataplaneChoice,
 
     /// Where `init` installs this binary for the boot-time restore to run
     /// (Go: -toolPath).

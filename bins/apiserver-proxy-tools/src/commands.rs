@@ -19,6 +19,7 @@ use crate::probe::{self, Prober};
 use crate::saved::{self, Saved, Source};
 use crate::{show, static_pod};
 use apiserver_proxy_manager::config::{self, VipMode};
+use apiserver_proxy_manager::kernel::{Dataplane, NFT_TABLE};
 
 /// How long to wait for another holder of the state lock (another run of
 /// this tool; a running daemon never lets go).
@@ -118,14 +119,15 @@ fn add(a: &AddArgs, c: &Common, init: bool) -> Result<u8, Failure> {
     // The kernel is asked first, so that a node without IPVS or a caller
     // without CAP_NET_ADMIN (not root) hears so before any probe result,
     // and before the state folder and its lock are created.
-    let mut node = Node::connect()?;
+    let mut node = Node::connect(c.dataplane)?;
     // A virtual server someone else made (kube-proxy's) is never taken
     // over: ours are named by a state file or have their VIP on our
     // interface.
     if node.exists(a.vs)? && !owned(&mut node, &Saved::load(c), c, &c.interface, a.vs)? {
-        return Err(refuse_foreign(a.vs, &c.interface));
+        return Err(refuse_foreign(&node, a.vs, &c.interface));
     }
     let _lock = lock(c)?;
+    node.say_dataplane();
     let chosen = if a.no_probe {
         backends.clone()
     } else {
@@ -159,23 +161,30 @@ fn owned(
     Ok(saved.find(c, vs).is_some() || node.vip_on(interface, vs.ip())?)
 }
 
-fn refuse_foreign(vs: Endpoint, interface: &str) -> Failure {
-    Failure::new(format!(
+fn refuse_foreign(node: &Node, vs: Endpoint, interface: &str) -> Failure {
+    let f = Failure::new(format!(
         "virtual server {vs} is not ours: no state file names it and its VIP is not on {interface}"
-    ))
-    .todo(format!(
-        "it was made by something else (kube-proxy?) and is left alone; remove it with `ipvsadm -D -t {vs}` if you really mean to"
-    ))
+    ));
+    match node.dataplane() {
+        Dataplane::Ipvs => f.todo(format!(
+            "it was made by something else (kube-proxy?) and is left alone; remove it with `ipvsadm -D -t {vs}` if you really mean to"
+        )),
+        Dataplane::Nftables => f.todo(format!(
+            "it is in our nftables table, but no state file of this --state-dir names it; \
+             give the --state-dir that made it, or remove it with `nft delete table inet {NFT_TABLE}` \
+             (every virtual server of ours)"
+        )),
+    }
 }
 
 fn delete(vs: Endpoint, c: &Common) -> Result<u8, Failure> {
     let saved = Saved::load_strict(c)?;
     let interface = saved.interface(c).to_string();
     let _lock = lock(c)?;
-    let mut node = Node::connect()?;
+    let mut node = Node::connect(c.dataplane)?;
     if !owned(&mut node, &saved, c, &interface, vs)? {
         if node.exists(vs)? {
-            return Err(refuse_foreign(vs, &interface));
+            return Err(refuse_foreign(&node, vs, &interface));
         }
         outln!("virtual server {vs} does not exist: nothing to delete");
         return Ok(EXIT_OK);
@@ -201,7 +210,7 @@ fn delete(vs: Endpoint, c: &Common) -> Result<u8, Failure> {
 
 fn list(output: Output, c: &Common) -> Result<u8, Failure> {
     let saved = Saved::load_strict(c)?;
-    let mut node = Node::connect()?;
+    let mut node = Node::connect(c.dataplane)?;
     let ours = node.ours(saved.interface(c), &saved.vips(c))?;
     let listed = show::listed(&ours, &node.read(&ours)?);
     match output {
@@ -213,7 +222,7 @@ fn list(output: Output, c: &Common) -> Result<u8, Failure> {
 
 fn status(a: &StatusArgs, c: &Common) -> Result<u8, Failure> {
     let saved = Saved::load_strict(c)?;
-    let mut node = Node::connect()?;
+    let mut node = Node::connect(c.dataplane)?;
     let ours = node.ours(saved.interface(c), &saved.vips(c))?;
     let listed = show::listed(&ours, &node.read(&ours)?);
     let mut backends: Vec<Endpoint> = Vec::new();
@@ -306,7 +315,8 @@ fn reload(c: &Common) -> Result<u8, Failure> {
         }));
     }
     let _lock = lock(c)?;
-    let mut node = Node::connect()?;
+    let mut node = Node::connect(c.dataplane)?;
+    node.say_dataplane();
     for r in &list {
         let vs = &r.vs;
         outln!(
@@ -348,12 +358,13 @@ fn cleanup(vs: Endpoint, c: &Common) -> Result<u8, Failure> {
     let saved = Saved::load_strict(c)?;
     let interface = saved.interface(c).to_string();
     let _lock = lock(c)?;
-    let mut node = Node::connect()?;
+    let mut node = Node::connect(c.dataplane)?;
     if owned(&mut node, &saved, c, &interface, vs)? {
         node.delete_service(vs)?;
         node.release_vip(&interface, vs.ip())?;
+        node.remove_table_if_empty()?;
     } else if node.exists(vs)? {
-        return Err(refuse_foreign(vs, &interface));
+        return Err(refuse_foreign(&node, vs, &interface));
     }
     let left = saved::forget(c, vs)?;
     saved::forget_go(c, vs)?;

@@ -12,9 +12,9 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use apiserver_proxy_manager::config::VipMode;
+use apiserver_proxy_manager::config::{DataplaneChoice, VipMode};
 use apiserver_proxy_manager::host::{HostChange, HostSpec, VipSpec, route_towards};
-use apiserver_proxy_manager::kernel::{InterfaceKind, Kernel, Netlink};
+use apiserver_proxy_manager::kernel::{Dataplane, InterfaceKind, Kernel, NFT_TABLE, Netlink};
 use apiserver_proxy_manager::plan::{self, ActualVs, Condition, DesiredVs, Drains};
 use apiserver_proxy_types::Endpoint;
 
@@ -30,12 +30,27 @@ pub struct Node {
 }
 
 impl Node {
-    /// Opens the kernel and asks IPVS one question: a kernel without IPVS
-    /// or a caller without CAP_NET_ADMIN fails here, before anything changes.
-    pub fn connect() -> Result<Node, Failure> {
-        let kernel = Netlink::connect()?;
-        kernel.check_ipvs()?;
+    /// Opens the kernel with the dataplane `choice` asks for (and asks it
+    /// one question): a kernel without it, or a caller without
+    /// CAP_NET_ADMIN, fails here, before anything changes.
+    pub fn connect(choice: DataplaneChoice) -> Result<Node, Failure> {
+        let kernel = Netlink::connect(choice)?;
         Ok(Node { kernel })
+    }
+
+    /// The dataplane in use.
+    pub fn dataplane(&self) -> Dataplane {
+        self.kernel.dataplane()
+    }
+
+    /// Says which dataplane changes go to, and why (for the commands that
+    /// change the kernel).
+    pub fn say_dataplane(&self) {
+        outln!(
+            "dataplane: {} ({})",
+            self.kernel.dataplane(),
+            self.kernel.why()
+        );
     }
 
     /// Makes sure the interface exists and is up, holds the VIP (or, in
@@ -139,13 +154,13 @@ impl Node {
     }
 
     /// Whether the kernel has the virtual server `vip`.
-    pub fn exists(&self, vip: Endpoint) -> Result<bool, Failure> {
+    pub fn exists(&mut self, vip: Endpoint) -> Result<bool, Failure> {
         Ok(self.kernel.exists(vip)?)
     }
 
     /// Deletes the virtual server `vip` and its destinations. False if there
     /// was none.
-    pub fn delete_service(&self, vip: Endpoint) -> Result<bool, Failure> {
+    pub fn delete_service(&mut self, vip: Endpoint) -> Result<bool, Failure> {
         let deleted = self.kernel.delete_service(vip)?;
         if deleted {
             outln!("deleted virtual server {vip}");
@@ -158,8 +173,7 @@ impl Node {
     pub fn release_vip(&mut self, interface: &str, ip: IpAddr) -> Result<(), Failure> {
         let users = self.kernel.services_on(ip)?;
         if !users.is_empty() {
-            let names: Vec<String> = users.iter().map(|k| k.to_string()).collect();
-            outln!("kept VIP {ip}: still used by {}", names.join(", "));
+            outln!("kept VIP {ip}: still used by {}", users.join(", "));
             return Ok(());
         }
         let (address, route) = self.kernel.remove_vip(interface, ip)?;
@@ -171,6 +185,15 @@ impl Node {
         }
         if !address.changed() && !route.changed() {
             outln!("VIP {ip}: already gone");
+        }
+        Ok(())
+    }
+
+    /// Deletes our nftables table once it holds no virtual server (with
+    /// IPVS there is nothing to do).
+    pub fn remove_table_if_empty(&mut self) -> Result<(), Failure> {
+        if self.kernel.delete_empty_table()? {
+            outln!("deleted the nftables table inet {}", NFT_TABLE);
         }
         Ok(())
     }

@@ -258,7 +258,7 @@ fn a_kernel_without_ipvs_is_named() {
     let d = dir.path().to_path_buf();
     let run = std::thread::spawn(move || {
         apiserver_proxy_testkit::netns::isolate();
-        let r = tools(&d, ADD);
+        let r = tools(&d, &format!("{ADD} --dataplane ipvs"));
         let links = Command::new("ip")
             .args(["-o", "link"])
             .output()
@@ -271,7 +271,34 @@ fn a_kernel_without_ipvs_is_named() {
         !links.contains("apiproxy0"),
         "the dummy was created: {links}"
     );
-    tools(dir.path(), "list").refused(&["no IPVS"]);
+    tools(dir.path(), "list --dataplane ipvs").refused(&["no IPVS"]);
+}
+
+/// With `auto` on a kernel without IPVS the CLI takes nftables and says so;
+/// where the kernel has no dummy driver either (this host), the address
+/// mode is refused with what to do, before anything is created.
+#[test]
+fn auto_takes_nftables_without_ipvs_and_names_a_missing_dummy_driver() {
+    assert!(
+        !Path::new("/proc/net/ip_vs").exists(),
+        "this host test checks `auto` on a kernel without IPVS, and this kernel has it: \
+         tests/kernel.rs covers nftables on this machine"
+    );
+    let dir = tempdir();
+    let d = dir.path().to_path_buf();
+    let r = std::thread::spawn(move || {
+        apiserver_proxy_testkit::netns::isolate();
+        tools(&d, ADD)
+    })
+    .join()
+    .expect("thread");
+    assert!(
+        r.stdout()
+            .contains("dataplane: nftables (auto: the kernel has no IPVS"),
+        "{}",
+        r.stdout()
+    );
+    r.refused(&["dummy", "--vip-mode route"]);
 }
 
 fn pod(flags: &str) -> Value {

@@ -122,9 +122,14 @@ impl Node {
 
     /// Waits until `status` says healthy.
     fn wait_healthy(&self) {
+        self.wait_healthy_with("");
+    }
+
+    /// [`Node::wait_healthy`], with `extra` flags for `status`.
+    fn wait_healthy_with(&self, extra: &str) {
         let started = Instant::now();
         loop {
-            let st = self.cli("status");
+            let st = self.cli(&format!("status{extra}"));
             if st.code() == 0 {
                 return;
             }
@@ -717,4 +722,86 @@ fn bad_input_on_a_live_node_loses_nothing() {
     node.cli("delete --vs 10.103.97.77:6443").ok();
     node.cli("status --health-scheme tcp");
     unchanged();
+}
+
+/// `nft list table inet bcs-apiserver-proxy` ("" when there is none).
+fn our_nft_table() -> String {
+    let out = Command::new("nft")
+        .args(["list", "table", "inet", "bcs-apiserver-proxy"])
+        .output()
+        .expect("run nft");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The node this runs on has no IPVS on the host (so `auto` is what picks
+/// nftables, and the test says so); in the VM, whose kernel has IPVS, the
+/// same steps run with `--dataplane nftables`.
+fn nftables_flag() -> &'static str {
+    if std::path::Path::new("/proc/net/ip_vs").exists() {
+        " --dataplane nftables"
+    } else {
+        ""
+    }
+}
+
+/// A node whose kernel has no IPVS, end to end with the CLI on nftables:
+/// `init` (route mode: no dummy interface needed) makes our table and the
+/// VIP answers through it, `list` and `status` read it back, a reboot
+/// (table and route gone) is restored by the boot-time line, and `cleanup`
+/// removes our table and nothing else (a foreign table stays).
+#[test]
+fn nftables_init_reboot_and_cleanup_on_a_node_without_ipvs() {
+    let _netns = kernel::enter_without_ipvs();
+    let ca = Ca::new("kubernetes-ca");
+    let node = Node::new(&ca, true);
+    run("nft", &["add", "table", "inet", "kube-proxy"]);
+    let (_m, ep) = masters(&ca, 2, false);
+    let flag = nftables_flag();
+
+    let init = node
+        .cli(&format!(
+            "init --vs {VIP} --rs {} --rs {} --vip-mode route{flag}",
+            ep[0], ep[1]
+        ))
+        .ok();
+    if flag.is_empty() {
+        assert!(
+            init.stdout()
+                .contains("dataplane: nftables (auto: the kernel has no IPVS"),
+            "{}",
+            init.stdout()
+        );
+    }
+    let table = our_nft_table();
+    for e in &ep {
+        assert!(table.contains(&format!("dnat ip to {e}")), "{table}");
+    }
+    assert!(table.contains("numgen inc mod 2"), "{table}");
+    assert!(answers_through(&node, "10.103.97.2"));
+    let listed = node.cli(&format!("list{flag}")).ok().stdout();
+    for e in &ep {
+        assert!(listed.contains(e.as_str()), "{listed}");
+    }
+    node.wait_healthy_with(flag);
+
+    // A reboot: the rules and the route are gone, the boot line restores.
+    run("nft", &["delete", "table", "inet", "bcs-apiserver-proxy"]);
+    run("ip", &["route", "flush", "table", "local", "10.103.97.2"]);
+    run("ip", &["route", "del", "10.103.97.2/32", "dev", "lo"]);
+    assert!(our_nft_table().is_empty());
+    let line = node.boot_line();
+    assert_eq!(
+        line.contains("--dataplane nftables"),
+        !flag.is_empty(),
+        "{line}"
+    );
+    node.boot().ok();
+    assert!(our_nft_table().contains("numgen inc mod 2"));
+    assert!(answers_through(&node, "10.103.97.2"));
+
+    node.cli(&format!("cleanup --vs {VIP}{flag}")).ok();
+    assert!(our_nft_table().is_empty());
+    let ruleset = run("nft", &["list", "ruleset"]);
+    assert!(ruleset.contains("table inet kube-proxy"), "{ruleset}");
+    assert!(!answers_through(&node, "10.103.97.2"));
 }

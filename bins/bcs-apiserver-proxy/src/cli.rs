@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use apiserver_proxy_manager::config::{
-    self, Config, HealthMode, LogFormat, VipMode, VirtualServerConfig,
+    self, Config, DataplaneChoice, HealthMode, LogFormat, VipMode, VirtualServerConfig,
 };
 use apiserver_proxy_manager::shell::Shell;
 use apiserver_proxy_types::Endpoint;
@@ -129,6 +129,12 @@ pub struct RunArgs {
     /// [default: address].
     #[arg(long, env = "APISERVER_PROXY_VIP_MODE", value_enum)]
     pub vip_mode: Option<VipMode>,
+
+    /// What balances the VIP: `ipvs`, `nftables`, or `auto` (IPVS where the
+    /// kernel has it, nftables otherwise; the log says which and why)
+    /// [default: auto].
+    #[arg(long, value_enum, env = "APISERVER_PROXY_DATAPLANE")]
+    pub dataplane: Option<DataplaneChoice>,
 
     /// Lock, cache and state folder [default: /var/lib/bcs-apiserver-proxy].
     #[arg(
@@ -328,6 +334,9 @@ pub fn effective_config(args: &RunArgs) -> Result<(Config, Vec<String>)> {
     if let Some(i) = &args.interface {
         config::check_interface_name(i).map_err(anyhow::Error::msg)?;
         c.interface = i.clone();
+    }
+    if let Some(d) = args.dataplane {
+        c.dataplane = d;
     }
     if let Some(m) = args.vip_mode {
         c.vip_mode = m;

@@ -53,7 +53,8 @@ pub enum Error {
 
     #[error(
         "the kernel cannot create dummy interfaces: load the module with `modprobe dummy`, \
-         or use a kernel built with CONFIG_DUMMY"
+         or use a kernel built with CONFIG_DUMMY (with the nftables dataplane, \
+         `--vip-mode route` (vipMode: route) needs no dummy interface)"
     )]
     DummyUnavailable,
 

@@ -5,7 +5,9 @@
 //! generic-netlink protocol (`include/uapi/linux/ip_vs.h`) is implemented here
 //! on top of `neli`.
 
+mod choice;
 pub mod conntable;
+pub mod conntrack;
 mod error;
 pub mod ipvs;
 pub mod link;
@@ -17,6 +19,7 @@ pub mod sysctl;
 pub mod tcp_table;
 mod vip;
 
+pub use choice::{DataplaneChoice, UnknownDataplane};
 pub use error::{Error, Result};
 pub use ipvs::{
     DestSpec, Destination, Forward, Info, Ipvs, Protocol, Service, ServiceKey, ServiceSpec, Stats,

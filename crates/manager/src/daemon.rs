@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use crate::config::{Config, discovery_config, health_config};
 use crate::error::{Error, Result};
 use crate::http::{self, Status};
-use crate::kernel::Netlink;
+use crate::kernel::{Dataplane, Netlink, check_nft_scheduler};
 use crate::lock::StateLock;
 use crate::metrics::Metrics;
 use crate::reconcile::Reconciler;
@@ -90,7 +90,14 @@ pub async fn run(
     mut host_events: Option<&mut mpsc::Receiver<Vec<HostEvent>>>,
 ) -> Result<Stop> {
     let _lock = StateLock::acquire(&config.state_dir, Duration::ZERO)?;
-    let kernel = tokio::task::spawn_blocking(Netlink::connect).await??;
+    let choice = config.dataplane;
+    let kernel = tokio::task::spawn_blocking(move || Netlink::connect(choice)).await??;
+    tracing::info!(dataplane = %kernel.dataplane(), why = kernel.why(), "dataplane chosen");
+    if kernel.dataplane() == Dataplane::Nftables {
+        for vs in &config.virtual_servers {
+            check_nft_scheduler(&vs.scheduler)?;
+        }
+    }
     let saved = load_saved_state(&config.state_dir);
     let mut r = Reconciler::new(
         config.clone(),

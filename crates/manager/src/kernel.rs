@@ -9,9 +9,13 @@
 //! second implementation of this trait.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use apiserver_proxy_dataplane::conntable::{self, IpvsConn};
+use apiserver_proxy_dataplane::conntrack::{Conntrack, CtEntry};
+/// Our nftables table's name, for messages.
+pub use apiserver_proxy_dataplane::nft::table::TABLE as NFT_TABLE;
+use apiserver_proxy_dataplane::nft::table::{NftService, NftTable, SCHEDULERS as NFT_SCHEDULERS};
 use apiserver_proxy_dataplane::sockdiag::SockDiag;
 use apiserver_proxy_dataplane::sysctl::Sysctls;
 use apiserver_proxy_dataplane::tcp_table;
@@ -20,7 +24,7 @@ use apiserver_proxy_dataplane::{
 };
 use apiserver_proxy_types::Endpoint;
 
-use crate::config::VipMode;
+use crate::config::{DataplaneChoice, VipMode};
 use crate::error::{Error, Result};
 use crate::host::{HostChange, HostReport, HostSpec, IPVS_SYSCTLS, Placed, SysctlUnset};
 use crate::plan::{ActualDest, ActualVs, DeleteReason, Op, Plan};
@@ -241,18 +245,72 @@ impl Orphans {
     }
 }
 
-/// The real kernel, over netlink: IPVS, rtnetlink for the host, sock_diag.
+/// The kernel facility that balances the VIPs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dataplane {
+    Ipvs,
+    Nftables,
+}
+
+impl Dataplane {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dataplane::Ipvs => "ipvs",
+            Dataplane::Nftables => "nftables",
+        }
+    }
+}
+
+impl fmt::Display for Dataplane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The virtual servers' side of the kernel: one of the two dataplanes.
+#[derive(Debug)]
+enum Services {
+    Ipvs(Ipvs),
+    Nftables {
+        table: NftTable,
+        /// None where ctnetlink is refused: dead backends' connections then
+        /// end by their own timeouts.
+        conntrack: Option<Conntrack>,
+    },
+}
+
+/// The real kernel, over netlink: IPVS or nf_tables for the virtual
+/// servers, rtnetlink for the host, sock_diag for the node's sockets.
 #[derive(Debug)]
 pub struct Netlink {
-    ipvs: Ipvs,
+    services: Services,
     diag: Option<SockDiag>,
     rtnl: Rtnl,
     sysctls: Sysctls,
+    /// Why this dataplane, for the log and `status`.
+    why: String,
 }
 
 impl Netlink {
-    pub fn connect() -> Result<Netlink> {
-        let ipvs = Ipvs::connect()?;
+    /// Opens the kernel with the dataplane `choice` asks for: `auto` takes
+    /// IPVS where the kernel has it and nftables otherwise. Asks the chosen
+    /// one a question, so a kernel without it, or a caller without
+    /// CAP_NET_ADMIN, fails here before anything changes.
+    pub fn connect(choice: DataplaneChoice) -> Result<Netlink> {
+        let (services, why) = match choice {
+            DataplaneChoice::Ipvs => (ipvs()?, "asked for in the configuration".to_string()),
+            DataplaneChoice::Nftables => {
+                (nftables()?, "asked for in the configuration".to_string())
+            }
+            DataplaneChoice::Auto => match ipvs() {
+                Ok(s) => (s, "auto: the kernel has IPVS".to_string()),
+                Err(Error::Dataplane(DpError::IpvsUnavailable)) => (
+                    nftables()?,
+                    "auto: the kernel has no IPVS (no generic netlink family \"IPVS\")".to_string(),
+                ),
+                Err(e) => return Err(e),
+            },
+        };
         let rtnl = Rtnl::connect()?;
         // Without sock_diag the manager still works; idle clients then only
         // notice a dead backend through their own timeouts.
@@ -264,18 +322,25 @@ impl Netlink {
             }
         };
         Ok(Netlink {
-            ipvs,
+            services,
             diag,
             rtnl,
             sysctls: Sysctls::new(),
+            why,
         })
     }
 
-    /// Asks IPVS one question: a kernel without IPVS, or a caller without
-    /// CAP_NET_ADMIN, fails here before anything changes.
-    pub fn check_ipvs(&self) -> Result<()> {
-        self.ipvs.info()?;
-        Ok(())
+    /// The dataplane in use.
+    pub fn dataplane(&self) -> Dataplane {
+        match self.services {
+            Services::Ipvs(_) => Dataplane::Ipvs,
+            Services::Nftables { .. } => Dataplane::Nftables,
+        }
+    }
+
+    /// Why this dataplane was chosen.
+    pub fn why(&self) -> &str {
+        &self.why
     }
 
     /// The addresses on `interface` (none if it does not exist).
@@ -287,41 +352,75 @@ impl Netlink {
         }
     }
 
-    /// Every TCP, UDP or SCTP virtual server on `ip`, ours or not.
-    pub fn services_on(&self, ip: IpAddr) -> Result<Vec<ServiceKey>> {
-        Ok(self
-            .ipvs
-            .services()?
-            .into_iter()
-            .map(|s| s.spec.key)
-            .filter(|k| k.addr.ip() == ip)
-            .collect())
+    /// Every virtual server on `ip` (with IPVS: TCP, UDP or SCTP, ours or
+    /// not), named as a person reads it.
+    pub fn services_on(&mut self, ip: IpAddr) -> Result<Vec<String>> {
+        Ok(match &mut self.services {
+            Services::Ipvs(ipvs) => ipvs
+                .services()?
+                .into_iter()
+                .map(|s| s.spec.key)
+                .filter(|k| k.addr.ip() == ip)
+                .map(|k| k.to_string())
+                .collect(),
+            Services::Nftables { table, .. } => table
+                .list()?
+                .into_iter()
+                .filter(|v| v.ip() == ip)
+                .map(|v| format!("TCP {v}"))
+                .collect(),
+        })
     }
 
     /// The TCP virtual servers whose address is one of `ips`.
-    pub fn tcp_services_on(&self, ips: &[IpAddr]) -> Result<Vec<Endpoint>> {
-        Ok(self
-            .ipvs
-            .services()?
-            .into_iter()
-            .map(|s| s.spec.key)
-            .filter(|k| k.protocol == Protocol::Tcp && ips.contains(&k.addr.ip()))
-            .map(|k| Endpoint(k.addr))
-            .collect())
+    pub fn tcp_services_on(&mut self, ips: &[IpAddr]) -> Result<Vec<Endpoint>> {
+        let all: Vec<Endpoint> = match &mut self.services {
+            Services::Ipvs(ipvs) => ipvs
+                .services()?
+                .into_iter()
+                .map(|s| s.spec.key)
+                .filter(|k| k.protocol == Protocol::Tcp)
+                .map(|k| Endpoint(k.addr))
+                .collect(),
+            Services::Nftables { table, .. } => table.list()?.into_iter().map(Endpoint).collect(),
+        };
+        Ok(all.into_iter().filter(|e| ips.contains(&e.ip())).collect())
     }
 
     /// Whether the kernel has the virtual server `vip`.
-    pub fn exists(&self, vip: Endpoint) -> Result<bool> {
-        Ok(self.ipvs.service(&key(vip))?.is_some())
+    pub fn exists(&mut self, vip: Endpoint) -> Result<bool> {
+        Ok(match &mut self.services {
+            Services::Ipvs(ipvs) => ipvs.service(&key(vip))?.is_some(),
+            Services::Nftables { table, .. } => !table.read(&[vip.0])?.is_empty(),
+        })
     }
 
     /// Deletes the virtual server `vip` with its destinations. False if there
     /// was none. Only for an explicit cleanup: the daemon never deletes one.
-    pub fn delete_service(&self, vip: Endpoint) -> Result<bool> {
-        match self.ipvs.del_service(&key(vip)) {
-            Ok(()) => Ok(true),
-            Err(DpError::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
+    pub fn delete_service(&mut self, vip: Endpoint) -> Result<bool> {
+        match &mut self.services {
+            Services::Ipvs(ipvs) => match ipvs.del_service(&key(vip)) {
+                Ok(()) => Ok(true),
+                Err(DpError::NotFound { .. }) => Ok(false),
+                Err(e) => Err(e.into()),
+            },
+            Services::Nftables { table, .. } => Ok(table.delete(vip.0)?),
+        }
+    }
+
+    /// Deletes our nftables table when it holds no virtual server any more
+    /// (the cleanup's last step); true if it was deleted. Nothing to do
+    /// with IPVS, which has no container of ours.
+    pub fn delete_empty_table(&mut self) -> Result<bool> {
+        match &mut self.services {
+            Services::Ipvs(_) => Ok(false),
+            Services::Nftables { table, .. } => {
+                if table.list()?.is_empty() {
+                    Ok(table.delete_table()?)
+                } else {
+                    Ok(false)
+                }
+            }
         }
     }
 
@@ -366,93 +465,120 @@ fn key(vip: Endpoint) -> ServiceKey {
     ServiceKey::tcp(vip.0)
 }
 
+fn ipvs() -> Result<Services> {
+    let ipvs = Ipvs::connect()?;
+    ipvs.info()?;
+    Ok(Services::Ipvs(ipvs))
+}
+
+fn nftables() -> Result<Services> {
+    let mut table = NftTable::connect()?;
+    table.check()?;
+    let conntrack = match Conntrack::connect() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot open ctnetlink: connections to dead apiservers will end by their own timeouts");
+            None
+        }
+    };
+    Ok(Services::Nftables { table, conntrack })
+}
+
 impl Kernel for Netlink {
     fn read_ours(&mut self, vips: &[Endpoint]) -> Result<Vec<ActualVs>> {
-        let mut out = Vec::new();
-        for vip in vips {
-            // One GET per VIP: the cost does not grow with foreign services.
-            let Some(svc) = self.ipvs.service(&key(*vip))? else {
-                continue;
-            };
-            let dests = self
-                .ipvs
-                .destinations(&key(*vip))?
-                .into_iter()
-                .map(|d| {
-                    (
-                        Endpoint(d.spec.addr),
-                        ActualDest {
-                            weight: d.spec.weight,
-                            active_conns: d.active_conns,
-                            inactive_conns: d.inactive_conns,
-                            conns: d.stats.conns,
-                            in_packets: d.stats.inpkts,
-                            out_packets: d.stats.outpkts,
-                            in_bytes: d.stats.inbytes,
-                            out_bytes: d.stats.outbytes,
-                        },
-                    )
-                })
-                .collect();
-            out.push(ActualVs {
-                vip: *vip,
-                scheduler: svc.spec.scheduler,
-                dests,
-            });
+        match &mut self.services {
+            Services::Ipvs(ipvs) => ipvs_read(ipvs, vips),
+            Services::Nftables { table, conntrack } => {
+                let addrs: Vec<SocketAddr> = vips.iter().map(|v| v.0).collect();
+                let mut out = Vec::new();
+                for s in table.read(&addrs)? {
+                    // Active and inactive connections as IPVS counts them:
+                    // established, and every other state.
+                    let entries = match conntrack {
+                        Some(c) => c.entries_to(s.vip, None)?,
+                        None => Vec::new(),
+                    };
+                    let dests = s
+                        .backends
+                        .iter()
+                        .map(|(addr, b)| {
+                            let (active, inactive) = entries
+                                .iter()
+                                .filter(|e| e.backend == *addr)
+                                .fold((0, 0), |(a, i), e| {
+                                    if e.state == "ESTABLISHED" {
+                                        (a + 1, i)
+                                    } else {
+                                        (a, i + 1)
+                                    }
+                                });
+                            (
+                                Endpoint(*addr),
+                                ActualDest {
+                                    weight: b.weight,
+                                    active_conns: active,
+                                    inactive_conns: inactive,
+                                    conns: b.connections,
+                                    // A NAT chain sees a connection's first
+                                    // packet only: its counter is no traffic
+                                    // count.
+                                    in_packets: 0,
+                                    out_packets: 0,
+                                    in_bytes: 0,
+                                    out_bytes: 0,
+                                },
+                            )
+                        })
+                        .collect();
+                    out.push(ActualVs {
+                        vip: Endpoint(s.vip),
+                        scheduler: s.scheduler,
+                        dests,
+                    });
+                }
+                Ok(out)
+            }
         }
-        Ok(out)
     }
 
     fn apply(&mut self, op: &Op) -> Result<()> {
-        let r = match op {
-            Op::CreateService { vip, scheduler } => {
-                let spec = ServiceSpec::new(key(*vip), scheduler);
-                match self.ipvs.new_service(&spec) {
-                    Err(DpError::Exists { .. }) => self.ipvs.set_service(&spec),
-                    other => other,
+        match &mut self.services {
+            Services::Ipvs(ipvs) => ipvs_apply(ipvs, op),
+            Services::Nftables { table, conntrack } => {
+                nft_apply(table, op)?;
+                // The connections through a dead backend keep their NAT in
+                // conntrack: remove their entries, so a SYN retransmission
+                // goes to a live backend and an established connection
+                // gets a reset instead of silence.
+                if let (
+                    Op::DelDest {
+                        vip,
+                        backend,
+                        why: DeleteReason::Dead | DeleteReason::DrainTimeout,
+                    },
+                    Some(c),
+                ) = (op, conntrack)
+                {
+                    let entries = c.entries_to(vip.0, Some(backend.0))?;
+                    c.delete(&entries)?;
                 }
+                Ok(())
             }
-            Op::SetScheduler { vip, scheduler } => {
-                let spec = ServiceSpec::new(key(*vip), scheduler);
-                match self.ipvs.set_service(&spec) {
-                    Err(DpError::NotFound { .. }) => self.ipvs.new_service(&spec),
-                    other => other,
-                }
-            }
-            Op::AddDest {
-                vip,
-                backend,
-                weight,
-            }
-            | Op::SetWeight {
-                vip,
-                backend,
-                weight,
-            } => {
-                let dest = DestSpec::new(backend.0, *weight);
-                let first = if matches!(op, Op::AddDest { .. }) {
-                    self.ipvs.new_dest(&key(*vip), &dest)
-                } else {
-                    self.ipvs.set_dest(&key(*vip), &dest)
-                };
-                match first {
-                    Err(DpError::Exists { .. }) => self.ipvs.set_dest(&key(*vip), &dest),
-                    Err(DpError::NotFound { .. }) if matches!(op, Op::SetWeight { .. }) => {
-                        self.ipvs.new_dest(&key(*vip), &dest)
-                    }
-                    other => other,
-                }
-            }
-            Op::DelDest { vip, backend, .. } => match self.ipvs.del_dest(&key(*vip), backend.0) {
-                Err(DpError::NotFound { .. }) => Ok(()),
-                other => other,
-            },
-        };
-        r.map_err(Error::from)
+        }
     }
 
     fn connections(&mut self, vip: Endpoint, backend: Endpoint) -> Result<Vec<IpvsConn>> {
-        Ok(conntable::read_through(vip.0, Some(backend.0))?)
+        match &mut self.services {
+            Services::Ipvs(_) => Ok(conntable::read_through(vip.0, Some(backend.0))?),
+            Services::Nftables { conntrack, .. } => match conntrack {
+                Some(c) => Ok(c
+                    .entries_to(vip.0, Some(backend.0))?
+                    .into_iter()
+                    .map(conn_of)
+                    .collect()),
+                None => Ok(Vec::new()),
+            },
+        }
     }
 
     fn orphaned_sockets(&mut self, vip: Endpoint) -> Result<Vec<IpvsConn>> {
@@ -462,11 +588,27 @@ impl Kernel for Netlink {
         }
         // Measured on Debian's 6.1 kernel: `ipvsadm -C` and `ipvsadm -d`
         // take the entries of the connections through what they remove,
-        // while the node's sockets stay open.
-        let entries = conntable::read_through(vip.0, None)?;
+        // while the node's sockets stay open. With nftables, a removed rule
+        // leaves conntrack's entries (and the connections) alone; a flushed
+        // conntrack table is what orphans them.
+        let clients: Vec<SocketAddr> = match &mut self.services {
+            Services::Ipvs(_) => conntable::read_through(vip.0, None)?
+                .into_iter()
+                .map(|e| e.client)
+                .collect(),
+            Services::Nftables { conntrack, .. } => match conntrack {
+                Some(c) => c
+                    .entries_to(vip.0, None)?
+                    .into_iter()
+                    .map(|e| e.client)
+                    .collect(),
+                // Without ctnetlink nothing can tell: cut nothing.
+                None => return Ok(Vec::new()),
+            },
+        };
         Ok(sockets
             .into_iter()
-            .filter(|s| !entries.iter().any(|e| e.client == s.local))
+            .filter(|s| !clients.contains(&s.local))
             .map(|s| IpvsConn {
                 protocol: "TCP".into(),
                 client: s.local,
@@ -488,14 +630,21 @@ impl Kernel for Netlink {
 
     fn ensure_host(&mut self, spec: &HostSpec) -> Result<HostReport> {
         let mut report = HostReport::default();
-        let link = self.rtnl.ensure_dummy(&spec.interface)?;
-        let interface = spec.interface.clone();
-        if link.created {
-            report
-                .changes
-                .push(HostChange::InterfaceCreated { interface });
-        } else if link.brought_up {
-            report.changes.push(HostChange::InterfaceUp { interface });
+        // With nftables a route-mode VIP needs no interface of ours (the
+        // route is via lo and the NAT is in the output hook), so such a
+        // node does not need the dummy driver at all.
+        let needs_interface =
+            !(spec.vip_mode == VipMode::Route && self.dataplane() == Dataplane::Nftables);
+        if needs_interface {
+            let link = self.rtnl.ensure_dummy(&spec.interface)?;
+            let interface = spec.interface.clone();
+            if link.created {
+                report
+                    .changes
+                    .push(HostChange::InterfaceCreated { interface });
+            } else if link.brought_up {
+                report.changes.push(HostChange::InterfaceUp { interface });
+            }
         }
         for vip in &spec.vips {
             let placed = match spec.vip_mode {
@@ -515,7 +664,12 @@ impl Kernel for Netlink {
                 });
             }
         }
-        for (s, want) in IPVS_SYSCTLS {
+        let sysctls: &[_] = match self.services {
+            Services::Ipvs(_) => &IPVS_SYSCTLS,
+            // nf_tables needs none: conntrack is how its NAT works.
+            Services::Nftables { .. } => &[],
+        };
+        for &(s, want) in sysctls {
             match self.sysctls.ensure(s, want) {
                 Ok(c) if c.written => report.changes.push(HostChange::Sysctl {
                     name: s.name(),
@@ -534,5 +688,155 @@ impl Kernel for Netlink {
             }
         }
         Ok(report)
+    }
+}
+
+fn conn_of(e: CtEntry) -> IpvsConn {
+    IpvsConn {
+        protocol: "TCP".into(),
+        client: e.client,
+        virtual_addr: e.target,
+        dest: e.backend,
+        state: e.state.into(),
+        expires: u64::from(e.timeout),
+    }
+}
+
+fn ipvs_read(ipvs: &Ipvs, vips: &[Endpoint]) -> Result<Vec<ActualVs>> {
+    let mut out = Vec::new();
+    for vip in vips {
+        // One GET per VIP: the cost does not grow with foreign services.
+        let Some(svc) = ipvs.service(&key(*vip))? else {
+            continue;
+        };
+        let dests = ipvs
+            .destinations(&key(*vip))?
+            .into_iter()
+            .map(|d| {
+                (
+                    Endpoint(d.spec.addr),
+                    ActualDest {
+                        weight: d.spec.weight,
+                        active_conns: d.active_conns,
+                        inactive_conns: d.inactive_conns,
+                        conns: d.stats.conns,
+                        in_packets: d.stats.inpkts,
+                        out_packets: d.stats.outpkts,
+                        in_bytes: d.stats.inbytes,
+                        out_bytes: d.stats.outbytes,
+                    },
+                )
+            })
+            .collect();
+        out.push(ActualVs {
+            vip: *vip,
+            scheduler: svc.spec.scheduler,
+            dests,
+        });
+    }
+    Ok(out)
+}
+
+fn ipvs_apply(ipvs: &Ipvs, op: &Op) -> Result<()> {
+    let r = match op {
+        Op::CreateService { vip, scheduler } => {
+            let spec = ServiceSpec::new(key(*vip), scheduler);
+            match ipvs.new_service(&spec) {
+                Err(DpError::Exists { .. }) => ipvs.set_service(&spec),
+                other => other,
+            }
+        }
+        Op::SetScheduler { vip, scheduler } => {
+            let spec = ServiceSpec::new(key(*vip), scheduler);
+            match ipvs.set_service(&spec) {
+                Err(DpError::NotFound { .. }) => ipvs.new_service(&spec),
+                other => other,
+            }
+        }
+        Op::AddDest {
+            vip,
+            backend,
+            weight,
+        }
+        | Op::SetWeight {
+            vip,
+            backend,
+            weight,
+        } => {
+            let dest = DestSpec::new(backend.0, *weight);
+            let first = if matches!(op, Op::AddDest { .. }) {
+                ipvs.new_dest(&key(*vip), &dest)
+            } else {
+                ipvs.set_dest(&key(*vip), &dest)
+            };
+            match first {
+                Err(DpError::Exists { .. }) => ipvs.set_dest(&key(*vip), &dest),
+                Err(DpError::NotFound { .. }) if matches!(op, Op::SetWeight { .. }) => {
+                    ipvs.new_dest(&key(*vip), &dest)
+                }
+                other => other,
+            }
+        }
+        Op::DelDest { vip, backend, .. } => match ipvs.del_dest(&key(*vip), backend.0) {
+            Err(DpError::NotFound { .. }) => Ok(()),
+            other => other,
+        },
+    };
+    r.map_err(Error::from)
+}
+
+/// One operation on the nftables table: the virtual server is read, changed
+/// and written whole in one batch, with the same idempotence as IPVS's
+/// (creating what exists updates it, deleting what is gone succeeds).
+fn nft_apply(table: &mut NftTable, op: &Op) -> Result<()> {
+    let vip = op.vip();
+    let mut s = table
+        .read(&[vip.0])?
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| NftService {
+            vip: vip.0,
+            scheduler: String::new(),
+            backends: Default::default(),
+        });
+    match op {
+        Op::CreateService { scheduler, .. } | Op::SetScheduler { scheduler, .. } => {
+            check_nft_scheduler(scheduler)?;
+            s.scheduler = scheduler.clone();
+        }
+        Op::AddDest {
+            backend, weight, ..
+        }
+        | Op::SetWeight {
+            backend, weight, ..
+        } => {
+            s.backends.entry(backend.0).or_default().weight = *weight;
+        }
+        Op::DelDest { backend, .. } => {
+            if s.backends.remove(&backend.0).is_none() && s.scheduler.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+    if s.scheduler.is_empty() {
+        // A destination for a service someone removed: create it with the
+        // scheduler IPVS would have (the plan creates services first).
+        s.scheduler = "rr".into();
+    }
+    Ok(table.write(&s)?)
+}
+
+/// The nftables dataplane balances round robin by weight: `rr` and `wrr`.
+pub fn check_nft_scheduler(scheduler: &str) -> Result<()> {
+    if NFT_SCHEDULERS.contains(&scheduler) {
+        Ok(())
+    } else {
+        Err(Error::Dataplane(DpError::InvalidArgument {
+            op: "create nftables virtual server",
+            detail: format!(
+                "scheduler {scheduler:?} needs IPVS; the nftables dataplane has {}",
+                NFT_SCHEDULERS.join(" and ")
+            ),
+        }))
     }
 }

@@ -46,7 +46,7 @@ pub const KNOWN_SCHEDULERS: &[&str] = &[
     "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
 ];
 
-pub use apiserver_proxy_dataplane::VipMode;
+pub use apiserver_proxy_dataplane::{DataplaneChoice, VipMode};
 
 pub use apiserver_proxy_health::Mode as HealthMode;
 /// The health crate's checks of a readiness path and of a timeout against
@@ -116,6 +116,7 @@ pub struct Config {
     pub virtual_servers: Vec<VirtualServerConfig>,
     pub interface: String,
     pub vip_mode: VipMode,
+    pub dataplane: DataplaneChoice,
     pub state_dir: PathBuf,
     pub metrics_addr: SocketAddr,
     /// None: in-cluster credentials.
@@ -165,6 +166,7 @@ impl Default for Config {
             virtual_servers: Vec::new(),
             interface: DEFAULT_INTERFACE.into(),
             vip_mode: VipMode::Address,
+            dataplane: DataplaneChoice::Auto,
             state_dir: DEFAULT_STATE_DIR.into(),
             metrics_addr: DEFAULT_METRICS_ADDR
                 .parse()

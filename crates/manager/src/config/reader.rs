@@ -218,6 +218,7 @@ impl Reader {
             "virtualServers",
             "interface",
             "vipMode",
+            "dataplane",
             "stateDir",
             "metricsAddr",
             "kubeconfig",
@@ -257,6 +258,11 @@ impl Reader {
                 }
                 "vipMode" => match self.string(v, path).map(|s| s.parse::<VipMode>()) {
                     Some(Ok(m)) => c.vip_mode = m,
+                    Some(Err(e)) => self.problem(path, e.to_string()),
+                    None => {}
+                },
+                "dataplane" => match self.string(v, path).map(|s| s.parse::<DataplaneChoice>()) {
+                    Some(Ok(d)) => c.dataplane = d,
                     Some(Err(e)) => self.problem(path, e.to_string()),
                     None => {}
                 },
