@@ -38,6 +38,38 @@ fn pass(k: &mut Netlink, d: &[DesiredVs], drains: &mut Drains) -> usize {
     applied.ops
 }
 
+/// Two backends made ready in one pass (a second needs nothing), then one
+/// dead, beside 10,000 foreign `what`; prints the passes' times.
+fn beside_foreign_rules(dataplane: DataplaneChoice, what: &str) {
+    let mut k = Netlink::connect(dataplane).expect("netlink");
+    let mut drains = Drains::default();
+    let d = [desired(
+        "10.103.97.2:6443",
+        &[
+            ("192.168.1.10:6443", Condition::Ready),
+            ("192.168.1.11:6443", Condition::Ready),
+        ],
+    )];
+    let started = Instant::now();
+    assert_eq!(pass(&mut k, &d, &mut drains), 3);
+    let first = started.elapsed();
+    let started = Instant::now();
+    assert_eq!(pass(&mut k, &d, &mut drains), 0);
+    eprintln!(
+        "figure: {dataplane} reconcile pass with 10,000 foreign {what}: first {first:?}, \
+         converged {:?} (not asserted)",
+        started.elapsed()
+    );
+    let d = [desired(
+        "10.103.97.2:6443",
+        &[
+            ("192.168.1.10:6443", Condition::Ready),
+            ("192.168.1.11:6443", Condition::Dead),
+        ],
+    )];
+    pass(&mut k, &d, &mut drains);
+}
+
 /// Held by each test of this file. IPVS keeps one service hash table for
 /// every network namespace, and a dump (`ipvsadm -S`) that runs while
 /// another namespace fills it (10,000 services) can list entries twice. The
@@ -147,34 +179,7 @@ fn ten_thousand_foreign_services_are_never_touched() {
     assert!(child.wait().expect("wait").success());
     let foreign_before = ipvsadm_save();
 
-    let mut k = Netlink::connect(DataplaneChoice::Ipvs).expect("netlink");
-    let mut drains = Drains::default();
-    let d = [desired(
-        "10.103.97.2:6443",
-        &[
-            ("192.168.1.10:6443", Condition::Ready),
-            ("192.168.1.11:6443", Condition::Ready),
-        ],
-    )];
-    let started = Instant::now();
-    assert_eq!(pass(&mut k, &d, &mut drains), 3);
-    let first = started.elapsed();
-    let started = Instant::now();
-    assert_eq!(pass(&mut k, &d, &mut drains), 0);
-    eprintln!(
-        "figure: reconcile pass with 10,000 foreign services: first {:?}, converged {:?} \
-         (emulated VM, not asserted)",
-        first,
-        started.elapsed()
-    );
-    let d = [desired(
-        "10.103.97.2:6443",
-        &[
-            ("192.168.1.10:6443", Condition::Ready),
-            ("192.168.1.11:6443", Condition::Dead),
-        ],
-    )];
-    pass(&mut k, &d, &mut drains);
+    beside_foreign_rules(DataplaneChoice::Ipvs, "services");
 
     let after = ipvsadm_save();
     let ours = |l: &&str| l.contains("10.103.97.2:6443");
@@ -298,34 +303,7 @@ fn nftables_ten_thousand_foreign_rules_are_never_touched() {
     let before = foreign();
     assert_eq!(before.matches("dnat to").count(), 10_000);
 
-    let mut k = Netlink::connect(DataplaneChoice::Nftables).expect("netlink");
-    let mut drains = Drains::default();
-    let d = [desired(
-        "10.103.97.2:6443",
-        &[
-            ("192.168.1.10:6443", Condition::Ready),
-            ("192.168.1.11:6443", Condition::Ready),
-        ],
-    )];
-    let started = Instant::now();
-    assert_eq!(pass(&mut k, &d, &mut drains), 3);
-    let first = started.elapsed();
-    let started = Instant::now();
-    assert_eq!(pass(&mut k, &d, &mut drains), 0);
-    eprintln!(
-        "figure: nftables reconcile pass with 10,000 foreign rules: first {:?}, converged {:?} \
-         (not asserted)",
-        first,
-        started.elapsed()
-    );
-    let d = [desired(
-        "10.103.97.2:6443",
-        &[
-            ("192.168.1.10:6443", Condition::Ready),
-            ("192.168.1.11:6443", Condition::Dead),
-        ],
-    )];
-    pass(&mut k, &d, &mut drains);
+    beside_foreign_rules(DataplaneChoice::Nftables, "rules");
     assert!(foreign() == before, "a foreign rule changed");
     let ours = nft_ours();
     assert!(
