@@ -5,6 +5,7 @@
 
 use apiserver_proxy_dataplane::nft::client::Nft;
 use apiserver_proxy_dataplane::nft::table::{NftBackend, NftService, NftTable};
+use apiserver_proxy_dataplane::{HostEvent, HostMonitor};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
@@ -337,4 +338,44 @@ fn the_table_reads_back_what_it_wrote_and_what_was_broken() {
     let ruleset = run("nft", &["list", "ruleset"]);
     assert!(ruleset.contains("table inet kube-proxy"), "{ruleset}");
     assert!(!ruleset.contains(TABLE), "{ruleset}");
+}
+
+/// What the nf_tables monitor reports within `limit` (polled).
+fn events_within(m: &mut HostMonitor, limit: Duration) -> Vec<HostEvent> {
+    let started = std::time::Instant::now();
+    let mut out = Vec::new();
+    while started.elapsed() < limit {
+        out.extend(m.drain().expect("drain"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    out
+}
+
+/// The nf_tables monitor reports a change to our table by another process
+/// (the `nft` binary), and stays quiet for our own writes and for other
+/// tables' changes.
+#[test]
+fn nftables_monitor_reports_others_changes_to_our_table_only() {
+    let _netns = enter_without_ipvs();
+    let mut m = HostMonitor::open_nftables().expect("monitor");
+    let mut t = NftTable::connect().expect("nf_tables socket");
+    t.write(&service("10.103.97.2:6443", &[("192.168.1.10:6443", 1)]))
+        .expect("write");
+    run("nft", &["add", "table", "inet", "kube-proxy"]);
+    run("nft", &["add", "chain", "inet", "kube-proxy", "services"]);
+    let quiet = events_within(&mut m, Duration::from_millis(300));
+    assert!(quiet.is_empty(), "{quiet:?}");
+
+    run(
+        "nft",
+        &["flush", "chain", "inet", TABLE, "vip-10.103.97.2-6443"],
+    );
+    let seen = events_within(&mut m, Duration::from_millis(300));
+    assert!(
+        matches!(seen.as_slice(), [HostEvent::OurRulesChanged { by_pid }] if *by_pid != 0),
+        "{seen:?}"
+    );
+    run("nft", &["delete", "table", "inet", TABLE]);
+    let seen = events_within(&mut m, Duration::from_millis(300));
+    assert_eq!(seen.len(), 1, "{seen:?}");
 }

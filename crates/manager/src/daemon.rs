@@ -176,11 +176,22 @@ pub async fn run(
             s = stop.recv() => break s.unwrap_or(Stop::Shutdown),
             events = host_changed => {
                 match events {
-                    // Repair at once: a node without its VIP has no API.
-                    Some(events) if events.iter().any(|e| r.host_event_matters(e)) => {
-                        let _ = r.ensure_host().await;
+                    // Repair at once: a node without its VIP or its rules
+                    // has no API.
+                    Some(events) => {
+                        if events.iter().any(|e| r.host_event_matters(e)) {
+                            let _ = r.ensure_host().await;
+                        }
+                        if let Some(HostEvent::OurRulesChanged { by_pid }) = events
+                            .iter()
+                            .find(|e| matches!(e, HostEvent::OurRulesChanged { .. }))
+                        {
+                            tracing::info!(by_pid, "our nftables table was changed by another process: repairing");
+                        }
+                        if events.iter().any(Reconciler::<Netlink>::rules_event_matters) {
+                            r.pass().await;
+                        }
                     }
-                    Some(_) => {}
                     None => {
                         tracing::warn!("host notifications stopped: the host is repaired on the resync tick only");
                         host_events = None;
@@ -271,7 +282,7 @@ fn load_saved_state(state_dir: &std::path::Path) -> Option<NodeState> {
 /// SIGHUP's restart of the loop. `None` where the kernel refuses the
 /// subscription; the resync tick then repairs the host alone.
 pub fn host_notifications() -> Option<mpsc::Receiver<Vec<HostEvent>>> {
-    let mut monitor = match HostMonitor::open() {
+    let monitor = match HostMonitor::open() {
         Ok(m) => m,
         Err(e) => {
             tracing::warn!(error = %e, "cannot subscribe to host notifications: the host is repaired on the resync tick only");
@@ -279,8 +290,34 @@ pub fn host_notifications() -> Option<mpsc::Receiver<Vec<HostEvent>>> {
         }
     };
     let (tx, rx) = mpsc::channel(16);
-    let spawned = std::thread::Builder::new()
-        .name("host-notifications".into())
+    // nf_tables' own notifications, for the nftables dataplane's rules (a
+    // kernel without nf_tables has no rules of ours to watch).
+    match HostMonitor::open_nftables() {
+        Ok(m) => {
+            if !watch(m, "nftables-notifications", tx.clone()) {
+                tracing::warn!("our nftables rules are repaired on the resync tick only");
+            }
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "no nf_tables notifications");
+        }
+    }
+    if watch(monitor, "host-notifications", tx) {
+        Some(rx)
+    } else {
+        tracing::warn!(
+            "cannot start the host notification thread: the host is repaired on the resync tick only"
+        );
+        None
+    }
+}
+
+/// Forwards `monitor`'s events to `tx` from a thread named `name`; false if
+/// the thread could not start.
+fn watch(mut monitor: HostMonitor, name: &str, tx: mpsc::Sender<Vec<HostEvent>>) -> bool {
+    let what = name.to_string();
+    std::thread::Builder::new()
+        .name(name.into())
         .spawn(move || {
             loop {
                 match monitor.wait() {
@@ -290,19 +327,13 @@ pub fn host_notifications() -> Option<mpsc::Receiver<Vec<HostEvent>>> {
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "host notifications failed");
+                        tracing::warn!(error = %e, thread = what, "notifications failed");
                         return;
                     }
                 }
             }
-        });
-    match spawned {
-        Ok(_) => Some(rx),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot start the host notification thread: the host is repaired on the resync tick only");
-            None
-        }
-    }
+        })
+        .is_ok()
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz`.

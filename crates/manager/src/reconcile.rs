@@ -347,7 +347,16 @@ impl<K: Kernel> Reconciler<K> {
             HostEvent::Address { addr, removed, .. } => *removed && is_vip(addr),
             HostEvent::Route { dst, removed, .. } => *removed && is_vip(dst),
             HostEvent::Overrun => true,
+            // Rules, not the host: see `rules_event_matters`.
+            HostEvent::OurRulesChanged { .. } => false,
         }
+    }
+
+    /// Whether an event can have undone our rules: someone else changed
+    /// our nftables table, or notifications were lost. The pass that
+    /// follows reads the kernel and puts back what is missing.
+    pub fn rules_event_matters(e: &HostEvent) -> bool {
+        matches!(e, HostEvent::OurRulesChanged { .. } | HostEvent::Overrun)
     }
 
     /// Makes the host hold what it must (the interface, every VIP, the
