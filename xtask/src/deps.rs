@@ -14,9 +14,10 @@ pub const VM_PACKAGES: &[&str] = &[
     "xz-utils",        // unpacks vmlinux from the compressed kernel image
     "iproute2",        // ip netns/link/addr in the tests
     "ipvsadm",         // the independent view of what the kernel holds
-    "nftables",        // black-holing test hosts, conntrack firewall rules
-    "iptables",        // kube-proxy style rules in coexistence tests
-    "curl",            // clients through the VIP in the end-to-end tests
+    "nftables", // black-holing test hosts, conntrack firewall rules, the nftables dataplane's view
+    "conntrack", // the nftables dataplane's connections, seen independently
+    "iptables", // kube-proxy style rules in coexistence tests
+    "curl",     // clients through the VIP in the end-to-end tests
 ];
 
 static UPDATED: AtomicBool = AtomicBool::new(false);

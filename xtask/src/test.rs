@@ -220,8 +220,42 @@ fn test_binaries(root: &Path, packages: &[String]) -> Result<Vec<TestBinary>> {
 
 /// The real-kernel tests a binary holds (its ignored tests), by name.
 fn kernel_tests(bin: &TestBinary) -> Result<Vec<String>> {
-    let out = Command::new(&bin.exe)
-        .args(["--list", "--ignored", "--format", "terse"])
+    list_tests(bin, true)
+}
+
+/// Test binaries whose nftables tests run on the host (the host kernel has
+/// nf_tables) and again in the VM, so that both kernels are covered. They
+/// are quick; the end-to-end scenarios on nftables run on the host, with
+/// their address-mode and IPv6 twins marked real-kernel for the VM.
+const BOTH_KERNELS: &[&str] = &["nft_kernel", "kernel_reconcile", "kernel"];
+/// What names those tests.
+const BOTH_KERNELS_MARK: &str = "nftables";
+
+/// The host tests of `bin` that also run in the VM (see [`BOTH_KERNELS`]).
+fn both_kernel_tests(bin: &TestBinary) -> Result<Vec<String>> {
+    let name = bin
+        .exe
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let target = name.rsplit_once('-').map_or(name.as_str(), |(t, _)| t);
+    if !BOTH_KERNELS.contains(&target) {
+        return Ok(Vec::new());
+    }
+    let ignored = list_tests(bin, true)?;
+    Ok(list_tests(bin, false)?
+        .into_iter()
+        .filter(|t| t.contains(BOTH_KERNELS_MARK) && !ignored.contains(t))
+        .collect())
+}
+
+fn list_tests(bin: &TestBinary, ignored: bool) -> Result<Vec<String>> {
+    let mut cmd = Command::new(&bin.exe);
+    cmd.args(["--list", "--format", "terse"]);
+    if ignored {
+        cmd.arg("--ignored");
+    }
+    let out = cmd
         .current_dir(&bin.package_dir)
         .output()
         .with_context(|| format!("cannot list tests of {}", bin.exe.display()))?;
@@ -256,10 +290,28 @@ fn vm_tests(root: &Path, packages: &[String], filters: &[String]) -> Result<VmRu
     let mut lifecycle = false;
     for bin in &bins {
         let tests = kernel_tests(bin)?;
-        let matching: Vec<&String> = tests
-            .iter()
-            .filter(|t| filters.is_empty() || filters.iter().any(|f| t.contains(f.as_str())))
-            .collect();
+        let wanted =
+            |t: &&String| filters.is_empty() || filters.iter().any(|f| t.contains(f.as_str()));
+        let matching: Vec<&String> = tests.iter().filter(wanted).collect();
+        let both: Vec<String> = both_kernel_tests(bin)?;
+        let both: Vec<&String> = both.iter().filter(wanted).collect();
+        if !both.is_empty() {
+            selected += both.len();
+            let dir = vm::shell_quote(&bin.package_dir.to_string_lossy());
+            let exe = vm::shell_quote(&bin.exe.to_string_lossy());
+            let names: Vec<String> = both.iter().map(|t| vm::shell_quote(t)).collect();
+            job.push_str(&format!(
+                "cd {dir} && export CARGO_MANIFEST_DIR={dir}\n\
+                 echo '     Running [vm, also on the host] {name}'\n\
+                 {exe} --exact {names} || failed=1\n",
+                name = bin
+                    .exe
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                names = names.join(" "),
+            ));
+        }
         if matching.is_empty() {
             continue;
         }

@@ -1,6 +1,7 @@
 //! Dataplane: requests/s and latency with wrk, directly to a backend and
-//! through bare IPVS, our VIP, haproxy and nginx, for new plain connections,
-//! keep-alive and new TLS connections.
+//! through bare IPVS, our VIP on IPVS, bare nftables DNAT, our VIP on
+//! nftables, haproxy and nginx, for new plain connections, keep-alive and
+//! new TLS connections.
 //!
 //! The backends are three listeners of one small server (TLS or plain HTTP
 //! on the same port, told apart by the first byte) sharing one two-thread
@@ -23,6 +24,10 @@ use crate::results::{Dataplane, WrkRun};
 use crate::util::{Env, sleep_s};
 
 const BARE: &str = "10.103.97.3:6443";
+/// Bare nftables DNAT (a round robin in a table of its own, nothing checks
+/// the backends), and our daemon on the nftables dataplane.
+const BARE_NFT: &str = "10.103.97.5:6443";
+const OURS_NFT: &str = "10.103.97.4:6443";
 
 async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
     let mut buf = Vec::with_capacity(2048);
@@ -173,6 +178,19 @@ pub fn run(env: &Env, ours: &mut Ours) -> Result<Dataplane> {
     let vip: SocketAddr = VIP_OURS.parse()?;
     lb::wait_in_rotation(vip, &backends, Duration::from_secs(120))?;
     lb::bare_ipvs("bare0", BARE.parse()?, &backends)?;
+    lb::bare_nft("bare1", BARE_NFT.parse()?, &backends)?;
+    // Our daemon on nftables, learning the same backends from the same API.
+    let _nft_daemon = lb::Daemon::spawn(
+        &env.daemon,
+        &env.path("ours-nft-dp"),
+        OURS_NFT.parse()?,
+        ours.masters[0].addr(),
+        &env.ca_file,
+        "apiproxy2",
+        "127.0.0.1:18006".parse()?,
+        &["--dataplane", "nftables"],
+    )?;
+    lb::wait_in_rotation(OURS_NFT.parse()?, &backends, Duration::from_secs(120))?;
     let _haproxy = lb::haproxy(
         env.dir.path(),
         "haproxy-dp",
@@ -188,10 +206,12 @@ pub fn run(env: &Env, ours: &mut Ours) -> Result<Dataplane> {
     )?;
     sleep_s(3.0);
 
-    let paths: [(&str, String); 5] = [
+    let paths: [(&str, String); 7] = [
         ("direct", backends[0].to_string()),
         ("bare-ipvs", BARE.to_string()),
         ("ours", VIP_OURS.to_string()),
+        ("bare-nft", BARE_NFT.to_string()),
+        ("ours-nft", OURS_NFT.to_string()),
         ("haproxy", "127.0.0.1:7011".to_string()),
         ("nginx", "127.0.0.1:7013".to_string()),
     ];
@@ -246,6 +266,9 @@ pub fn run(env: &Env, ours: &mut Ours) -> Result<Dataplane> {
         m.publish(three.clone());
     }
     let _ = lb::wait_in_rotation(vip, &ours.addrs(), Duration::from_secs(120));
+    let _ = Command::new("nft")
+        .args(["delete", "table", "ip", lb::BARE_NFT_TABLE])
+        .status();
     if let Ok(ipvs) = apiserver_proxy_dataplane::Ipvs::connect() {
         let _ = ipvs.del_service(&apiserver_proxy_dataplane::ServiceKey::tcp(BARE.parse()?));
     }

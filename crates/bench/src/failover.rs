@@ -60,6 +60,7 @@ fn publish(masters: &[Arc<Master>], ips: &[IpAddr]) {
 /// Our daemon, its trio, and a fourth master for the convergence test.
 #[derive(Debug)]
 pub struct Ours {
+    pub conf: OursConf,
     pub daemon: Daemon,
     pub masters: Vec<Arc<Master>>,
     pub certs: Arc<Vec<CertificateDer<'static>>>,
@@ -67,18 +68,56 @@ pub struct Ours {
     pub peers_rss: Vec<(String, u64)>,
 }
 
+/// Where one of our daemons runs: its dataplane, VIP, dummy interface,
+/// metrics address and folder. Two can run side by side, one per dataplane.
+#[derive(Debug, Clone, Copy)]
+pub struct OursConf {
+    pub dataplane: &'static str,
+    pub vip: &'static str,
+    pub interface: &'static str,
+    pub metrics: &'static str,
+    pub dir: &'static str,
+}
+
+/// The daemon every section measures: IPVS.
+pub const OURS_IPVS: OursConf = OursConf {
+    dataplane: "ipvs",
+    vip: VIP_OURS,
+    interface: OUR_INTERFACE,
+    metrics: "127.0.0.1:18004",
+    dir: "ours",
+};
+
+/// The same daemon on the nftables dataplane, beside it.
+pub const OURS_NFT: OursConf = OursConf {
+    dataplane: "nftables",
+    vip: "10.103.97.4:6443",
+    interface: "apiproxy1",
+    metrics: "127.0.0.1:18005",
+    dir: "ours-nft",
+};
+
 impl Ours {
     pub fn start(env: &Env) -> Result<Ours> {
+        Ours::start_with(env, OURS_IPVS)
+    }
+
+    /// Our daemon as `conf` says, with three masters of its own.
+    pub fn start_with(env: &Env, conf: OursConf) -> Result<Ours> {
         let (masters, certs) = trio(env);
         let extra = Arc::new(Master::remote(env.ca.apiserver_cert(&[]), false, PORT));
         let ips: Vec<IpAddr> = masters.iter().map(|m| m.addr().ip()).collect();
         publish(&masters, &ips);
         extra.publish(ips.iter().map(|ip| (*ip, Some(true))).collect());
-        let daemon = Ours::spawn(env, &masters, &[])?;
+        let daemon = Ours::spawn(env, conf, &masters, &[])?;
         let want: Vec<SocketAddr> = masters.iter().map(|m| m.addr()).collect();
-        let t = lb::wait_in_rotation(addr(VIP_OURS), &want, Duration::from_secs(180))?;
-        println!("bench: our daemon has its three masters in the kernel after {t:.1} s");
+        let t = lb::wait_in_rotation(addr(conf.vip), &want, Duration::from_secs(180))?;
+        println!(
+            "bench: our daemon ({}) has its three masters in the kernel after {t:.1} s",
+            conf.dataplane
+        );
         Ok(Ours {
+            conf,
             daemon,
             masters,
             certs,
@@ -87,16 +126,18 @@ impl Ours {
         })
     }
 
-    fn spawn(env: &Env, masters: &[Arc<Master>], extra: &[&str]) -> Result<Daemon> {
+    fn spawn(env: &Env, conf: OursConf, masters: &[Arc<Master>], extra: &[&str]) -> Result<Daemon> {
+        let mut args = vec!["--dataplane", conf.dataplane];
+        args.extend_from_slice(extra);
         Daemon::spawn(
             &env.daemon,
-            &env.path("ours"),
-            addr(VIP_OURS),
+            &env.path(conf.dir),
+            addr(conf.vip),
             masters[0].addr(),
             &env.ca_file,
-            OUR_INTERFACE,
-            addr("127.0.0.1:18004"),
-            extra,
+            conf.interface,
+            addr(conf.metrics),
+            &args,
         )
     }
 
@@ -105,7 +146,7 @@ impl Ours {
     pub fn restart(&mut self, env: &Env, extra: &[&str]) -> Result<()> {
         let _ = self.daemon.child.kill();
         let _ = self.daemon.child.wait();
-        self.daemon = Ours::spawn(env, &self.masters, extra)?;
+        self.daemon = Ours::spawn(env, self.conf, &self.masters, extra)?;
         let t0 = now();
         while !util::http_get(self.daemon.metrics, "/healthz").contains("ok") {
             if now() - t0 > 60.0 {
@@ -179,6 +220,23 @@ pub fn run(env: &Env, ours: &mut Ours) -> Result<results::Failover> {
         certs: ours.certs.clone(),
         kernel_vip: Some(addr(VIP_OURS)),
         log: start_log(addr(VIP_OURS), &ours.certs),
+        proc: None,
+        ours: true,
+    });
+    // The same daemon on the nftables dataplane, with masters of its own.
+    let nft = Ours::start_with(env, OURS_NFT)?;
+    let nft_vip = addr(OURS_NFT.vip);
+    setups.push(Setup {
+        info: SetupInfo {
+            id: "ours-nft".into(),
+            label: "bcs-apiserver-proxy (ours), nftables dataplane".into(),
+            config: "the same defaults, dataplane: nftables".into(),
+        },
+        target: nft_vip,
+        masters: nft.masters.clone(),
+        certs: nft.certs.clone(),
+        kernel_vip: Some(nft_vip),
+        log: start_log(nft_vip, &nft.certs),
         proc: None,
         ours: true,
     });
@@ -382,12 +440,8 @@ fn restore(scenario: Scenario, m: &Master) {
 fn kernel_watch(vip: SocketAddr, victim: SocketAddr, until: f64) -> mpsc::Receiver<Option<f64>> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let Ok(ipvs) = Ipvs::connect() else {
-            let _ = tx.send(None);
-            return;
-        };
         while now() < until {
-            let d = lb::dests(&ipvs, vip);
+            let d = lb::kernel_dests(vip);
             if !d.iter().any(|(a, w)| *a == victim && *w > 0) {
                 let _ = tx.send(Some(now()));
                 return;

@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use apiserver_proxy_dataplane::nft::table::NftTable;
 use apiserver_proxy_dataplane::{DestSpec, Ipvs, ServiceKey, ServiceSpec};
 
 use crate::util::{self, sh};
@@ -128,7 +129,8 @@ pub fn nginx(dir: &Path, name: &str, listen: SocketAddr, backends: &[SocketAddr]
 }
 
 /// A bare IPVS service (rr, masquerade) on a VIP held by dummy interface `ifname`.
-pub fn bare_ipvs(ifname: &str, vip: SocketAddr, backends: &[SocketAddr]) -> Result<()> {
+/// `vip` as an address on the dummy interface `ifname`, made if missing.
+fn vip_on_dummy(ifname: &str, vip: SocketAddr) -> Result<()> {
     if util::sh("ip", &["link", "show", ifname]).is_err() {
         sh("ip", &["link", "add", ifname, "type", "dummy"])?;
         sh("ip", &["link", "set", ifname, "up"])?;
@@ -137,6 +139,11 @@ pub fn bare_ipvs(ifname: &str, vip: SocketAddr, backends: &[SocketAddr]) -> Resu
             &["addr", "add", &format!("{}/32", vip.ip()), "dev", ifname],
         )?;
     }
+    Ok(())
+}
+
+pub fn bare_ipvs(ifname: &str, vip: SocketAddr, backends: &[SocketAddr]) -> Result<()> {
+    vip_on_dummy(ifname, vip)?;
     let ipvs = Ipvs::connect()?;
     let key = ServiceKey::tcp(vip);
     let _ = ipvs.del_service(&key);
@@ -144,6 +151,35 @@ pub fn bare_ipvs(ifname: &str, vip: SocketAddr, backends: &[SocketAddr]) -> Resu
     for b in backends {
         ipvs.new_dest(&key, &DestSpec::new(*b, 1))?;
     }
+    Ok(())
+}
+
+/// The table of the bare nftables DNAT.
+pub const BARE_NFT_TABLE: &str = "bench-bare-nft";
+
+/// Bare nftables DNAT on `vip` (an address on the dummy `ifname`): the
+/// least a hand-written round robin needs, `numgen inc mod N map`, in a
+/// table of its own; nothing checks the backends.
+pub fn bare_nft(ifname: &str, vip: SocketAddr, backends: &[SocketAddr]) -> Result<()> {
+    vip_on_dummy(ifname, vip)?;
+    let map: Vec<String> = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| format!("{i} : {}", b.ip()))
+        .collect();
+    let port = backends.first().map_or(6443, SocketAddr::port);
+    let rules = format!(
+        "table ip {BARE_NFT_TABLE} {{\n chain out {{\n  type nat hook output priority -100; policy accept;\n  \
+         ip daddr {} tcp dport {} dnat to numgen inc mod {} map {{ {} }} : {port}\n }}\n}}\n",
+        vip.ip(),
+        vip.port(),
+        backends.len(),
+        map.join(", ")
+    );
+    let path = std::env::temp_dir().join("bench-bare-nft.nft");
+    std::fs::write(&path, rules)?;
+    let _ = util::sh("nft", &["delete", "table", "ip", BARE_NFT_TABLE]);
+    sh("nft", &["-f", path.to_str().unwrap_or_default()])?;
     Ok(())
 }
 
@@ -221,12 +257,31 @@ pub fn dests(ipvs: &Ipvs, vip: SocketAddr) -> Vec<(SocketAddr, u32)> {
         .unwrap_or_default()
 }
 
+/// The backends of `vip` and their weights on whichever dataplane holds it:
+/// IPVS, else our nftables table (the two daemons of a run use different
+/// VIPs).
+pub fn kernel_dests(vip: SocketAddr) -> Vec<(SocketAddr, u32)> {
+    if let Ok(ipvs) = Ipvs::connect() {
+        let d = dests(&ipvs, vip);
+        if !d.is_empty() {
+            return d;
+        }
+    }
+    NftTable::connect()
+        .and_then(|mut t| t.read(&[vip]))
+        .map(|s| {
+            s.into_iter()
+                .flat_map(|s| s.backends.into_iter().map(|(a, b)| (a, b.weight)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Waits until `vip` has exactly `want` in rotation (weight > 0).
 pub fn wait_in_rotation(vip: SocketAddr, want: &[SocketAddr], limit: Duration) -> Result<f64> {
-    let ipvs = Ipvs::connect()?;
     let t0 = util::now();
     loop {
-        let mut have: Vec<SocketAddr> = dests(&ipvs, vip)
+        let mut have: Vec<SocketAddr> = kernel_dests(vip)
             .into_iter()
             .filter(|(_, w)| *w > 0)
             .map(|(a, _)| a)

@@ -31,7 +31,7 @@ fn dnat_rule(vip: &str, backend: &str, port: u16) -> Vec<Expr> {
 /// `nft` would have written for the same rule, and a batch with a bad
 /// message changes nothing; deleting the table leaves a foreign one alone.
 #[test]
-fn one_batch_creates_the_table_chain_and_rule_and_a_failed_batch_changes_nothing() {
+fn nftables_one_batch_creates_the_table_chain_and_rule_and_a_failed_batch_changes_nothing() {
     let _netns = enter_without_ipvs();
     // A table that is not ours, as kube-proxy's or firewalld's would be.
     run("nft", &["add", "table", "ip", "kube-proxy"]);
@@ -143,7 +143,7 @@ fn build(nft: &mut Nft, vip: &str, a: SocketAddr, b: SocketAddr, slots: &[&str])
 /// hook, `numgen inc` over a map of jumps alternates the backends exactly,
 /// and each backend's chain DNATs to it. All in one batch of our codec.
 #[test]
-fn connections_to_the_vip_alternate_over_the_backends() {
+fn nftables_connections_to_the_vip_alternate_over_the_backends() {
     let _netns = enter_without_ipvs();
     // The VIP must be routable for connect(); this host kernel has no dummy
     // interface driver, so it sits on lo here.
@@ -169,7 +169,7 @@ fn connections_to_the_vip_alternate_over_the_backends() {
 /// to it, and its established connection keeps working, its NAT binding in
 /// conntrack.
 #[test]
-fn weights_are_slots_and_a_drained_backend_keeps_its_connections() {
+fn nftables_weights_are_slots_and_a_drained_backend_keeps_its_connections() {
     let _netns = enter_without_ipvs();
     run("ip", &["addr", "add", "10.103.97.2/32", "dev", "lo"]);
     let (a, b) = (backend(b'a', "127.0.0.1"), backend(b'b', "127.0.0.1"));
@@ -208,7 +208,7 @@ fn weights_are_slots_and_a_drained_backend_keeps_its_connections() {
 
 /// IPv6 alike: `ip6 daddr`, 16-byte addresses, the NAT in the `ip6` family.
 #[test]
-fn ipv6_connections_alternate_too() {
+fn nftables_ipv6_connections_alternate_too() {
     let _netns = enter_without_ipvs();
     run(
         "ip",
@@ -254,7 +254,7 @@ fn asked(mut s: NftService) -> NftService {
 /// 0 come back so; what someone else breaks reads as missing; deleting one
 /// virtual server leaves the other, and cleanup leaves a foreign table.
 #[test]
-fn the_table_reads_back_what_it_wrote_and_what_was_broken() {
+fn nftables_the_table_reads_back_what_it_wrote_and_what_was_broken() {
     let _netns = enter_without_ipvs();
     run("nft", &["add", "table", "inet", "kube-proxy"]);
     let mut t = NftTable::connect().expect("nf_tables socket");

@@ -269,6 +269,43 @@ fn wants(vs: &DesiredVs) -> (BTreeMap<Endpoint, Want>, bool) {
     (out, !unprobed)
 }
 
+/// The kernel as it stands after `applied` (the operations of a plan that
+/// succeeded) changed `actual`: what the status page and the metrics show
+/// once a pass is done, rather than what the pass found before it acted.
+pub fn projected(actual: &[ActualVs], applied: &[&Op]) -> Vec<ActualVs> {
+    let mut out = actual.to_vec();
+    for op in applied {
+        let vip = op.vip();
+        let at = match out.iter().position(|a| a.vip == vip) {
+            Some(i) => i,
+            None => {
+                out.push(ActualVs {
+                    vip,
+                    scheduler: String::new(),
+                    dests: BTreeMap::new(),
+                });
+                out.len() - 1
+            }
+        };
+        let vs = &mut out[at];
+        match op {
+            Op::CreateService { scheduler, .. } | Op::SetScheduler { scheduler, .. } => {
+                vs.scheduler = scheduler.clone();
+            }
+            Op::AddDest {
+                backend, weight, ..
+            }
+            | Op::SetWeight {
+                backend, weight, ..
+            } => vs.dests.entry(*backend).or_default().weight = *weight,
+            Op::DelDest { backend, .. } => {
+                vs.dests.remove(backend);
+            }
+        }
+    }
+    out
+}
+
 /// Computes the operations that bring `actual` to `desired`.
 ///
 /// `actual` holds only services we own (the caller filters the kernel's dump
@@ -428,6 +465,35 @@ mod tests {
             backends: backends.iter().map(|(b, c)| (ep(b), *c)).collect(),
             keep_unlisted: false,
         }
+    }
+
+    /// The view after a pass is the kernel after its operations: a plan
+    /// that brings a backend back shows it at its new weight, a deleted one
+    /// gone, and a new service created; a refused operation is not shown.
+    #[test]
+    fn the_projected_view_is_the_kernel_after_the_pass() {
+        let before = [actual(&[(A, 0, 0), (B, 1, 0)])];
+        let set = Op::SetWeight {
+            vip: ep(VIP),
+            backend: ep(A),
+            weight: 1,
+        };
+        let del = Op::DelDest {
+            vip: ep(VIP),
+            backend: ep(B),
+            why: DeleteReason::Dead,
+        };
+        let other = Op::CreateService {
+            vip: ep("[fd00::2]:6443"),
+            scheduler: "rr".into(),
+        };
+        let after = projected(&before, &[&set, &del, &other]);
+        assert_eq!(after[0].dests.len(), 1);
+        assert_eq!(after[0].dests[&ep(A)].weight, 1);
+        assert_eq!(after[1].vip, ep("[fd00::2]:6443"));
+        assert!(after[1].dests.is_empty());
+        // Nothing applied: the view is what was read.
+        assert_eq!(projected(&before, &[]), before);
     }
 
     fn actual(dests: &[(&str, u32, u32)]) -> ActualVs {

@@ -21,10 +21,10 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::host::{HostReport, HostSpec, IPVS_SYSCTLS, VipSpec, route_towards};
 use crate::http::Status;
-use crate::kernel::{Applied, Kernel, apply_plan};
+use crate::kernel::{Applied, Kernel, Step, apply_plan};
 use crate::metrics::{Metrics, state_label};
 use crate::page::{PassBackend, PassVs};
-use crate::plan::{ActualVs, Condition, DesiredVs, Drains, Plan, VsVerdict, plan};
+use crate::plan::{ActualVs, Condition, DesiredVs, Drains, Op, Plan, VsVerdict, plan, projected};
 use crate::state::{self, NodeState, SavedVs};
 use crate::throttle::{self, Throttle};
 
@@ -481,6 +481,18 @@ impl<K: Kernel> Reconciler<K> {
         // Converged: nothing was needed, or everything needed was applied
         // (the next pass will confirm it).
         self.status.pass_done(ok);
+        // What the kernel holds now: the operations that failed are left
+        // out, so a view never claims a change the kernel refused.
+        let failed: Vec<&Op> = applied
+            .errors
+            .iter()
+            .filter_map(|e| match &e.step {
+                Step::Apply(op) => Some(op),
+                _ => None,
+            })
+            .collect();
+        let done: Vec<&Op> = p.ops.iter().filter(|op| !failed.contains(op)).collect();
+        let actual = projected(&actual, &done);
         self.status.page.record_pass(
             ok,
             page_view(&desired, &actual, &p.verdicts),

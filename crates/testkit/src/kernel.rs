@@ -80,6 +80,105 @@ pub fn require_ipvs() {
     }
 }
 
+/// The backends of `vip` (`IP:PORT`) in our nftables table and their
+/// weights, as `nft list` prints them: a backend is a chain `be-VIP-…`
+/// whose rule translates to it (its comment names it), and its weight is
+/// the number of the VIP's round-robin slots that jump to that chain.
+/// Empty while the table or the VIP does not exist.
+pub fn nft_dests(vip: &str) -> Vec<(String, u32)> {
+    nft_backend_rules(vip)
+        .into_iter()
+        .map(|(backend, chain, _, text)| {
+            let tokens: Vec<&str> = text
+                .split(|c: char| c.is_whitespace() || c == ',')
+                .filter(|t| !t.is_empty())
+                .collect();
+            let slots = tokens
+                .windows(2)
+                .filter(|w| w[0] == "jump" && w[1].trim_matches('"') == chain)
+                .count();
+            (backend, u32::try_from(slots).unwrap_or(u32::MAX))
+        })
+        .collect()
+}
+
+/// The connections sent to each backend of `vip` so far: the counter of
+/// its chain (a NAT chain sees the first packet of each connection).
+pub fn nft_connections(vip: &str) -> Vec<(String, u64)> {
+    nft_backend_rules(vip)
+        .into_iter()
+        .map(|(backend, _, packets, _)| (backend, packets))
+        .collect()
+}
+
+/// (backend, its chain, its counter's packets, the whole listing) per
+/// backend rule of `vip` in `nft list table inet bcs-apiserver-proxy`.
+fn nft_backend_rules(vip: &str) -> Vec<(String, String, u64, String)> {
+    let out = Command::new("nft")
+        .args(["list", "table", "inet", "bcs-apiserver-proxy"])
+        .output()
+        .expect("run nft");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let vip: std::net::SocketAddr = vip.parse().expect("vip IP:PORT");
+    let prefix = format!("be-{}-{}-", vip.ip(), vip.port()).replace(':', "_");
+    let mut chain = String::new();
+    let mut found = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(name) = line
+            .strip_prefix("chain ")
+            .and_then(|r| r.strip_suffix(" {"))
+        {
+            chain = name.trim_matches('"').to_string();
+            continue;
+        }
+        let backend = line
+            .split("comment \"backend ")
+            .nth(1)
+            .and_then(|r| r.strip_suffix('"'));
+        if let Some(backend) =
+            backend.filter(|_| chain.starts_with(&prefix) && line.contains("dnat "))
+        {
+            let packets = line
+                .split_whitespace()
+                .skip_while(|w| *w != "packets")
+                .nth(1)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            found.push((backend.to_string(), chain.clone(), packets));
+        }
+    }
+    found
+        .into_iter()
+        .map(|(b, c, p)| (b, c, p, text.clone()))
+        .collect()
+}
+
+/// The backend conntrack says the TCP connection from local port `port` to
+/// `vip` was translated to (the reply's source), per `conntrack -L`.
+pub fn conntrack_backend_of(vip: &str, port: u16) -> Option<String> {
+    let out = Command::new("conntrack")
+        .args(["-L", "-p", "tcp", "--sport", &port.to_string()])
+        .output()
+        .expect("run conntrack (Debian's conntrack package; `cargo xtask test` installs it)");
+    let vip: std::net::SocketAddr = vip.parse().expect("vip IP:PORT");
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let field = |key: &str, nth: usize| {
+            l.split_whitespace()
+                .filter_map(|w| w.strip_prefix(key))
+                .nth(nth)
+                .map(str::to_string)
+        };
+        let dst: std::net::IpAddr = field("dst=", 0)?.parse().ok()?;
+        let dport: u16 = field("dport=", 0)?.parse().ok()?;
+        if dst != vip.ip() || dport != vip.port() {
+            return None;
+        }
+        let ip: std::net::IpAddr = field("src=", 1)?.parse().ok()?;
+        let p: u16 = field("sport=", 1)?.parse().ok()?;
+        Some(std::net::SocketAddr::new(ip, p).to_string())
+    })
+}
+
 /// The destinations of the TCP virtual server `vip` (`IP:PORT`) and their
 /// weights, as `ipvsadm -Ln` prints them: a view independent of our own
 /// netlink code. Empty while the service does not exist (ipvsadm then fails),

@@ -70,7 +70,15 @@ pub(super) fn section(w: &mut String, d: &crate::results::Dataplane, m: &Medians
          spreads is not resolved by this run.\n",
         d.connections, d.duration_s, d.rounds, d.connections
     );
-    let paths = ["direct", "bare-ipvs", "ours", "haproxy", "nginx"];
+    let paths = [
+        "direct",
+        "bare-ipvs",
+        "ours",
+        "bare-nft",
+        "ours-nft",
+        "haproxy",
+        "nginx",
+    ];
     for wl in ["new", "keepalive", "tls-new"] {
         let cell = |p: &str| m.get(&(p.to_string(), wl.to_string()));
         let Some(direct) = cell("direct") else {

@@ -84,7 +84,7 @@ pub(super) fn section(w: &mut String, f: &Failover, dir: &std::path::Path) -> Re
                     secs_or_cap(row.idle(p), f.idle_cap_s)
                 }
             };
-            let kernel = if id == "ours" {
+            let kernel = if id.starts_with("ours") {
                 format!(
                     "{} / {}",
                     secs_or_cap(row.kernel(50.0), f.cap_s),

@@ -342,6 +342,21 @@ pub fn write(args: &ReportArgs) -> Result<()> {
         let cell = |p: &str, wl: &str| m.get(&(p.to_string(), wl.to_string()));
         let get = |p: &str, wl: &str| cell(p, wl).map(|c| c.rps);
         for wl in ["new", "keepalive", "tls-new"] {
+            if let (Some(o), Some(b)) = (cell("ours-nft", wl), cell("bare-nft", wl)) {
+                let ratio = o.rps / b.rps;
+                goal_line(
+                    w,
+                    &format!("dataplane `{wl}`: our nftables VIP within 5 % of bare nftables DNAT"),
+                    format!(
+                        "{} of bare nftables (round-to-round spread: ours ±{:.1} %, bare ±{:.1} %)",
+                        f2(ratio),
+                        o.spread_pct(),
+                        b.spread_pct()
+                    ),
+                    Some(ratio >= 0.95),
+                    format!("by {:.1} points", (0.95 - ratio) * 100.0),
+                );
+            }
             if let (Some(o), Some(b)) = (cell("ours", wl), cell("bare-ipvs", wl)) {
                 let ratio = o.rps / b.rps;
                 // The verdict stays on the medians; the spread says how much of a gap the

@@ -343,22 +343,24 @@ fn sends_to(rule: &Rule, backend: SocketAddr) -> bool {
 }
 
 /// Chain names carry the addresses, so `nft list` reads as the table of a
-/// person's mind; the kernel takes any name up to 255 bytes.
+/// person's mind. An IPv6 address's colons become underscores: the kernel
+/// takes any name, but `nft`'s parser takes no colon in one, and an
+/// operator must be able to type `nft list chain inet bcs-apiserver-proxy
+/// NAME`.
 pub fn vip_chain(vip: SocketAddr) -> String {
-    format!("vip-{}-{}", vip.ip(), vip.port())
+    format!("vip-{}", name_part(vip))
 }
 
 pub fn backend_chain(vip: SocketAddr, backend: SocketAddr) -> String {
-    format!(
-        "{}{}-{}",
-        backend_chain_prefix(vip),
-        backend.ip(),
-        backend.port()
-    )
+    format!("{}{}", backend_chain_prefix(vip), name_part(backend))
 }
 
 fn backend_chain_prefix(vip: SocketAddr) -> String {
-    format!("be-{}-{}-", vip.ip(), vip.port())
+    format!("be-{}-", name_part(vip))
+}
+
+fn name_part(a: SocketAddr) -> String {
+    format!("{}-{}", a.ip(), a.port()).replace(':', "_")
 }
 
 fn jump_comment(vip: SocketAddr, scheduler: &str) -> String {
@@ -384,8 +386,8 @@ mod tests {
     fn names_and_comments_read_back() {
         let vip: SocketAddr = "[fd00::2]:6443".parse().expect("vip");
         let be: SocketAddr = "[fd00::10]:6443".parse().expect("backend");
-        assert_eq!(vip_chain(vip), "vip-fd00::2-6443");
-        assert_eq!(backend_chain(vip, be), "be-fd00::2-6443-fd00::10-6443");
+        assert_eq!(vip_chain(vip), "vip-fd00__2-6443");
+        assert_eq!(backend_chain(vip, be), "be-fd00__2-6443-fd00__10-6443");
         assert_eq!(
             parse_jump_comment(&jump_comment(vip, "rr")),
             Some((vip, "rr".to_string()))

@@ -211,6 +211,11 @@ pub(super) fn assert_default(r: &Rendered) -> Result<()> {
     let cfg = r.config()?;
     ensure!(cfg["virtualServers"][0]["vip"] == "10.103.97.2:6443");
     ensure!(cfg["vipMode"] == "address" && cfg["metricsAddr"] == "0.0.0.0:8004");
+    ensure!(
+        cfg["dataplane"] == "auto",
+        "dataplane: {}",
+        cfg["dataplane"]
+    );
     ensure!(cfg["stateDir"] == "/var/lib/bcs-apiserver-proxy");
     for kind in ["PodMonitor", "ServiceMonitor", "PrometheusRule", "Service"] {
         ensure!(r.of_kind(kind).is_empty(), "{kind} must be off by default");
@@ -407,6 +412,12 @@ fn heading_anchor(heading: &str) -> String {
 /// ci/options-values.yaml: the scheduling, security and probe options a
 /// platform engineer sets, each visible in both DaemonSets.
 pub(super) fn assert_options(r: &Rendered) -> Result<()> {
+    let cfg = r.config()?;
+    ensure!(
+        cfg["dataplane"] == "nftables",
+        "dataplane of the values not in the config: {}",
+        cfg["dataplane"]
+    );
     for (name, ours) in [
         (FULLNAME.to_string(), "DoesNotExist"),
         (format!("{FULLNAME}-cp"), "Exists"),
