@@ -281,6 +281,7 @@ fn status(a: &StatusArgs, c: &Common) -> Result<u8, Failure> {
         &probes,
         &summary,
         &source,
+        (&node.dataplane().to_string(), node.why()),
     );
     match a.output {
         Output::Table => out!("{}", report.text),

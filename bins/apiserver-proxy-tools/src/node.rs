@@ -43,6 +43,11 @@ impl Node {
         self.kernel.dataplane()
     }
 
+    /// Why that dataplane (the configuration, or what `auto` found).
+    pub fn why(&self) -> &str {
+        self.kernel.why()
+    }
+
     /// Says which dataplane changes go to, and why (for the commands that
     /// change the kernel).
     pub fn say_dataplane(&self) {

@@ -200,6 +200,7 @@ pub fn status(
     probes: &[Probed],
     probe_summary: &str,
     source: &ViewSource<'_>,
+    dataplane: (&str, &str),
 ) -> Report {
     let mut r = Report::default();
     let mut say = |line: String| {
@@ -212,6 +213,7 @@ pub fn status(
             format!("source: own probes (no daemon at {daemon}: {why})")
         }
     });
+    say(format!("dataplane: {} ({})", dataplane.0, dataplane.1));
     say(match &saved.state {
         Some(st) => format!(
             "state file: {} ({} virtual server(s), interface {}, VIP mode {})",
@@ -360,6 +362,7 @@ pub fn status(
         "apiVersion": STATUS_API_VERSION,
         "kind": STATUS_KIND,
         "healthy": problems.is_empty(),
+        "dataplane": dataplane.0,
         "source": match source {
             ViewSource::Daemon { .. } => "daemon",
             ViewSource::OwnProbes { .. } => "probes",
@@ -472,6 +475,7 @@ mod tests {
                 daemon: "127.0.0.1:8004".parse().expect("addr"),
                 why: "connection refused".into(),
             },
+            ("nftables", "asked for in the configuration"),
         )
     }
 
@@ -491,6 +495,7 @@ mod tests {
                 daemon: "127.0.0.1:8004".parse().expect("addr"),
                 why: "connection refused".into(),
             },
+            ("nftables", "asked for in the configuration"),
         );
         assert_eq!(r.problems.len(), 1, "{}", r.text);
     }

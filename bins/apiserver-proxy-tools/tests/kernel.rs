@@ -783,6 +783,9 @@ fn nftables_init_reboot_and_cleanup_on_a_node_without_ipvs() {
         assert!(listed.contains(e.as_str()), "{listed}");
     }
     node.wait_healthy_with(flag);
+    let status = node.cli(&format!("status -o json{flag}")).ok().stdout();
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status is JSON");
+    assert_eq!(status["dataplane"], "nftables", "{status}");
 
     // A reboot: the rules and the route are gone, the boot line restores.
     run("nft", &["delete", "table", "inet", "bcs-apiserver-proxy"]);
