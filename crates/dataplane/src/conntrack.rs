@@ -449,4 +449,32 @@ mod tests {
         }
         assert!(parse_entry(&ENTRY_PAYLOAD[..60]).is_err());
     }
+
+    fn fuzz_config() -> proptest::prelude::ProptestConfig {
+        proptest::prelude::ProptestConfig {
+            cases: 2_000,
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(fuzz_config())]
+        /// The kernel's entry mutated at random, or noise: never a panic.
+        #[test]
+        fn mutated_entries_never_panic(
+            at in 0usize..256,
+            byte in proptest::prelude::any::<u8>(),
+            cut in 0usize..256,
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+        ) {
+            let mut b = ENTRY_PAYLOAD.to_vec();
+            if let Some(x) = b.get_mut(at % ENTRY_PAYLOAD.len()) {
+                *x = byte;
+            }
+            b.truncate(cut.max(1));
+            let _ = parse_entry(&b);
+            let _ = parse_entry(&noise);
+        }
+    }
 }

@@ -447,4 +447,35 @@ mod tests {
             let _ = parse_nft_notifications(&NFT_NEWTABLE[..n], "x", |_| false, &mut pending);
         }
     }
+
+    fn fuzz_config() -> proptest::prelude::ProptestConfig {
+        proptest::prelude::ProptestConfig {
+            cases: 2_000,
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(fuzz_config())]
+        /// Notifications mutated at random, or noise: never a panic.
+        #[test]
+        fn mutated_notifications_never_panic(
+            at in 0usize..128,
+            byte in proptest::prelude::any::<u8>(),
+            cut in 0usize..128,
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+        ) {
+            let mut pending = false;
+            for golden in [&NFT_NEWTABLE[..], &NFT_NEWGEN[..]] {
+                let mut b = golden.to_vec();
+                if let Some(x) = b.get_mut(at % golden.len()) {
+                    *x = byte;
+                }
+                b.truncate(cut.max(1));
+                let _ = parse_nft_notifications(&b, "bcs-apiserver-proxy", |_| false, &mut pending);
+            }
+            let _ = parse_nft_notifications(&noise, "bcs-apiserver-proxy", |_| false, &mut pending);
+        }
+    }
 }

@@ -272,8 +272,8 @@ fn nftables_converges_stays_converged_and_repairs_tampering() {
 }
 
 /// 10,000 rules in a foreign table (kube-proxy's nftables mode keeps its
-/// services so): our passes never change one, and reading ours does not
-/// read them.
+/// services so) and an iptables rule: our passes never change one, and
+/// reading ours does not read them.
 #[test]
 fn nftables_ten_thousand_foreign_rules_are_never_touched() {
     let _netns = kernel::enter_without_ipvs();
@@ -299,8 +299,40 @@ fn nftables_ten_thousand_foreign_rules_are_never_touched() {
         .write_all(rules.as_bytes())
         .expect("write rules");
     assert!(child.wait().expect("wait").success());
-    let foreign = || run("nft", &["list", "table", "ip", "kube-proxy"]);
+    // And an iptables rule (iptables-nft keeps it in nf_tables too), as
+    // kube-proxy's iptables mode or a CNI would.
+    run(
+        "iptables",
+        &[
+            "-t",
+            "nat",
+            "-A",
+            "OUTPUT",
+            "-d",
+            "10.96.0.1",
+            "-p",
+            "tcp",
+            "--dport",
+            "443",
+            "-j",
+            "DNAT",
+            "--to-destination",
+            "172.16.0.1:443",
+        ],
+    );
+    let foreign = || {
+        run("nft", &["list", "table", "ip", "kube-proxy"])
+            + &run("iptables-save", &["-t", "nat"])
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .collect::<Vec<_>>()
+                .join("\n")
+    };
     let before = foreign();
+    assert!(
+        before.contains("--to-destination 172.16.0.1:443"),
+        "{before}"
+    );
     assert_eq!(before.matches("dnat to").count(), 10_000);
 
     beside_foreign_rules(DataplaneChoice::Nftables, "rules");
