@@ -1401,6 +1401,7 @@ fn nftables_rule_tampering_is_repaired_on_notification_not_on_the_tick() {
         vec!["flush", "chain", "inet", table, &b_chain],
         vec!["flush", "chain", "inet", table, vip_chain],
         vec!["flush", "chain", "inet", table, "output"],
+        vec!["flush", "chain", "inet", table, "count-out"],
         vec!["delete", "table", "inet", table],
     ] {
         let before = operations(18033);

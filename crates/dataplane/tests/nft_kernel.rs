@@ -243,8 +243,10 @@ fn service(vip: &str, backends: &[(&str, u32)]) -> NftService {
 /// Weights and counters zeroed: what a write asked for.
 fn asked(mut s: NftService) -> NftService {
     for b in s.backends.values_mut() {
-        b.connections = 0;
-        b.first_bytes = 0;
+        *b = NftBackend {
+            weight: b.weight,
+            ..NftBackend::default()
+        };
     }
     s
 }
@@ -378,4 +380,46 @@ fn nftables_monitor_reports_others_changes_to_our_table_only() {
     run("nft", &["delete", "table", "inet", TABLE]);
     let seen = events_within(&mut m, Duration::from_millis(300));
     assert_eq!(seen.len(), 1, "{seen:?}");
+}
+
+/// The counting chains see every packet of a connection through the VIP,
+/// both ways, per backend (the NAT chain's counter sees only the first):
+/// 100 bytes echoed over one connection read back as at least 100 bytes in
+/// and out for the backend that served it, and nothing for the other.
+#[test]
+fn nftables_every_packet_is_counted_per_backend_both_ways() {
+    let _netns = enter_without_ipvs();
+    run("ip", &["addr", "add", &format!("{VIP4}/32"), "dev", "lo"]);
+    let a = backend(b'a', "127.0.0.1");
+    let b = backend(b'b', "127.0.0.1");
+    let vip: SocketAddr = format!("{VIP4}:6443").parse().expect("vip");
+    let mut t = NftTable::connect().expect("nf_tables socket");
+    let mut want = service(&vip.to_string(), &[]);
+    for x in [a, b] {
+        want.backends.insert(
+            x,
+            NftBackend {
+                weight: 1,
+                ..NftBackend::default()
+            },
+        );
+    }
+    t.write(&want).expect("write");
+    let (mut c, tag) = through(VIP4);
+    let served = if tag == 'a' { a } else { b };
+    let idle = if tag == 'a' { b } else { a };
+    for _ in 0..10 {
+        c.write_all(&[7u8; 10]).expect("send");
+        let mut back = [0u8; 10];
+        c.read_exact(&mut back).expect("echo");
+    }
+    let read = t.read(&[vip]).expect("read").remove(0);
+    let s = read.backends[&served];
+    assert_eq!(s.connections, 1, "{read:?}");
+    assert!(s.in_packets >= 11 && s.out_packets >= 11, "{read:?}");
+    // Payload plus the IP and TCP headers of every packet.
+    assert!(s.in_bytes >= 100 + 40 * s.in_packets, "{read:?}");
+    assert!(s.out_bytes >= 101 + 40 * s.out_packets, "{read:?}");
+    let i = read.backends[&idle];
+    assert_eq!((i.in_packets, i.out_packets), (0, 0), "{read:?}");
 }

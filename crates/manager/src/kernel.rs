@@ -519,13 +519,13 @@ impl Kernel for Netlink {
                                     active_conns: active,
                                     inactive_conns: inactive,
                                     conns: b.connections,
-                                    // A NAT chain sees a connection's first
-                                    // packet only: its counter is no traffic
-                                    // count.
-                                    in_packets: 0,
-                                    out_packets: 0,
-                                    in_bytes: 0,
-                                    out_bytes: 0,
+                                    // From the counting chains, which see
+                                    // every packet (the NAT chain's counter
+                                    // sees a connection's first only).
+                                    in_packets: b.in_packets,
+                                    out_packets: b.out_packets,
+                                    in_bytes: b.in_bytes,
+                                    out_bytes: b.out_bytes,
                                 },
                             )
                         })

@@ -199,13 +199,18 @@ fn ten_thousand_foreign_services_are_never_touched() {
 }
 
 /// `nft list table inet bcs-apiserver-proxy`: an independent view of what
-/// the kernel holds of ours.
+/// the kernel holds of ours, as the sorted lines of its listing (a chain or
+/// a rule made again is listed last; what the table holds is what
+/// matters). Each rule is one line naming its chain's VIP or backend.
 fn nft_ours() -> String {
     let out = Command::new("nft")
         .args(["list", "table", "inet", "bcs-apiserver-proxy"])
         .output()
         .expect("run nft");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines.sort_unstable();
+    lines.join("\n")
 }
 
 /// The same plan on the nftables dataplane (the host kernel, and the VM's):
@@ -262,6 +267,7 @@ fn nftables_converges_stays_converged_and_repairs_tampering() {
             "vip-10.103.97.2-6443",
         ],
         &["flush", "chain", "inet", "bcs-apiserver-proxy", "output"],
+        &["flush", "chain", "inet", "bcs-apiserver-proxy", "count-in"],
         &["delete", "table", "inet", "bcs-apiserver-proxy"],
     ] {
         run("nft", tamper);

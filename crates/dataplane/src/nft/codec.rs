@@ -7,7 +7,7 @@
 //! ack (`NLM_F_ACK`) so each failure is attributed to the message that caused
 //! it; that flag is the one documented difference from `nft`'s bytes.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// `NLMSG_MIN_TYPE`: batch begin (`nfnetlink.h`).
 pub const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
@@ -113,6 +113,13 @@ pub enum Expr {
     },
     /// `jump chain`: an immediate verdict.
     Jump { chain: String },
+    /// `ct [original|reply] KEY` into `dreg`: a field of the packet's
+    /// conntrack entry, of one direction's tuple when `dir` is given.
+    Ct {
+        key: u32,
+        dir: Option<u8>,
+        dreg: u32,
+    },
     /// `nat`: translate to the address in `reg_addr` and the port in
     /// `reg_proto` (both the minimum and maximum of a one-value range).
     Nat {
@@ -136,6 +143,7 @@ impl Expr {
             Expr::Numgen { .. } => "numgen",
             Expr::Jump { .. } => "immediate",
             Expr::Lookup { .. } => "lookup",
+            Expr::Ct { .. } => "ct",
         }
     }
 
@@ -173,6 +181,15 @@ impl Expr {
                 be(&mut out, 4, *len);
             }
             Expr::Counter => {}
+            // NFTA_CT_KEY 2, NFTA_CT_DREG 1, NFTA_CT_DIRECTION 3 (a u8),
+            // in nft's order.
+            Expr::Ct { key, dir, dreg } => {
+                be(&mut out, 2, *key);
+                be(&mut out, 1, *dreg);
+                if let Some(d) = dir {
+                    push_attr(&mut out, 3, &[*d]);
+                }
+            }
             // NFTA_IMMEDIATE_DREG 1 (the verdict register), then
             // NFTA_IMMEDIATE_DATA 2 holding NFTA_DATA_VERDICT.
             Expr::Jump { chain } => {
@@ -373,6 +390,54 @@ fn cmp_eq(data: Vec<u8>) -> Expr {
         op: NFT_CMP_EQ,
         data,
     }
+}
+
+/// `enum nft_ct_keys`: the entry's direction, a tuple's layer-4 ports and
+/// its addresses (IPv4, IPv6).
+pub const NFT_CT_DIRECTION: u32 = 1;
+pub const NFT_CT_PROTO_SRC: u32 = 11;
+pub const NFT_CT_PROTO_DST: u32 = 12;
+pub const NFT_CT_SRC_IP: u32 = 19;
+pub const NFT_CT_DST_IP: u32 = 20;
+pub const NFT_CT_SRC_IP6: u32 = 21;
+pub const NFT_CT_DST_IP6: u32 = 22;
+/// `enum ip_conntrack_dir`.
+pub const IP_CT_DIR_ORIGINAL: u8 = 0;
+pub const IP_CT_DIR_REPLY: u8 = 1;
+
+/// `meta l4proto tcp ct original ip daddr VIP ct original proto-dst PORT
+/// ct reply ip saddr BACKEND ct reply proto-src PORT ct direction DIR
+/// counter` (`ip6` for IPv6): counts every packet of the connections
+/// through `vip` that the NAT sent to `backend`, in direction `dir` (a
+/// filter chain sees every packet, a NAT chain only the first).
+pub fn count_through(vip: SocketAddr, backend: SocketAddr, dir: u8) -> Vec<Expr> {
+    let (dst_key, src_key) = match vip.ip() {
+        IpAddr::V4(_) => (NFT_CT_DST_IP, NFT_CT_SRC_IP),
+        IpAddr::V6(_) => (NFT_CT_DST_IP6, NFT_CT_SRC_IP6),
+    };
+    let ct = |key, dir| Expr::Ct {
+        key,
+        dir,
+        dreg: NFT_REG_1,
+    };
+    vec![
+        Expr::Meta {
+            key: NFT_META_L4PROTO,
+            dreg: NFT_REG_1,
+        },
+        cmp_eq(vec![IPPROTO_TCP]),
+        ct(dst_key, Some(IP_CT_DIR_ORIGINAL)),
+        cmp_eq(octets(vip.ip())),
+        ct(NFT_CT_PROTO_DST, Some(IP_CT_DIR_ORIGINAL)),
+        cmp_eq(vip.port().to_be_bytes().to_vec()),
+        ct(src_key, Some(IP_CT_DIR_REPLY)),
+        cmp_eq(octets(backend.ip())),
+        ct(NFT_CT_PROTO_SRC, Some(IP_CT_DIR_REPLY)),
+        cmp_eq(backend.port().to_be_bytes().to_vec()),
+        ct(NFT_CT_DIRECTION, None),
+        cmp_eq(vec![dir]),
+        Expr::Counter,
+    ]
 }
 
 /// `numgen inc mod N vmap @map`: the round robin of a virtual server's

@@ -35,6 +35,13 @@ use crate::error::{Error, Result};
 pub const TABLE: &str = "bcs-apiserver-proxy";
 /// The base chain on the output hook (the node's own connections).
 pub const OUTPUT_CHAIN: &str = "output";
+/// Filter chains that count every packet of our connections: on the output
+/// hook those the node sends (IPVS's "in"), on the input hook the replies
+/// (IPVS's "out"). A NAT chain sees a connection's first packet only.
+pub const COUNT_IN_CHAIN: &str = "count-in";
+pub const COUNT_OUT_CHAIN: &str = "count-out";
+/// `NF_INET_LOCAL_IN` (`netfilter.h`).
+const NF_INET_LOCAL_IN: u32 = 1;
 /// `NF_IP_PRI_NAT_DST`: where destination NAT runs on the output hook.
 const NAT_DST_PRIORITY: i32 = -100;
 /// The most map slots one virtual server may have (the sum of weights);
@@ -60,6 +67,12 @@ pub struct NftBackend {
     /// first packet of each connection only) and those packets' bytes.
     pub connections: u64,
     pub first_bytes: u64,
+    /// Every packet and byte of those connections, client to backend
+    /// (`in`) and back (`out`), from the counting chains.
+    pub in_packets: u64,
+    pub in_bytes: u64,
+    pub out_packets: u64,
+    pub out_bytes: u64,
 }
 
 /// What the read found of one virtual server, with the handles a write
@@ -70,6 +83,31 @@ struct Found {
     jump_handle: u64,
     /// Backends whose chain holds anything, sound or not.
     chains: Vec<SocketAddr>,
+}
+
+/// The counting rules of one VIP, by (backend, `in`?): each rule's handle
+/// and counter (more than one only if something went wrong).
+type Counts = BTreeMap<(SocketAddr, bool), Vec<(u64, (u64, u64))>>;
+
+fn count_rules(rules: &[Rule], vip: SocketAddr) -> Counts {
+    let mut out: Counts = BTreeMap::new();
+    for cr in rules {
+        let inbound = match cr.chain.as_str() {
+            COUNT_IN_CHAIN => true,
+            COUNT_OUT_CHAIN => false,
+            _ => continue,
+        };
+        if let Some(backend) = cr
+            .comment
+            .as_deref()
+            .and_then(|c| parse_count_comment(c, inbound, vip))
+        {
+            out.entry((backend, inbound))
+                .or_default()
+                .push((cr.handle, cr.counter.unwrap_or_default()));
+        }
+    }
+    out
 }
 
 /// The nf_tables socket, speaking in virtual servers.
@@ -127,6 +165,9 @@ impl NftTable {
             }
         }
         let found = self.found()?.remove(&want.vip);
+        // Read apart from the VIP: a VIP whose jump someone deleted still
+        // has its counting rules, which must not be doubled.
+        let counts = count_rules(&self.rules()?, want.vip);
         let vip_chain = vip_chain(want.vip);
         self.nft.apply("write nftables virtual server", |b| {
             b.new_table(TABLE);
@@ -137,6 +178,8 @@ impl NftTable {
                 NF_INET_LOCAL_OUT,
                 NAT_DST_PRIORITY,
             );
+            b.new_base_chain(TABLE, COUNT_IN_CHAIN, "filter", NF_INET_LOCAL_OUT, 0);
+            b.new_base_chain(TABLE, COUNT_OUT_CHAIN, "filter", NF_INET_LOCAL_IN, 0);
             b.new_chain(TABLE, &vip_chain);
             let jump_ok = found
                 .as_ref()
@@ -156,7 +199,23 @@ impl NftTable {
                     Some(&jump_comment(want.vip, &want.scheduler)),
                 );
             }
+            for ((backend, inbound), rules) in &counts {
+                // One counting rule per backend and direction; none for a
+                // backend that goes. A VIP being written again from
+                // nothing (someone deleted its jump) keeps them all: its
+                // backends come back in the operations that follow, and
+                // their counts go on.
+                let keep = usize::from(want.backends.contains_key(backend) || found.is_none());
+                for (handle, _) in rules.iter().skip(keep) {
+                    b.del_rule(TABLE, count_chain(*inbound), *handle);
+                }
+            }
             for backend in want.backends.keys() {
+                for inbound in [true, false] {
+                    if !counts.contains_key(&(*backend, inbound)) {
+                        count_rule(b, want.vip, *backend, inbound);
+                    }
+                }
                 let chain = backend_chain(want.vip, *backend);
                 b.new_chain(TABLE, &chain);
                 let sound = found
@@ -190,8 +249,14 @@ impl NftTable {
         let Some(found) = self.found()?.remove(&vip) else {
             return Ok(false);
         };
+        let counts = count_rules(&self.rules()?, vip);
         self.nft.apply("delete nftables virtual server", |b| {
             b.del_rule(TABLE, OUTPUT_CHAIN, found.jump_handle);
+            for ((_, inbound), rules) in &counts {
+                for (handle, _) in rules {
+                    b.del_rule(TABLE, count_chain(*inbound), *handle);
+                }
+            }
             let chain = vip_chain(vip);
             b.flush_chain(TABLE, &chain);
             b.del_chain(TABLE, &chain);
@@ -276,13 +341,30 @@ impl NftTable {
                     service.backends.insert(
                         backend,
                         NftBackend {
-                            weight: 0,
                             connections,
                             first_bytes,
+                            ..NftBackend::default()
                         },
                     );
                 }
             }
+            let counts = count_rules(&rules, vip);
+            for ((backend, inbound), found) in &counts {
+                if let (Some(b), Some((_, (packets, bytes)))) =
+                    (service.backends.get_mut(backend), found.first())
+                {
+                    if *inbound {
+                        (b.in_packets, b.in_bytes) = (*packets, *bytes);
+                    } else {
+                        (b.out_packets, b.out_bytes) = (*packets, *bytes);
+                    }
+                }
+            }
+            // A backend that is not counted both ways is not whole: it reads
+            // as missing, and the write that puts it back adds its counters.
+            service.backends.retain(|a, _| {
+                counts.contains_key(&(*a, true)) && counts.contains_key(&(*a, false))
+            });
             let vip_chain = vip_chain(vip);
             let sets: Vec<String> = rules
                 .iter()
@@ -329,6 +411,42 @@ fn dispatch(b: &mut Batch, want: &NftService) {
     let modulus = u32::try_from(refs.len()).unwrap_or(u32::MAX);
     b.new_jump_map(TABLE, 1, &refs, &NFT_USERDATA_INTEGER_VERDICT_MAP);
     b.new_rule(TABLE, &vip_chain(want.vip), &codec::round_robin(1, modulus));
+}
+
+/// The counting rule of `backend` in one direction.
+fn count_rule(b: &mut Batch, vip: SocketAddr, backend: SocketAddr, inbound: bool) {
+    let dir = if inbound {
+        codec::IP_CT_DIR_ORIGINAL
+    } else {
+        codec::IP_CT_DIR_REPLY
+    };
+    b.new_rule_commented(
+        TABLE,
+        count_chain(inbound),
+        &codec::count_through(vip, backend, dir),
+        Some(&count_comment(vip, backend, inbound)),
+    );
+}
+
+fn count_chain(inbound: bool) -> &'static str {
+    if inbound {
+        COUNT_IN_CHAIN
+    } else {
+        COUNT_OUT_CHAIN
+    }
+}
+
+fn count_comment(vip: SocketAddr, backend: SocketAddr, inbound: bool) -> String {
+    format!("{} {vip} {backend}", if inbound { "in" } else { "out" })
+}
+
+/// The backend a counting rule of `vip` names, if it is one.
+fn parse_count_comment(c: &str, inbound: bool, vip: SocketAddr) -> Option<SocketAddr> {
+    let rest = c.strip_prefix(if inbound { "in " } else { "out " })?;
+    let (v, b) = rest.split_once(' ')?;
+    (v.parse::<SocketAddr>().ok()? == vip)
+        .then(|| b.parse().ok())
+        .flatten()
 }
 
 /// Whether a backend's rule still translates to that backend: its
