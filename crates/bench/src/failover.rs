@@ -440,8 +440,9 @@ fn restore(scenario: Scenario, m: &Master) {
 fn kernel_watch(vip: SocketAddr, victim: SocketAddr, until: f64) -> mpsc::Receiver<Option<f64>> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
+        let mut view = lb::KernelView::open();
         while now() < until {
-            let d = lb::kernel_dests(vip);
+            let d = view.dests(vip);
             if !d.iter().any(|(a, w)| *a == victim && *w > 0) {
                 let _ = tx.send(Some(now()));
                 return;

@@ -257,31 +257,51 @@ pub fn dests(ipvs: &Ipvs, vip: SocketAddr) -> Vec<(SocketAddr, u32)> {
         .unwrap_or_default()
 }
 
-/// The backends of `vip` and their weights on whichever dataplane holds it:
-/// IPVS, else our nftables table (the two daemons of a run use different
-/// VIPs).
-pub fn kernel_dests(vip: SocketAddr) -> Vec<(SocketAddr, u32)> {
-    if let Ok(ipvs) = Ipvs::connect() {
-        let d = dests(&ipvs, vip);
-        if !d.is_empty() {
-            return d;
+/// A view of the kernel's virtual servers on whichever dataplane holds
+/// one: IPVS, else our nftables table (the two daemons of a run use
+/// different VIPs). Its sockets stay open: a watcher polls every 10 ms,
+/// and must cost the node no more on one dataplane than on the other.
+pub struct KernelView {
+    ipvs: Option<Ipvs>,
+    nft: Option<NftTable>,
+}
+
+impl KernelView {
+    pub fn open() -> KernelView {
+        KernelView {
+            ipvs: Ipvs::connect().ok(),
+            nft: NftTable::connect().ok(),
         }
     }
-    NftTable::connect()
-        .and_then(|mut t| t.read(&[vip]))
-        .map(|s| {
-            s.into_iter()
-                .flat_map(|s| s.backends.into_iter().map(|(a, b)| (a, b.weight)))
-                .collect()
-        })
-        .unwrap_or_default()
+
+    /// The backends of `vip` and their weights.
+    pub fn dests(&mut self, vip: SocketAddr) -> Vec<(SocketAddr, u32)> {
+        if let Some(ipvs) = &self.ipvs {
+            let d = dests(ipvs, vip);
+            if !d.is_empty() {
+                return d;
+            }
+        }
+        self.nft
+            .as_mut()
+            .and_then(|t| t.read(&[vip]).ok())
+            .map(|s| {
+                s.into_iter()
+                    .flat_map(|s| s.backends.into_iter().map(|(a, b)| (a, b.weight)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
+
 
 /// Waits until `vip` has exactly `want` in rotation (weight > 0).
 pub fn wait_in_rotation(vip: SocketAddr, want: &[SocketAddr], limit: Duration) -> Result<f64> {
     let t0 = util::now();
+    let mut view = KernelView::open();
     loop {
-        let mut have: Vec<SocketAddr> = kernel_dests(vip)
+        let mut have: Vec<SocketAddr> = view
+            .dests(vip)
             .into_iter()
             .filter(|(_, w)| *w > 0)
             .map(|(a, _)| a)

@@ -142,6 +142,7 @@ const NFT_TAMPERS: [Tamper; 3] = [
 
 /// Everything the daemon keeps, read over netlink.
 struct Probe {
+    view: lb::KernelView,
     rtnl: Rtnl,
     vip: SocketAddr,
     interface: &'static str,
@@ -150,7 +151,9 @@ struct Probe {
 
 impl Probe {
     fn sane(&mut self) -> bool {
-        let mut have: Vec<SocketAddr> = lb::kernel_dests(self.vip)
+        let mut have: Vec<SocketAddr> = self
+            .view
+            .dests(self.vip)
             .into_iter()
             .filter(|(_, w)| *w > 0)
             .map(|(a, _)| a)
@@ -171,6 +174,7 @@ pub fn run(env: &Env, ours: &mut Ours) -> Result<results::Repair> {
     let mut backends = ours.addrs();
     backends.sort();
     let mut probe = Probe {
+        view: lb::KernelView::open(),
         rtnl: Rtnl::connect()?,
         vip,
         interface: OUR_INTERFACE,
@@ -184,6 +188,7 @@ pub fn run(env: &Env, ours: &mut Ours) -> Result<results::Repair> {
     let mut nft_backends = nft.addrs();
     nft_backends.sort();
     let mut nft_probe = Probe {
+        view: lb::KernelView::open(),
         rtnl: Rtnl::connect()?,
         vip: addr(OURS_NFT.vip),
         interface: OURS_NFT.interface,

@@ -31,6 +31,17 @@ const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
 const CTA_PROTOINFO: u16 = 4;
 const CTA_TIMEOUT: u16 = 7;
+/// `CTA_FILTER` (Linux 5.8): a dump of the entries whose original tuple
+/// matches ours in the fields `CTA_FILTER_ORIG_FLAGS` names. Older kernels
+/// ignore it and dump everything, which the reader filters again.
+const CTA_FILTER: u16 = 25;
+const CTA_FILTER_ORIG_FLAGS: u16 = 1;
+const CTA_FILTER_REPLY_FLAGS: u16 = 2;
+/// `CTA_FILTER_F_CTA_IP_DST`, `..._PROTO_NUM`, `..._PROTO_DST_PORT`
+/// (`nf_internals.h`).
+const FILTER_IP_DST: u32 = 1 << 1;
+const FILTER_PROTO_NUM: u32 = 1 << 3;
+const FILTER_PROTO_DST_PORT: u32 = 1 << 5;
 /// `enum ctattr_tuple`, `ctattr_ip`, `ctattr_l4proto`.
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_TUPLE_PROTO: u16 = 2;
@@ -85,14 +96,38 @@ fn tcp_state(n: u8) -> &'static str {
     }
 }
 
-/// The request for every entry of one family (`conntrack -L -f ipv4`).
-pub fn dump_request(seq: u32, v6: bool) -> Vec<u8> {
+/// The request for the TCP entries whose original destination is `target`
+/// (`conntrack -L -p tcp --orig-dst IP --dport PORT`), filtered by the
+/// kernel: a node's table may hold hundreds of thousands of entries, ours
+/// a handful.
+pub fn dump_request(seq: u32, target: SocketAddr) -> Vec<u8> {
+    let mut ip = Vec::new();
+    match target.ip() {
+        IpAddr::V4(v4) => push(&mut ip, CTA_IP_V4_DST, &v4.octets()),
+        IpAddr::V6(v6) => push(&mut ip, CTA_IP_V6_DST, &v6.octets()),
+    }
+    let mut proto = Vec::new();
+    push(&mut proto, CTA_PROTO_NUM, &[IPPROTO_TCP]);
+    push(&mut proto, CTA_PROTO_DST_PORT, &target.port().to_be_bytes());
+    let mut tuple = Vec::new();
+    push(&mut tuple, NLA_F_NESTED | CTA_TUPLE_IP, &ip);
+    push(&mut tuple, NLA_F_NESTED | CTA_TUPLE_PROTO, &proto);
+    let mut filter = Vec::new();
+    push(
+        &mut filter,
+        CTA_FILTER_ORIG_FLAGS,
+        &(FILTER_IP_DST | FILTER_PROTO_NUM | FILTER_PROTO_DST_PORT).to_ne_bytes(),
+    );
+    push(&mut filter, CTA_FILTER_REPLY_FLAGS, &0u32.to_ne_bytes());
+    let mut attrs = Vec::new();
+    push(&mut attrs, NLA_F_NESTED | CTA_TUPLE_ORIG, &tuple);
+    push(&mut attrs, NLA_F_NESTED | CTA_FILTER, &filter);
     message(
         IPCTNL_MSG_CT_GET,
         NLM_F_REQUEST | NLM_F_DUMP,
         seq,
-        family(v6),
-        &[],
+        family(target.is_ipv6()),
+        &attrs,
     )
 }
 
@@ -280,6 +315,9 @@ fn be32(b: &[u8], what: &str) -> Result<u32, String> {
 pub struct Conntrack {
     sock: nl::Socket,
     seq: u32,
+    /// How many entries the kernel sent in the last dump (tests: the
+    /// kernel's filter at work).
+    last_dump: usize,
 }
 
 impl Conntrack {
@@ -287,12 +325,20 @@ impl Conntrack {
         Ok(Conntrack {
             sock: nl::Socket::open("open conntrack socket", SockProtocol::NetlinkNetFilter)?,
             seq: 1,
+            last_dump: 0,
         })
     }
 
+    /// How many entries the kernel sent in the last dump, before our own
+    /// filtering.
+    pub fn last_dump_len(&self) -> usize {
+        self.last_dump
+    }
+
     /// The TCP entries whose original destination is `target`, and (if
-    /// given) that were sent to `backend`. The whole family's table is read:
-    /// ctnetlink has no filter by destination on every kernel we support.
+    /// given) that were sent to `backend`. The kernel filters by
+    /// destination (Linux 5.8 and later); what an older kernel sends beyond
+    /// that is filtered here.
     pub fn entries_to(
         &mut self,
         target: SocketAddr,
@@ -300,8 +346,9 @@ impl Conntrack {
     ) -> Result<Vec<CtEntry>> {
         let op = "read the conntrack table";
         let seq = self.next_seq();
-        self.sock.send(op, &dump_request(seq, target.is_ipv6()))?;
+        self.sock.send(op, &dump_request(seq, target))?;
         let mut out = Vec::new();
+        self.last_dump = 0;
         loop {
             let datagram = self.sock.recv(op)?;
             for m in nl::split(datagram).map_err(|detail| Error::Decode { op, detail })? {
@@ -317,6 +364,7 @@ impl Conntrack {
                         };
                     }
                     ty if ty == (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW => {
+                        self.last_dump += 1;
                         let entry = parse_entry(m.payload)
                             .map_err(|detail| Error::Decode { op, detail })?;
                         if let Some(e) = entry.filter(|e| {
@@ -440,6 +488,31 @@ mod tests {
         );
         assert_eq!(req[16], AF_INET);
         assert_eq!(&req[20..], &DELETE_ORIG_ATTR[..]);
+    }
+
+    /// The dump asks the kernel to filter by the original destination
+    /// address, protocol and port (CTA_FILTER, Linux 5.8), with the tuple
+    /// that holds them; the host kernel test shows it filters.
+    #[test]
+    fn a_dump_names_the_vip_and_asks_the_kernel_to_filter() {
+        let req = dump_request(3, "10.103.97.2:6443".parse().expect("vip"));
+        assert_eq!(u16::from_ne_bytes([req[4], req[5]]), (1 << 8) | 1);
+        assert_eq!(
+            u16::from_ne_bytes([req[6], req[7]]),
+            NLM_F_REQUEST | NLM_F_DUMP
+        );
+        assert_eq!(req[16], AF_INET);
+        let attrs = nl::attributes(&req[20..]).expect("attributes");
+        let types: Vec<u16> = attrs.iter().map(|(t, _)| *t).collect();
+        assert_eq!(types, [CTA_TUPLE_ORIG, CTA_FILTER]);
+        let tuple = parse_tuple(attrs[0].1);
+        assert_eq!(tuple, Ok(None), "a destination only: no source");
+        let flags = nl::attributes(attrs[1].1).expect("filter");
+        assert_eq!(
+            flags[0],
+            (CTA_FILTER_ORIG_FLAGS, &(0b10_1010u32).to_ne_bytes()[..])
+        );
+        assert_eq!(flags[1], (CTA_FILTER_REPLY_FLAGS, &0u32.to_ne_bytes()[..]));
     }
 
     #[test]

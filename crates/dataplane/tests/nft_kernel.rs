@@ -3,6 +3,7 @@
 //! its own network namespace. `nft` (Debian's nftables, installed by
 //! `cargo xtask test`) is the independent view of what the kernel holds.
 
+use apiserver_proxy_dataplane::conntrack::Conntrack;
 use apiserver_proxy_dataplane::nft::client::Nft;
 use apiserver_proxy_dataplane::nft::table::{NftBackend, NftService, NftTable};
 use apiserver_proxy_dataplane::{HostEvent, HostMonitor};
@@ -422,4 +423,45 @@ fn nftables_every_packet_is_counted_per_backend_both_ways() {
     assert!(s.out_bytes >= 101 + 40 * s.out_packets, "{read:?}");
     let i = read.backends[&idle];
     assert_eq!((i.in_packets, i.out_packets), (0, 0), "{read:?}");
+}
+
+/// ctnetlink on the host kernel: the dump of a VIP's connections is
+/// filtered by the kernel (a connection to elsewhere is not even sent), an
+/// entry names the backend the NAT chose, and deleting it removes it.
+#[test]
+fn nftables_conntrack_lists_and_deletes_the_vips_connections_only() {
+    let _netns = enter_without_ipvs();
+    run("ip", &["addr", "add", &format!("{VIP4}/32"), "dev", "lo"]);
+    let a = backend(b'a', "127.0.0.1");
+    let b = backend(b'b', "127.0.0.1");
+    let vip: SocketAddr = format!("{VIP4}:6443").parse().expect("vip");
+    let mut want = service(&vip.to_string(), &[]);
+    want.backends.insert(
+        a,
+        NftBackend {
+            weight: 1,
+            ..NftBackend::default()
+        },
+    );
+    NftTable::connect()
+        .expect("nf_tables")
+        .write(&want)
+        .expect("write");
+    let (through_vip, tag) = through(VIP4);
+    assert_eq!(tag, 'a');
+    let _elsewhere = TcpStream::connect(b).expect("a connection not through the VIP");
+
+    let mut ct = Conntrack::connect().expect("ctnetlink");
+    let entries = ct.entries_to(vip, None).expect("dump");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(ct.last_dump_len(), 1, "the kernel sent more than the VIP's");
+    let e = &entries[0];
+    assert_eq!(
+        (e.client, e.backend, e.state),
+        (through_vip.local_addr().expect("local"), a, "ESTABLISHED")
+    );
+    assert_eq!(ct.entries_to(vip, Some(b)).expect("dump"), []);
+    assert_eq!(ct.delete(&entries).expect("delete"), 1);
+    assert_eq!(ct.delete(&entries).expect("gone already"), 0);
+    assert_eq!(ct.entries_to(vip, None).expect("dump"), []);
 }

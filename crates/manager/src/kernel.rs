@@ -786,44 +786,46 @@ fn ipvs_apply(ipvs: &Ipvs, op: &Op) -> Result<()> {
 }
 
 /// One operation on the nftables table: the virtual server is read, changed
-/// and written whole in one batch, with the same idempotence as IPVS's
-/// (creating what exists updates it, deleting what is gone succeeds).
+/// and written whole in one batch (one dump of our rules), with the same
+/// idempotence as IPVS's (creating what exists updates it, deleting what is
+/// gone succeeds).
 fn nft_apply(table: &mut NftTable, op: &Op) -> Result<()> {
+    if let Op::CreateService { scheduler, .. } | Op::SetScheduler { scheduler, .. } = op {
+        check_nft_scheduler(scheduler)?;
+    }
     let vip = op.vip();
-    let mut s = table
-        .read(&[vip.0])?
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| NftService {
-            vip: vip.0,
-            scheduler: String::new(),
-            backends: Default::default(),
-        });
-    match op {
-        Op::CreateService { scheduler, .. } | Op::SetScheduler { scheduler, .. } => {
-            check_nft_scheduler(scheduler)?;
-            s.scheduler = scheduler.clone();
-        }
-        Op::AddDest {
-            backend, weight, ..
-        }
-        | Op::SetWeight {
-            backend, weight, ..
-        } => {
-            s.backends.entry(backend.0).or_default().weight = *weight;
-        }
-        Op::DelDest { backend, .. } => {
-            if s.backends.remove(&backend.0).is_none() && s.scheduler.is_empty() {
-                return Ok(());
+    table
+        .update(vip.0, |found| {
+            let existed = found.is_some();
+            let mut s = found.unwrap_or_else(|| NftService {
+                vip: vip.0,
+                // A destination for a service someone removed: created
+                // with the scheduler IPVS would have (the plan creates
+                // services first).
+                scheduler: "rr".into(),
+                backends: Default::default(),
+            });
+            match op {
+                Op::CreateService { scheduler, .. } | Op::SetScheduler { scheduler, .. } => {
+                    s.scheduler = scheduler.clone();
+                }
+                Op::AddDest {
+                    backend, weight, ..
+                }
+                | Op::SetWeight {
+                    backend, weight, ..
+                } => {
+                    s.backends.entry(backend.0).or_default().weight = *weight;
+                }
+                Op::DelDest { backend, .. } => {
+                    if s.backends.remove(&backend.0).is_none() && !existed {
+                        return None;
+                    }
+                }
             }
-        }
-    }
-    if s.scheduler.is_empty() {
-        // A destination for a service someone removed: create it with the
-        // scheduler IPVS would have (the plan creates services first).
-        s.scheduler = "rr".into();
-    }
-    Ok(table.write(&s)?)
+            Some(s)
+        })
+        .map_err(Error::from)
 }
 
 /// The nftables dataplane balances round robin by weight: `rr` and `wrr`.

@@ -146,6 +146,40 @@ impl NftTable {
     /// Makes our table hold `want` exactly (its other virtual servers stay
     /// as they are), in one batch.
     pub fn write(&mut self, want: &NftService) -> Result<()> {
+        self.update(want.vip, |_| Some(want.clone()))
+    }
+
+    /// Reads the virtual server `vip` (None if our table has none), lets
+    /// `change` say what it must become (None: leave it), and writes that
+    /// in one batch: one dump of our rules for the read and the write.
+    pub fn update(
+        &mut self,
+        vip: SocketAddr,
+        change: impl FnOnce(Option<NftService>) -> Option<NftService>,
+    ) -> Result<()> {
+        let rules = self.rules()?;
+        let found = self.found_in(&rules, Some(vip))?.remove(&vip);
+        // Read apart from the VIP: a VIP whose jump someone deleted still
+        // has its counting rules, which must not be doubled.
+        let counts = count_rules(&rules, vip);
+        let Some(want) = change(found.as_ref().map(|f| f.service.clone())) else {
+            return Ok(());
+        };
+        if want.vip != vip {
+            return Err(Error::InvalidArgument {
+                op: "write nftables virtual server",
+                detail: format!("asked to change {vip}, given {}", want.vip),
+            });
+        }
+        self.write_over(&want, found, &counts)
+    }
+
+    fn write_over(
+        &mut self,
+        want: &NftService,
+        found: Option<Found>,
+        counts: &Counts,
+    ) -> Result<()> {
         let slots: u32 = want.backends.values().map(|b| b.weight).sum();
         if slots > MAX_SLOTS {
             return Err(Error::InvalidArgument {
@@ -164,10 +198,6 @@ impl NftTable {
                 });
             }
         }
-        let found = self.found()?.remove(&want.vip);
-        // Read apart from the VIP: a VIP whose jump someone deleted still
-        // has its counting rules, which must not be doubled.
-        let counts = count_rules(&self.rules()?, want.vip);
         let vip_chain = vip_chain(want.vip);
         self.nft.apply("write nftables virtual server", |b| {
             b.new_table(TABLE);
@@ -199,7 +229,7 @@ impl NftTable {
                     Some(&jump_comment(want.vip, &want.scheduler)),
                 );
             }
-            for ((backend, inbound), rules) in &counts {
+            for ((backend, inbound), rules) in counts {
                 // One counting rule per backend and direction; none for a
                 // backend that goes. A VIP being written again from
                 // nothing (someone deleted its jump) keeps them all: its
@@ -246,10 +276,11 @@ impl NftTable {
     /// Removes one virtual server and its chains, in one batch. False if
     /// our table had none.
     pub fn delete(&mut self, vip: SocketAddr) -> Result<bool> {
-        let Some(found) = self.found()?.remove(&vip) else {
+        let rules = self.rules()?;
+        let Some(found) = self.found_in(&rules, Some(vip))?.remove(&vip) else {
             return Ok(false);
         };
-        let counts = count_rules(&self.rules()?, vip);
+        let counts = count_rules(&rules, vip);
         self.nft.apply("delete nftables virtual server", |b| {
             b.del_rule(TABLE, OUTPUT_CHAIN, found.jump_handle);
             for ((_, inbound), rules) in &counts {
@@ -306,11 +337,24 @@ impl NftTable {
 
     fn found(&mut self) -> Result<BTreeMap<SocketAddr, Found>> {
         let rules = self.rules()?;
+        self.found_in(&rules, None)
+    }
+
+    /// The virtual servers in `rules` (only `only`, if given: the maps of
+    /// the others are not read).
+    fn found_in(
+        &mut self,
+        rules: &[Rule],
+        only: Option<SocketAddr>,
+    ) -> Result<BTreeMap<SocketAddr, Found>> {
         let mut out = BTreeMap::new();
         for r in rules.iter().filter(|r| r.chain == OUTPUT_CHAIN) {
             let Some((vip, scheduler)) = r.comment.as_deref().and_then(parse_jump_comment) else {
                 continue;
             };
+            if only.is_some_and(|o| o != vip) {
+                continue;
+            }
             // A rule that no longer jumps to the VIP's chain is not ours
             // any more: the VIP reads as missing and is written again.
             if r.jumps != [vip_chain(vip)] {
@@ -348,7 +392,7 @@ impl NftTable {
                     );
                 }
             }
-            let counts = count_rules(&rules, vip);
+            let counts = count_rules(rules, vip);
             for ((backend, inbound), found) in &counts {
                 if let (Some(b), Some((_, (packets, bytes)))) =
                     (service.backends.get_mut(backend), found.first())
