@@ -294,7 +294,6 @@ impl KernelView {
     }
 }
 
-
 /// Waits until `vip` has exactly `want` in rotation (weight > 0).
 pub fn wait_in_rotation(vip: SocketAddr, want: &[SocketAddr], limit: Duration) -> Result<f64> {
     let t0 = util::now();
