@@ -136,8 +136,12 @@ pub fn run_lifecycle() -> Result<i32> {
     Ok(if run.ok && c.failed == 0 { 0 } else { 1 })
 }
 
+/// Each step says how long the run has taken so far, so a CI log shows
+/// where its time budget goes.
 fn step(what: &str) {
-    println!("\n==> {what}");
+    static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let at = STARTED.get_or_init(Instant::now).elapsed().as_secs();
+    println!("\n==> [{at} s] {what}");
 }
 
 fn cargo(root: &Path, args: &[&str]) -> Result<bool> {
@@ -283,6 +287,7 @@ fn vm_tests(root: &Path, packages: &[String], filters: &[String]) -> Result<VmRu
     let mut job = String::from(
         "# Written by `cargo xtask`: runs every real-kernel test binary with --ignored.\n\
          failed=0\n\
+         started=$(date +%s)\n\
          ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || true\n\
          export APISERVER_PROXY_LIFECYCLE_OUT=\"$PWD/lifecycle\"\n",
     );
@@ -346,7 +351,7 @@ fn vm_tests(root: &Path, packages: &[String], filters: &[String]) -> Result<VmRu
         let filter_arg = filter_arg.join(" ");
         job.push_str(&format!(
             "cd {dir} && export CARGO_MANIFEST_DIR={dir}\n\
-             echo '     Running [vm] {name}'\n\
+             echo \"     Running [vm] {name} (VM up $(( $(date +%s) - started )) s)\"\n\
              {exe} --ignored{threads} {filter_arg} || failed=1\n",
             name = bin
                 .exe
