@@ -20,6 +20,7 @@ pub fn run_all(host_only: bool) -> Result<i32> {
     check_ignore_reasons(&root)?;
     // Before the host tests: they use network namespaces and nftables too,
     // not only the VM.
+    step("the Debian packages the tests need");
     crate::deps::ensure(crate::deps::VM_PACKAGES)?;
 
     step("cargo fmt --all -- --check");

@@ -523,16 +523,8 @@ mod tests {
         assert!(parse_entry(&ENTRY_PAYLOAD[..60]).is_err());
     }
 
-    fn fuzz_config() -> proptest::prelude::ProptestConfig {
-        proptest::prelude::ProptestConfig {
-            cases: 2_000,
-            failure_persistence: None,
-            ..proptest::prelude::ProptestConfig::default()
-        }
-    }
-
     proptest::proptest! {
-        #![proptest_config(fuzz_config())]
+        #![proptest_config(apiserver_proxy_testkit::fuzz::parser_config(2_000))]
         /// The kernel's entry mutated at random, or noise: never a panic.
         #[test]
         fn mutated_entries_never_panic(
@@ -541,12 +533,7 @@ mod tests {
             cut in 0usize..256,
             noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
         ) {
-            let mut b = ENTRY_PAYLOAD.to_vec();
-            if let Some(x) = b.get_mut(at % ENTRY_PAYLOAD.len()) {
-                *x = byte;
-            }
-            b.truncate(cut.max(1));
-            let _ = parse_entry(&b);
+            let _ = parse_entry(&apiserver_proxy_testkit::fuzz::mutate(&ENTRY_PAYLOAD, at, byte, cut));
             let _ = parse_entry(&noise);
         }
     }

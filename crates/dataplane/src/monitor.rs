@@ -203,19 +203,6 @@ impl HostMonitor {
     /// RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV6_IFADDR, RTNLGRP_IPV4_ROUTE and
     /// RTNLGRP_IPV6_ROUTE.
     pub fn open() -> Result<HostMonitor> {
-        let io = |op: &'static str| {
-            move |e: Errno| Error::Io {
-                op,
-                source: std::io::Error::from(e),
-            }
-        };
-        let fd = socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkRoute,
-        )
-        .map_err(io("open rtnetlink monitor socket"))?;
         let groups = [
             RTNLGRP_LINK,
             RTNLGRP_IPV4_IFADDR,
@@ -225,13 +212,15 @@ impl HostMonitor {
         ]
         .iter()
         .fold(0u32, |mask, g| mask | (1 << (g - 1)));
-        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, groups))
-            .map_err(io("join rtnetlink notification groups"))?;
-        Ok(HostMonitor {
-            fd,
-            buf: vec![0; INITIAL_BUF],
-            kind: Kind::Host,
-        })
+        Self::joined(
+            SockProtocol::NetlinkRoute,
+            groups,
+            (
+                "open rtnetlink monitor socket",
+                "join rtnetlink notification groups",
+            ),
+            Kind::Host,
+        )
     }
 
     /// Opens a socket joined to `NFNLGRP_NFTABLES`: its events are
@@ -239,6 +228,25 @@ impl HostMonitor {
     /// deleting our table, a chain, a rule or a map element is repaired at
     /// once rather than on the next periodic check.
     pub fn open_nftables() -> Result<HostMonitor> {
+        Self::joined(
+            SockProtocol::NetlinkNetFilter,
+            1 << (NFNLGRP_NFTABLES - 1),
+            (
+                "open nf_tables monitor socket",
+                "join the nf_tables notification group",
+            ),
+            Kind::OurRules { pending: false },
+        )
+    }
+
+    /// A non-blocking netlink socket of `protocol` bound to the multicast
+    /// `groups` (a bit mask); `ops` name the two steps in errors.
+    fn joined(
+        protocol: SockProtocol,
+        groups: u32,
+        ops: (&'static str, &'static str),
+        kind: Kind,
+    ) -> Result<HostMonitor> {
         let io = |op: &'static str| {
             move |e: Errno| Error::Io {
                 op,
@@ -249,18 +257,14 @@ impl HostMonitor {
             AddressFamily::Netlink,
             SockType::Raw,
             SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkNetFilter,
+            protocol,
         )
-        .map_err(io("open nf_tables monitor socket"))?;
-        bind(
-            fd.as_raw_fd(),
-            &NetlinkAddr::new(0, 1 << (NFNLGRP_NFTABLES - 1)),
-        )
-        .map_err(io("join the nf_tables notification group"))?;
+        .map_err(io(ops.0))?;
+        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, groups)).map_err(io(ops.1))?;
         Ok(HostMonitor {
             fd,
             buf: vec![0; INITIAL_BUF],
-            kind: Kind::OurRules { pending: false },
+            kind,
         })
     }
 
@@ -448,16 +452,8 @@ mod tests {
         }
     }
 
-    fn fuzz_config() -> proptest::prelude::ProptestConfig {
-        proptest::prelude::ProptestConfig {
-            cases: 2_000,
-            failure_persistence: None,
-            ..proptest::prelude::ProptestConfig::default()
-        }
-    }
-
     proptest::proptest! {
-        #![proptest_config(fuzz_config())]
+        #![proptest_config(apiserver_proxy_testkit::fuzz::parser_config(2_000))]
         /// Notifications mutated at random, or noise: never a panic.
         #[test]
         fn mutated_notifications_never_panic(
@@ -468,11 +464,7 @@ mod tests {
         ) {
             let mut pending = false;
             for golden in [&NFT_NEWTABLE[..], &NFT_NEWGEN[..]] {
-                let mut b = golden.to_vec();
-                if let Some(x) = b.get_mut(at % golden.len()) {
-                    *x = byte;
-                }
-                b.truncate(cut.max(1));
+                let b = apiserver_proxy_testkit::fuzz::mutate(golden, at, byte, cut);
                 let _ = parse_nft_notifications(&b, "bcs-apiserver-proxy", |_| false, &mut pending);
             }
             let _ = parse_nft_notifications(&noise, "bcs-apiserver-proxy", |_| false, &mut pending);

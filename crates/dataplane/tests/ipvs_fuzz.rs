@@ -16,17 +16,7 @@ use bytes::*;
 const FUZZ_CASES: u32 = 5_000;
 
 fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(FUZZ_CASES);
-    ProptestConfig {
-        cases,
-        // Failures would be panics, reported with the input; no need to
-        // persist regressions to a file in the source tree.
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
+    apiserver_proxy_testkit::fuzz::parser_config(FUZZ_CASES)
 }
 
 /// Runs every decoder on `data`. Only panics matter; results are dropped.

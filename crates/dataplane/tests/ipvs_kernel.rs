@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use apiserver_proxy_dataplane::ipvs::SVC_F_PERSISTENT;
@@ -50,19 +50,7 @@ fn saved() -> Vec<String> {
 }
 
 fn restore(rules: &str) {
-    let mut child = Command::new("ipvsadm")
-        .arg("-R")
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("spawn ipvsadm -R");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(rules.as_bytes())
-        .expect("write rules");
-    let status = child.wait().expect("wait ipvsadm -R");
-    assert!(status.success(), "ipvsadm -R failed: {status}");
+    kernel::run_with_input("ipvsadm", &["-R"], rules);
 }
 
 /// `ipvsadm -Ln --stats --exact` row for `what` (a service or real server

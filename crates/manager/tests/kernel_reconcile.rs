@@ -2,14 +2,13 @@
 //! convergence, idempotency, tamper repair, and foreign services untouched.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use apiserver_proxy_manager::config::DataplaneChoice;
 use apiserver_proxy_manager::kernel::{Kernel, Netlink, apply_plan};
 use apiserver_proxy_manager::plan::{Condition, DesiredVs, Drains, plan};
-use apiserver_proxy_testkit::kernel::{self, run};
+use apiserver_proxy_testkit::kernel::{self, run, run_with_input};
 use apiserver_proxy_types::Endpoint;
 
 fn ep(s: &str) -> Endpoint {
@@ -80,6 +79,22 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The plan both dataplanes' convergence tests apply: an IPv4 VIP with two
+/// ready backends and one not yet probed, and an IPv6 VIP with one.
+fn two_families() -> [DesiredVs; 2] {
+    [
+        desired(
+            "10.103.97.2:6443",
+            &[
+                ("192.168.1.10:6443", Condition::Ready),
+                ("192.168.1.11:6443", Condition::Ready),
+                ("192.168.1.12:6443", Condition::Unprobed),
+            ],
+        ),
+        desired("[fd00::2]:6443", &[("[fd00::10]:6443", Condition::Ready)]),
+    ]
+}
+
 fn ipvsadm_save() -> String {
     run("ipvsadm", &["-S", "-n"])
 }
@@ -91,17 +106,7 @@ fn converges_stays_converged_and_repairs_tampering() {
     let _netns = kernel::enter();
     let mut k = Netlink::connect(DataplaneChoice::Ipvs).expect("netlink");
     let mut drains = Drains::default();
-    let d = [
-        desired(
-            "10.103.97.2:6443",
-            &[
-                ("192.168.1.10:6443", Condition::Ready),
-                ("192.168.1.11:6443", Condition::Ready),
-                ("192.168.1.12:6443", Condition::Unprobed),
-            ],
-        ),
-        desired("[fd00::2]:6443", &[("[fd00::10]:6443", Condition::Ready)]),
-    ];
+    let d = two_families();
     assert_eq!(
         pass(&mut k, &d, &mut drains),
         6,
@@ -165,18 +170,7 @@ fn ten_thousand_foreign_services_are_never_touched() {
             "-A -t {ip}:443 -s rr\n-a -t {ip}:443 -r 172.16.0.1:443 -m -w 1\n"
         ));
     }
-    let mut child = Command::new("ipvsadm")
-        .arg("-R")
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("ipvsadm -R");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(rules.as_bytes())
-        .expect("write rules");
-    assert!(child.wait().expect("wait").success());
+    run_with_input("ipvsadm", &["-R"], &rules);
     let foreign_before = ipvsadm_save();
 
     beside_foreign_rules(DataplaneChoice::Ipvs, "services");
@@ -222,17 +216,7 @@ fn nftables_converges_stays_converged_and_repairs_tampering() {
     let _netns = kernel::enter_without_ipvs();
     let mut k = Netlink::connect(DataplaneChoice::Nftables).expect("netlink");
     let mut drains = Drains::default();
-    let d = [
-        desired(
-            "10.103.97.2:6443",
-            &[
-                ("192.168.1.10:6443", Condition::Ready),
-                ("192.168.1.11:6443", Condition::Ready),
-                ("192.168.1.12:6443", Condition::Unprobed),
-            ],
-        ),
-        desired("[fd00::2]:6443", &[("[fd00::10]:6443", Condition::Ready)]),
-    ];
+    let d = two_families();
     assert_eq!(pass(&mut k, &d, &mut drains), 6);
     let saved = nft_ours();
     for want in [
@@ -293,18 +277,7 @@ fn nftables_ten_thousand_foreign_rules_are_never_touched() {
         ));
     }
     rules.push_str(" }\n}\n");
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("nft -f");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(rules.as_bytes())
-        .expect("write rules");
-    assert!(child.wait().expect("wait").success());
+    run_with_input("nft", &["-f", "-"], &rules);
     // And an iptables rule (iptables-nft keeps it in nf_tables too), as
     // kube-proxy's iptables mode or a CNI would.
     run(

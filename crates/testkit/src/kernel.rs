@@ -205,6 +205,35 @@ pub fn run(program: &str, args: &[&str]) -> String {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    stdout_of(program, args, &out)
+}
+
+/// Runs a command that the test cannot do without with `input` on its
+/// standard input (`ipvsadm -R`, `nft -f -`), panicking with its output when
+/// it fails.
+pub fn run_with_input(program: &str, args: &[&str], input: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.as_bytes())
+            .unwrap_or_else(|e| panic!("cannot write to {program}: {e}"));
+    }
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("cannot wait for {program}: {e}"));
+    stdout_of(program, args, &out)
+}
+
+/// The standard output of a command the test cannot do without, or a panic
+/// with all it said when it failed.
+fn stdout_of(program: &str, args: &[&str], out: &std::process::Output) -> String {
     if !out.status.success() {
         panic!(
             "`{program} {}` failed ({}): {}{}",

@@ -376,16 +376,8 @@ mod tests {
         assert_eq!(attrs, [(NFTA_RULE_TABLE, &b"bcs-apiserver-proxy\0"[..])]);
     }
 
-    fn fuzz_config() -> proptest::prelude::ProptestConfig {
-        proptest::prelude::ProptestConfig {
-            cases: 2_000,
-            failure_persistence: None,
-            ..proptest::prelude::ProptestConfig::default()
-        }
-    }
-
     proptest::proptest! {
-        #![proptest_config(fuzz_config())]
+        #![proptest_config(apiserver_proxy_testkit::fuzz::parser_config(2_000))]
         /// The kernel's answers mutated at random (a byte set, the rest cut
         /// anywhere) or replaced by noise: an error or a value, never a panic.
         #[test]
@@ -396,11 +388,7 @@ mod tests {
             noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
         ) {
             for golden in [&RULE_PAYLOAD[..], &SET_ELEM_PAYLOAD[..]] {
-                let mut b = golden.to_vec();
-                if let Some(x) = b.get_mut(at % golden.len()) {
-                    *x = byte;
-                }
-                b.truncate(cut.max(1));
+                let b = apiserver_proxy_testkit::fuzz::mutate(golden, at, byte, cut);
                 let _ = parse_rule(&b);
                 let _ = parse_set_elems(&b);
             }
