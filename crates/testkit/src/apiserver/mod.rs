@@ -18,7 +18,7 @@
 //! Switches for tests: [`FakeApiServer::compact`], [`FakeApiServer::expire_watches`],
 //! [`FakeApiServer::drop_connections`], [`FakeApiServer::set_serve_endpoint_slices`],
 //! [`FakeApiServer::set_ready`], [`FakeApiServer::freeze_watches`],
-//! [`FakeApiServer::stop`] / [`FakeApiServer::start`].
+//! [`FakeApiServer::stop`] / [`FakeApiServer::start`], [`FakeApiServer::set_lease_mode`].
 //!
 //! Pagination (`limit`/`continue`) is ignored (lists return everything)
 //! unless [`FakeApiServer::set_list_page_size`] is set; then lists come in
@@ -66,11 +66,13 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::tls::{CertKey, server_config};
 
 mod fixtures;
+mod leases;
 mod selector;
 mod serve;
 mod watches;
 
 pub use fixtures::{kubernetes_endpoints, kubernetes_slice};
+pub use leases::LeaseMode;
 use serve::accept_loop;
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -137,6 +139,10 @@ struct State {
     /// Bumped by `expire_watches`: open watches send 410 and end.
     expire_epoch: u64,
     requests: Vec<String>,
+    /// coordination.k8s.io/v1 Leases by (namespace, name), as served.
+    leases: BTreeMap<(String, String), serde_json::Value>,
+    /// Lease creates and replaces that succeeded.
+    lease_writes: usize,
 }
 
 #[derive(Debug)]
@@ -147,6 +153,7 @@ struct Shared {
     /// Bumped to cut every open connection.
     kill: watch::Sender<u64>,
     open_watches: AtomicUsize,
+    lease_mode: watch::Sender<LeaseMode>,
 }
 
 impl Shared {
@@ -199,10 +206,13 @@ impl FakeApiServer {
                 list_delay: Duration::ZERO,
                 expire_epoch: 0,
                 requests: Vec::new(),
+                leases: BTreeMap::new(),
+                lease_writes: 0,
             }),
             changes: watch::channel(0).0,
             kill: watch::channel(0).0,
             open_watches: AtomicUsize::new(0),
+            lease_mode: watch::channel(LeaseMode::Serve).0,
         });
         let listener = bind(addr)?;
         let addr = listener.local_addr()?;
@@ -379,6 +389,26 @@ impl FakeApiServer {
     /// Watches currently streaming.
     pub fn open_watches(&self) -> usize {
         self.shared.open_watches.load(Ordering::SeqCst)
+    }
+
+    /// How the Lease API answers from now on (requests hanging in
+    /// [`LeaseMode::Hang`] go on when it changes).
+    pub fn set_lease_mode(&self, mode: LeaseMode) {
+        self.shared.lease_mode.send_replace(mode);
+    }
+
+    /// A Lease as stored (`None`: none by that name).
+    pub fn lease(&self, namespace: &str, name: &str) -> Option<serde_json::Value> {
+        self.shared
+            .lock()
+            .leases
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// Lease creates and replaces that succeeded so far.
+    pub fn lease_writes(&self) -> usize {
+        self.shared.lock().lease_writes
     }
 
     /// Every request so far, as `METHOD PATH?QUERY`.

@@ -75,6 +75,9 @@ where
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
+            if super::leases::is_lease_path(req.uri().path()) {
+                return Ok::<_, Infallible>(super::leases::handle(&shared, req).await);
+            }
             Ok::<_, Infallible>(handle(&shared, req))
         }
     });
@@ -105,7 +108,7 @@ fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Respo
     resp
 }
 
-fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+pub(super) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     full(
         status,
         "application/json",
@@ -124,7 +127,7 @@ pub(super) fn status(code: u16, reason: &str, message: String) -> Status {
     }
 }
 
-fn error(code: StatusCode, reason: &str, message: String) -> Response<Body> {
+pub(super) fn error(code: StatusCode, reason: &str, message: String) -> Response<Body> {
     json(code, &status(code.as_u16(), reason, message))
 }
 
