@@ -1,10 +1,14 @@
 //! The kernel side of bcs-apiserver-proxy: IPVS services and destinations,
-//! the dummy interface holding the VIP, and the IPVS sysctls.
+//! our nftables table, conntrack, the dummy interface holding the VIP, the
+//! IPVS sysctls, and the announcements of an address that moved here.
 //!
-//! Everything goes over netlink. There is no mature IPVS crate, so the IPVS
-//! generic-netlink protocol (`include/uapi/linux/ip_vs.h`) is implemented here
-//! on top of `neli`.
+//! Almost everything goes over netlink. There is no mature IPVS or
+//! nf_tables crate we may link, so those protocols
+//! (`include/uapi/linux/ip_vs.h`, `netfilter/nf_tables.h`) are implemented
+//! here as pure codecs. The announcements ([`announce`]) are an Ethernet
+//! frame on a packet socket and an ICMPv6 message on a raw socket.
 
+pub mod announce;
 mod choice;
 pub mod conntable;
 pub mod conntrack;

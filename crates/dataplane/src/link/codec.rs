@@ -13,7 +13,9 @@ use neli::consts::rtnl::{
     Ifa, IfaF, Ifla, IflaInfo, RtAddrFamily, RtScope, RtTable, Rta, Rtm, Rtn, Rtprot,
 };
 use neli::nl::{NlPayload, NlmsghdrBuilder};
-use neli::rtnl::{IfaddrmsgBuilder, IfinfomsgBuilder, Rtattr, RtattrBuilder, RtmsgBuilder};
+use neli::rtnl::{
+    Ifaddrmsg, IfaddrmsgBuilder, IfinfomsgBuilder, Rtattr, RtattrBuilder, RtmsgBuilder,
+};
 use neli::types::{Buffer, RtBuffer};
 
 use super::{IfAddress, LinkInfo, RouteInfo};
@@ -209,28 +211,7 @@ pub(crate) fn address_request(seq: u32, add: bool, index: u32, ip: IpAddr) -> Re
     } else {
         "delete VIP address"
     };
-    let mut attrs = RtBuffer::new();
-    attrs.push(attr(op, Ifa::Local, ip_bytes(ip))?);
-    attrs.push(attr(op, Ifa::Address, ip_bytes(ip))?);
-    let mut flags = IfaF::empty();
-    if ip.is_ipv6() {
-        // No duplicate address detection: the VIP is usable at once, and it
-        // is the same on every node by design.
-        flags |= IfaF::NODAD;
-        attrs.push(attr(op, Ifa::Flags, IFA_F_NODAD.to_ne_bytes().to_vec())?);
-    }
-    let msg = IfaddrmsgBuilder::default()
-        .ifa_family(family(ip))
-        .ifa_prefixlen(full_prefix(ip))
-        .ifa_flags(flags)
-        .ifa_scope(RtScope::Universe)
-        .ifa_index(index)
-        .rtattrs(attrs)
-        .build()
-        .map_err(|e| Error::Netlink {
-            op,
-            detail: e.to_string(),
-        })?;
+    let msg = host_address(op, index, ip, None)?;
     if add {
         encode(
             op,
@@ -242,6 +223,67 @@ pub(crate) fn address_request(seq: u32, add: bool, index: u32, ip: IpAddr) -> Re
     } else {
         encode(op, Rtm::Deladdr, NlmF::ACK, seq, msg)
     }
+}
+
+/// RTM_NEWADDR that creates the host address `ip` on `index`, or refreshes
+/// it, with a lifetime of `seconds` (valid and preferred): the kernel
+/// deletes it that long after the last refresh, whether or not the process
+/// that holds it is still alive.
+pub(crate) fn leased_address_request(
+    seq: u32,
+    index: u32,
+    ip: IpAddr,
+    seconds: u32,
+) -> Result<Vec<u8>> {
+    let op = "hold VIP address";
+    let msg = host_address(op, index, ip, Some(seconds))?;
+    encode(
+        op,
+        Rtm::Newaddr,
+        NlmF::ACK | NlmF::CREATE | NlmF::REPLACE,
+        seq,
+        msg,
+    )
+}
+
+/// The ifaddrmsg of a host address, with `struct ifa_cacheinfo` (preferred
+/// and valid lifetime, then two timestamps the kernel ignores on input)
+/// when it has a lifetime.
+fn host_address(
+    op: &'static str,
+    index: u32,
+    ip: IpAddr,
+    lifetime: Option<u32>,
+) -> Result<Ifaddrmsg> {
+    let mut attrs = RtBuffer::new();
+    attrs.push(attr(op, Ifa::Local, ip_bytes(ip))?);
+    attrs.push(attr(op, Ifa::Address, ip_bytes(ip))?);
+    let mut flags = IfaF::empty();
+    if ip.is_ipv6() {
+        // No duplicate address detection: the VIP is usable at once, and it
+        // is the same on every node by design.
+        flags |= IfaF::NODAD;
+        attrs.push(attr(op, Ifa::Flags, IFA_F_NODAD.to_ne_bytes().to_vec())?);
+    }
+    if let Some(seconds) = lifetime {
+        let mut info = Vec::with_capacity(16);
+        for v in [seconds, seconds, 0, 0] {
+            info.extend_from_slice(&v.to_ne_bytes());
+        }
+        attrs.push(attr(op, Ifa::Cacheinfo, info)?);
+    }
+    IfaddrmsgBuilder::default()
+        .ifa_family(family(ip))
+        .ifa_prefixlen(full_prefix(ip))
+        .ifa_flags(flags)
+        .ifa_scope(RtScope::Universe)
+        .ifa_index(index)
+        .rtattrs(attrs)
+        .build()
+        .map_err(|e| Error::Netlink {
+            op,
+            detail: e.to_string(),
+        })
 }
 
 pub(crate) fn dump_addresses_request(seq: u32) -> Result<Vec<u8>> {

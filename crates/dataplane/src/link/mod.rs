@@ -378,6 +378,22 @@ impl Rtnl {
         }
     }
 
+    /// Adds the host address `vip` on interface `name` (a real interface:
+    /// the outside VIP), or refreshes it, with a lifetime of `seconds`
+    /// after which the kernel removes it unless refreshed again. The
+    /// holder of a lease refreshes it on each renewal, so that a holder
+    /// killed without a word loses the address by itself.
+    pub fn hold_address(&mut self, name: &str, vip: IpAddr, seconds: u32) -> Result<()> {
+        let op = "hold VIP address";
+        let link = self.require_link(name)?;
+        let seq = self.next_seq();
+        let msg = leased_address_request(seq, link.index, vip, seconds)?;
+        match self.request(op, msg, seq)? {
+            Ok(_) => Ok(()),
+            Err(errno) => Err(kernel_error(op, errno)),
+        }
+    }
+
     /// Removes the host address `vip` from interface `name` (explicit
     /// cleanup only). Not there, or no such interface:
     /// [`Change::AlreadyAbsent`].
