@@ -31,17 +31,29 @@ impl std::fmt::Debug for KubeLeases {
 }
 
 impl KubeLeases {
-    /// The Lease `namespace/name` through `clients`, tried in turn.
-    pub fn new(clients: Vec<kube::Client>, namespace: &str, name: &str) -> KubeLeases {
-        KubeLeases {
-            apis: clients
-                .into_iter()
-                .map(|c| Api::namespaced(c, namespace))
-                .collect(),
+    /// The Lease `namespace/name` through a client per apiserver
+    /// (`configs`), tried in turn.
+    ///
+    /// The clients do not retry by themselves: kube's default retries a 503
+    /// up to 15 times with a growing pause, which would keep a holder
+    /// asking one apiserver cut off from etcd well past its deadline
+    /// instead of the next one. The election's rounds are the retries.
+    pub fn new(
+        configs: Vec<kube::Config>,
+        namespace: &str,
+        name: &str,
+    ) -> Result<KubeLeases, kube::Error> {
+        let mut apis = Vec::with_capacity(configs.len());
+        for mut config in configs {
+            config.default_retry = false;
+            apis.push(Api::namespaced(kube::Client::try_from(config)?, namespace));
+        }
+        Ok(KubeLeases {
+            apis,
             current: 0,
             name: name.to_string(),
             namespace: namespace.to_string(),
-        }
+        })
     }
 
     fn api(&self) -> Result<&Api<Lease>, StoreError> {
@@ -50,24 +62,28 @@ impl KubeLeases {
             .ok_or_else(|| StoreError::Unavailable("no apiserver to ask".into()))
     }
 
-    /// Turns kube's error into ours; an apiserver that did not answer is
-    /// left for the next one.
+    /// Turns kube's error into ours. Anything but a conflict leaves this
+    /// apiserver for the next one: one that did not answer, and one that
+    /// answered with an error (an apiserver cut off from etcd's quorum
+    /// answers 5xx while the others may still write).
     fn error(&mut self, op: &str, e: kube::Error) -> StoreError {
+        if let kube::Error::Api(status) = &e
+            && status.code == 409
+        {
+            return StoreError::Conflict;
+        }
+        if !self.apis.is_empty() {
+            self.current = (self.current + 1) % self.apis.len();
+        }
         match e {
-            kube::Error::Api(status) if status.code == 409 => StoreError::Conflict,
             kube::Error::Api(status) => StoreError::Unavailable(format!(
                 "{op} lease {}/{}: the apiserver answered {} {}: {}",
                 self.namespace, self.name, status.code, status.reason, status.message
             )),
-            other => {
-                if !self.apis.is_empty() {
-                    self.current = (self.current + 1) % self.apis.len();
-                }
-                StoreError::Unavailable(format!(
-                    "{op} lease {}/{}: {other}",
-                    self.namespace, self.name
-                ))
-            }
+            other => StoreError::Unavailable(format!(
+                "{op} lease {}/{}: {other}",
+                self.namespace, self.name
+            )),
         }
     }
 

@@ -11,16 +11,15 @@ use apiserver_proxy_election::{
 use apiserver_proxy_testkit::apiserver::{FakeApiServer, LeaseMode};
 use tokio::sync::watch;
 
-fn client(url: &str) -> kube::Client {
-    kube::Client::try_from(kube::Config::new(url.parse().expect("url"))).expect("client")
-}
-
 fn store(urls: &[&str]) -> apiserver_proxy_election::KubeLeases {
     apiserver_proxy_election::KubeLeases::new(
-        urls.iter().map(|u| client(u)).collect(),
+        urls.iter()
+            .map(|u| kube::Config::new(u.parse().expect("url")))
+            .collect(),
         "kube-system",
         "bcs-apiserver-proxy-vip",
     )
+    .expect("clients")
 }
 
 async fn fake() -> FakeApiServer {
@@ -94,11 +93,23 @@ async fn create_read_replace_and_a_stale_write_is_a_conflict() {
 }
 
 #[tokio::test]
-async fn an_unreachable_apiserver_is_passed_over_for_the_next() {
+async fn an_unreachable_or_failing_apiserver_is_passed_over_for_the_next() {
     let server = fake().await;
     // Nothing listens on port 1.
     let mut s = store(&["http://127.0.0.1:1", &server.url()]);
     assert!(matches!(s.get().await, Err(StoreError::Unavailable(_))));
+    assert_eq!(s.get().await.expect("the second apiserver"), None);
+    // One that answers 503 (cut off from etcd) is passed over too.
+    let failing = fake().await;
+    failing.set_lease_mode(LeaseMode::Unavailable);
+    let mut s = store(&[&failing.url(), &server.url()]);
+    // At once: no hidden retries (kube's default would retry a 503 for
+    // minutes).
+    let e = tokio::time::timeout(Duration::from_secs(5), s.get())
+        .await
+        .expect("answered without retrying")
+        .expect_err("503");
+    assert!(e.to_string().contains("503"), "{e}");
     assert_eq!(s.get().await.expect("the second apiserver"), None);
 }
 
