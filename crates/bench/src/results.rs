@@ -208,6 +208,20 @@ pub struct Scale {
     pub reconcile_passes_with_foreign: u64,
     /// What reading the whole table would cost (a full service dump), for comparison.
     pub full_dump_ms: Option<f64>,
+    /// The same pass on the nftables dataplane, with this many rules in a
+    /// foreign table (0: not measured).
+    #[serde(default)]
+    pub nft_foreign_rules: usize,
+    #[serde(default)]
+    pub nft_create_foreign_s: f64,
+    #[serde(default)]
+    pub nft_reconcile_mean_ms_before: Option<f64>,
+    #[serde(default)]
+    pub nft_reconcile_mean_ms_with_foreign: Option<f64>,
+    #[serde(default)]
+    pub nft_reconcile_max_bucket_ms_with_foreign: Option<f64>,
+    #[serde(default)]
+    pub nft_reconcile_passes_with_foreign: u64,
     pub backends: usize,
     /// Daemon start to every backend in the kernel.
     pub backends_converge_s: Option<f64>,

@@ -1,6 +1,7 @@
-//! Scale: a reconcile pass with 10,000 foreign IPVS services in the table,
-//! one virtual server with 100 backends, and the readiness load 1,000 nodes
-//! put on one apiserver.
+//! Scale: a reconcile pass with 10,000 foreign IPVS services in the table
+//! (and on the nftables dataplane, 10,000 rules in a foreign table), one
+//! virtual server with as many backends as the daemon accepts (16), and the
+//! readiness load 1,000 nodes put on one apiserver.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, mpsc};
@@ -13,13 +14,16 @@ use apiserver_proxy_testkit::apiserver::{FakeApiServer, kubernetes_slice};
 use apiserver_proxy_testkit::netns::Netns;
 use apiserver_proxy_types::Endpoint;
 
-use crate::failover::Ours;
+use crate::failover::{OURS_NFT, Ours};
 use crate::lb::{self, Daemon};
 use crate::results::Scale;
 use crate::util::{self, Env, now, sleep_s};
 
 const FOREIGN: usize = 10_000;
-const BACKENDS: usize = 100;
+/// The most apiservers the daemon accepts from the cluster for one virtual
+/// server (discovery's `DEFAULT_MAX_BACKENDS`: a longer answer is refused
+/// as hostile and the current set kept).
+const BACKENDS: usize = 16;
 const NODES: usize = 1_000;
 
 fn foreign_key(i: usize) -> ServiceKey {
@@ -45,12 +49,7 @@ pub fn run(env: &Env, ours: &mut Ours) -> Result<Scale> {
     // 1. Foreign services: our pass reads only our own service.
     println!("bench: scale: reconcile with {FOREIGN} foreign services");
     let metrics = ours.daemon.metrics;
-    let a = util::reconcile_histogram(metrics);
-    sleep_s(window);
-    let b = util::reconcile_histogram(metrics);
-    if let (Some(a), Some(b)) = (&a, &b) {
-        out.reconcile_mean_ms_before = util::reconcile_window(a, b).0;
-    }
+    out.reconcile_mean_ms_before = passes(metrics, window).0;
     let ipvs = Ipvs::connect()?;
     let t = now();
     for i in 0..FOREIGN {
@@ -59,15 +58,11 @@ pub fn run(env: &Env, ours: &mut Ours) -> Result<Scale> {
     }
     out.create_foreign_s = now() - t;
     sleep_s(2.0);
-    let a = util::reconcile_histogram(metrics);
-    sleep_s(window);
-    let b = util::reconcile_histogram(metrics);
-    if let (Some(a), Some(b)) = (&a, &b) {
-        let (mean, max, n) = util::reconcile_window(a, b);
-        out.reconcile_mean_ms_with_foreign = mean;
-        out.reconcile_max_bucket_ms_with_foreign = max;
-        out.reconcile_passes_with_foreign = n;
-    }
+    (
+        out.reconcile_mean_ms_with_foreign,
+        out.reconcile_max_bucket_ms_with_foreign,
+        out.reconcile_passes_with_foreign,
+    ) = passes(metrics, window);
     let mut dumps = Vec::new();
     for _ in 0..3 {
         let t = now();
@@ -85,8 +80,12 @@ pub fn run(env: &Env, ours: &mut Ours) -> Result<Scale> {
         out.reconcile_mean_ms_before, out.reconcile_mean_ms_with_foreign, out.full_dump_ms
     );
 
-    // 2. One virtual server with 100 backends, and 3. 1,000 nodes' probes:
-    // fake apiservers on 101 addresses of one namespace.
+    // 1b. The same on the nftables dataplane.
+    foreign_nft(env, window, &mut out)?;
+
+    // 2. One virtual server with the most backends the daemon accepts, and
+    // 3. 1,000 nodes' probes: fake apiservers on 17 addresses of one
+    // namespace.
     println!("bench: scale: {BACKENDS} backends");
     let ns = Netns::new();
     let mut batch = String::new();
@@ -130,7 +129,10 @@ pub fn run(env: &Env, ours: &mut Ours) -> Result<Scale> {
     });
     let _first = rx.recv_timeout(Duration::from_secs(120))?;
     let prober_target = rx.recv_timeout(Duration::from_secs(120))?;
-    let vip: SocketAddr = "10.103.97.4:6443".parse()?;
+    // Its own VIP, interface and metrics port: the nftables daemons of
+    // the other sections use 10.103.97.4 and .5, and their rules stay in
+    // the kernel after they stop.
+    let vip: SocketAddr = "10.103.97.6:6443".parse()?;
     let seed = SocketAddr::new(IpAddr::V4(backend_ip(0)), 6443);
     let t = now();
     let daemon = Daemon::spawn(
@@ -139,8 +141,8 @@ pub fn run(env: &Env, ours: &mut Ours) -> Result<Scale> {
         vip,
         seed,
         &env.ca_file,
-        "apiproxy1",
-        "127.0.0.1:18005".parse()?,
+        "apiproxy3",
+        "127.0.0.1:18007".parse()?,
         &[],
     )?;
     let want: Vec<SocketAddr> = (0..BACKENDS)
@@ -239,5 +241,60 @@ fn probers(env: &Env, out: &mut Scale, prober_target: &FakeApiServer) -> Result<
         out.probe_rps_computed
     );
     drop(checkers);
+    Ok(())
+}
+
+/// The daemon's reconcile passes over the next `window` seconds: their
+/// mean, the smallest histogram bucket holding them all, and how many.
+fn passes(metrics: SocketAddr, window: f64) -> (Option<f64>, Option<f64>, u64) {
+    let a = util::reconcile_histogram(metrics);
+    sleep_s(window);
+    let b = util::reconcile_histogram(metrics);
+    match (&a, &b) {
+        (Some(a), Some(b)) => util::reconcile_window(a, b),
+        _ => (None, None, 0),
+    }
+}
+
+/// A pass of the nftables daemon with 10,000 rules in a foreign table (as
+/// kube-proxy's nftables mode keeps its services): it dumps our table
+/// only, so they should not change it.
+fn foreign_nft(env: &Env, window: f64, out: &mut Scale) -> Result<()> {
+    println!("bench: scale: nftables reconcile with {FOREIGN} foreign rules");
+    let nft = Ours::start_with(env, OURS_NFT)?;
+    let metrics = nft.daemon.metrics;
+    sleep_s(2.0);
+    out.nft_reconcile_mean_ms_before = passes(metrics, window).0;
+    let mut rules = String::from(
+        "table ip bench-foreign {\n chain services {\n  type nat hook output priority -100; policy accept;\n",
+    );
+    for i in 0..FOREIGN {
+        let ip = foreign_key(i).addr.ip();
+        rules.push_str(&format!(
+            "  ip daddr {ip} tcp dport 80 dnat to 172.16.0.1:80\n"
+        ));
+    }
+    rules.push_str(" }\n}\n");
+    let file = env.path("foreign.nft");
+    std::fs::write(&file, rules)?;
+    let t = now();
+    util::sh("nft", &["-f", &file.to_string_lossy()])?;
+    out.nft_create_foreign_s = now() - t;
+    out.nft_foreign_rules = FOREIGN;
+    sleep_s(2.0);
+    (
+        out.nft_reconcile_mean_ms_with_foreign,
+        out.nft_reconcile_max_bucket_ms_with_foreign,
+        out.nft_reconcile_passes_with_foreign,
+    ) = passes(metrics, window);
+    util::sh("nft", &["delete", "table", "ip", "bench-foreign"])?;
+    drop(nft);
+    // Its rules stay when it stops (as they must on a node): gone with
+    // the table, so that nothing of it is left for the steps after.
+    let _ = util::sh("nft", &["delete", "table", "inet", "bcs-apiserver-proxy"]);
+    println!(
+        "bench: scale: nftables reconcile mean {:?} ms before, {:?} ms with {FOREIGN} foreign rules",
+        out.nft_reconcile_mean_ms_before, out.nft_reconcile_mean_ms_with_foreign
+    );
     Ok(())
 }

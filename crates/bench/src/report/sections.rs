@@ -63,9 +63,30 @@ pub(super) fn scale(w: &mut String, s: &Scale) {
         "| creating the {} foreign services (bench, netlink) | {:.1} s |",
         s.foreign_services, s.create_foreign_s
     );
+    if s.nft_foreign_rules > 0 {
+        let _ = writeln!(
+            w,
+            "| nftables dataplane: reconcile pass, no foreign rules (mean) | {} |",
+            s.nft_reconcile_mean_ms_before.map_or("n/a".into(), ms)
+        );
+        let _ = writeln!(
+            w,
+            "| nftables dataplane: reconcile pass with {} rules in a foreign table (mean; every pass ≤ bucket) | {} (≤ {}) |",
+            s.nft_foreign_rules,
+            s.nft_reconcile_mean_ms_with_foreign
+                .map_or("n/a".into(), ms),
+            s.nft_reconcile_max_bucket_ms_with_foreign
+                .map_or("?".into(), ms)
+        );
+        let _ = writeln!(
+            w,
+            "| loading those {} foreign rules (`nft -f`) | {:.1} s |",
+            s.nft_foreign_rules, s.nft_create_foreign_s
+        );
+    }
     let _ = writeln!(
         w,
-        "| one virtual server with {} backends: daemon start to all in the kernel | {} |",
+        "| one virtual server with {} backends (the most the daemon accepts from the cluster): daemon start to all in the kernel | {} |",
         s.backends,
         secs_or_cap(s.backends_converge_s, 240.0)
     );
@@ -100,6 +121,8 @@ pub(super) fn scale(w: &mut String, s: &Scale) {
         w,
         "\nThe reconcile pass reads only our own service (one GET plus a destination dump), so the foreign \
          services should not change it; the full dump is what a pass that read the whole table would pay. \
+         On the nftables dataplane a pass dumps the rules of our table only (the kernel filters by table), \
+         so rules in other tables should not change it either; that daemon runs beside the IPVS one. \
          The simulated nodes skip the procfs socket inspection (it costs the prober, not the apiserver). \
          See [health.md](health.md) for what the probe rate means next to kubelet heartbeats.\n"
     );
