@@ -147,6 +147,16 @@ impl Announcer {
         let index = u32::try_from(link.ifindex()).map_err(|_| Error::InterfaceNotFound {
             name: interface.to_string(),
         })?;
+        // An interface without an Ethernet address (a tunnel, loopback, a
+        // dummy without one) has no neighbours to tell.
+        if link.halen() != 6 || link.addr().is_none_or(|mac| mac == [0; 6]) {
+            return Err(Error::InvalidArgument {
+                op: "announce a VIP",
+                detail: format!(
+                    "interface {interface} has no Ethernet address to announce the VIP with"
+                ),
+            });
+        }
         Ok(Announcer {
             interface: interface.to_string(),
             link,

@@ -134,6 +134,9 @@ fn an_unknown_interface_is_named() {
     let _netns = kernel::enter_without_ipvs();
     let e = Announcer::open("nosuch0").expect_err("no such interface");
     assert!(e.to_string().contains("\"nosuch0\" does not exist"), "{e}");
+    // Loopback has no Ethernet address to announce with.
+    let e = Announcer::open("lo").expect_err("no MAC");
+    assert!(e.to_string().contains("no Ethernet address"), "{e}");
 }
 
 #[test]
@@ -154,6 +157,16 @@ fn a_held_address_lives_as_long_as_it_is_refreshed() {
             line.contains("valid_lft 1sec") || line.contains("valid_lft 0sec"),
             "{vip}: a one-second lifetime, not forever: {line}"
         );
+        // A refresh restarts the lifetime: held for 2 s, refreshed after
+        // 1.5 s, it is still there 2.5 s after it was first set.
+        rtnl.hold_address("holder0", ip, 2).expect("hold for 2 s");
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        rtnl.hold_address("holder0", ip, 2).expect("refresh");
+        std::thread::sleep(std::time::Duration::from_millis(1000));
+        assert!(
+            kernel::addresses_of("holder0").contains(vip),
+            "{vip}: a refresh extends the lifetime"
+        );
         // Not refreshed any more: the kernel removes it by itself.
         let mut gone = false;
         for _ in 0..1000 {
@@ -169,4 +182,10 @@ fn a_held_address_lives_as_long_as_it_is_refreshed() {
         .hold_address("nosuch0", "192.168.1.100".parse().expect("ip"), 1)
         .expect_err("no such interface");
     assert!(e.to_string().contains("\"nosuch0\" does not exist"), "{e}");
+    for seconds in [0, u32::MAX] {
+        let e = rtnl
+            .hold_address("holder0", "192.168.1.100".parse().expect("ip"), seconds)
+            .expect_err("not a finite lifetime");
+        assert!(e.to_string().contains("not a finite lifetime"), "{e}");
+    }
 }

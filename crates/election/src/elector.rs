@@ -45,8 +45,10 @@ pub enum Leadership {
     /// Not known yet (no read has answered).
     Unknown,
     /// We hold the lease until `until`; not a moment longer unless a later
-    /// value extends it.
-    Leader { until: Instant },
+    /// value extends it. `sent` is when the write that made it so was
+    /// sent: no other candidate may take the lease before `sent` plus the
+    /// lease duration.
+    Leader { sent: Instant, until: Instant },
     /// Someone else holds it (`None`: nobody, as far as the last read
     /// went, and we could not take it).
     Follower { holder: Option<String> },
@@ -55,7 +57,7 @@ pub enum Leadership {
 impl Leadership {
     /// Whether this says we lead at `now`.
     pub fn leads_at(&self, now: Instant) -> bool {
-        matches!(self, Leadership::Leader { until } if now < *until)
+        matches!(self, Leadership::Leader { until, .. } if now < *until)
     }
 }
 
@@ -67,13 +69,38 @@ pub struct Elector<S> {
     last_read: Option<LeaseRecord>,
 }
 
+/// Why an [`Elector`] cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidElection {
+    /// An empty identity would read as a released lease.
+    #[error("the candidate's identity is empty: give each node a unique one (its node name)")]
+    EmptyIdentity,
+    /// The timings break the rule that makes two holders impossible.
+    #[error("unsafe election timings: {}", .0.join("; "))]
+    Timings(Vec<String>),
+}
+
 impl<S: LeaseStore> Elector<S> {
-    pub fn new(store: S, identity: impl Into<String>, timings: Timings) -> Elector<S> {
-        Elector {
+    /// A candidate named `identity` (unique among the candidates: two
+    /// with the same name would both think they hold the lease).
+    pub fn new(
+        store: S,
+        identity: impl Into<String>,
+        timings: Timings,
+    ) -> Result<Elector<S>, InvalidElection> {
+        let identity = identity.into();
+        if identity.is_empty() {
+            return Err(InvalidElection::EmptyIdentity);
+        }
+        let problems = timings.check();
+        if !problems.is_empty() {
+            return Err(InvalidElection::Timings(problems));
+        }
+        Ok(Elector {
             store,
             tracker: Tracker::new(identity, timings),
             last_read: None,
-        }
+        })
     }
 
     pub fn tracker(&self) -> &Tracker {
@@ -100,6 +127,10 @@ impl<S: LeaseStore> Elector<S> {
                 return Leadership::Follower {
                     holder: Some(holder),
                 };
+            }
+            Next::WaitAbsent { .. } => {
+                self.tracker.lost();
+                return Leadership::Follower { holder: None };
             }
             Next::Create(record) => timeout(t.renew_deadline, self.store.create(&record)).await,
             Next::Write(record) => timeout(t.renew_deadline, self.store.replace(&record)).await,
@@ -128,8 +159,8 @@ impl<S: LeaseStore> Elector<S> {
 
     /// What we are now, from the tracker's deadline.
     pub fn leadership(&self) -> Leadership {
-        match self.tracker.leader_until(now()) {
-            Some(until) => Leadership::Leader { until },
+        match self.tracker.leader_at(now()) {
+            Some((sent, until)) => Leadership::Leader { sent, until },
             None => Leadership::Follower {
                 holder: self
                     .last_read
@@ -141,10 +172,16 @@ impl<S: LeaseStore> Elector<S> {
     }
 
     /// Rounds every retry period, each result published on `tx`, until
-    /// `stop` turns true (or its sender is gone). Does not release the
-    /// lease: the caller lets the VIP go first, then calls
-    /// [`Elector::release`].
-    pub async fn run(&mut self, tx: &watch::Sender<Leadership>, mut stop: watch::Receiver<bool>) {
+    /// `stop` turns true (or its sender is gone); then publishes
+    /// [`Leadership::Unknown`], so that a [`Holder`](crate::Holder) lets
+    /// go at once. Does not release the lease: the caller lets the VIP go
+    /// first, then calls [`Elector::release`].
+    pub async fn run(&mut self, tx: &watch::Sender<Leadership>, stop: watch::Receiver<bool>) {
+        self.rounds(tx, stop).await;
+        tx.send_replace(Leadership::Unknown);
+    }
+
+    async fn rounds(&mut self, tx: &watch::Sender<Leadership>, mut stop: watch::Receiver<bool>) {
         let period = self.tracker.timings().retry_period;
         loop {
             if *stop.borrow() {

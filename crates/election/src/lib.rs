@@ -19,8 +19,8 @@ mod kube_store;
 mod timings;
 mod tracker;
 
-pub use elector::{Elector, Leadership, LeaseStore, StoreError, now};
-pub use holder::Holder;
-pub use kube_store::KubeLeases;
+pub use elector::{Elector, InvalidElection, Leadership, LeaseStore, StoreError, now};
+pub use holder::{Holder, Step};
+pub use kube_store::{KubeLeases, KubeLeasesError, LEASE_DURATION_MS_ANNOTATION};
 pub use timings::{MIN_SAFETY_MARGIN, Timings};
-pub use tracker::{LeaseRecord, Next, Tracker};
+pub use tracker::{LeaseRecord, MAX_RESPECTED_LEASE, Next, Tracker};

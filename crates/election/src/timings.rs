@@ -1,7 +1,7 @@
 //! The three durations of the election and the rule between them that
 //! makes two holders impossible.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a lease lasts, how long its holder keeps it without a renewal,
 /// and how often everyone looks.
@@ -64,7 +64,8 @@ impl Timings {
                 ms(self.renew_deadline)
             ));
         }
-        if self.renew_deadline + MIN_SAFETY_MARGIN > self.lease_duration {
+        let least_lease = self.renew_deadline.checked_add(MIN_SAFETY_MARGIN);
+        if least_lease.is_none_or(|least| least > self.lease_duration) {
             problems.push(format!(
                 "leaseDuration ({} ms) must exceed renewDeadline ({} ms) by at least {} ms: \
                  a holder that cannot renew gives the VIP up at its renew deadline, and \
@@ -78,6 +79,21 @@ impl Timings {
             problems.push("leaseDuration is too long for a Lease object".to_string());
         }
         problems
+    }
+
+    /// Whether something that outlives us by `lifetime` at most (an
+    /// address with a kernel-enforced lifetime, set or refreshed `now`)
+    /// is gone before any other candidate may take over from our write
+    /// sent at `sent`. Every other candidate counts the lease from when it
+    /// first saw that write, which is after `sent`.
+    pub fn outlived_by(&self, sent: Instant, now: Instant, lifetime: Duration) -> bool {
+        match (
+            now.checked_add(lifetime),
+            sent.checked_add(self.lease_duration),
+        ) {
+            (Some(gone), Some(earliest_takeover)) => gone <= earliest_takeover,
+            _ => false,
+        }
     }
 
     /// What the Lease object's `leaseDurationSeconds` says: whole seconds,
@@ -117,6 +133,27 @@ mod tests {
             ..Timings::default()
         };
         assert_eq!(zero.check(), ["retryPeriod must be more than zero"]);
+    }
+
+    #[test]
+    fn overflowing_timings_are_refused_not_a_panic() {
+        let t = Timings {
+            renew_deadline: Duration::MAX,
+            ..Timings::default()
+        };
+        assert_eq!(t.check().len(), 1, "{:?}", t.check());
+    }
+
+    #[test]
+    fn a_lifetime_fits_only_if_gone_before_the_earliest_takeover() {
+        let t = Timings::default();
+        let sent = Instant::now();
+        let ms = Duration::from_millis;
+        let life = ms(1300);
+        assert!(t.outlived_by(sent, sent, life));
+        assert!(t.outlived_by(sent, sent + ms(200), life));
+        assert!(!t.outlived_by(sent, sent + ms(201), life));
+        assert!(!t.outlived_by(sent, sent, Duration::MAX));
     }
 
     #[test]

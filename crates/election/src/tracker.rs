@@ -12,6 +12,9 @@ pub struct LeaseRecord {
     pub holder: Option<String>,
     /// `spec.leaseDurationSeconds` as the writer set it.
     pub lease_duration_seconds: Option<i32>,
+    /// The writer's lease duration to the millisecond (an annotation: the
+    /// field above has whole seconds only, and 1.5 s is not 2 s).
+    pub lease_duration_ms: Option<u64>,
     /// `spec.leaseTransitions`.
     pub transitions: i32,
     /// `spec.acquireTime`, RFC 3339, for people reading the object.
@@ -41,12 +44,22 @@ pub enum Next {
     Write(LeaseRecord),
     /// Someone else holds it until at least `expires` (by our clock).
     Follow { holder: String, expires: Instant },
+    /// No lease exists, but one may have been deleted under a holder that
+    /// still leads: wait until `until` (a lease duration after we first saw
+    /// it absent) before creating it.
+    WaitAbsent { until: Instant },
 }
 
-/// The version of the lease last seen and when it was first seen.
+/// The longest lease duration a record may ask us to respect. A holder
+/// writing more (a typo, or an hour-long lease) is respected only this
+/// long: the election would otherwise stand still for as long as it says.
+pub const MAX_RESPECTED_LEASE: Duration = Duration::from_secs(300);
+
+/// What was last seen of the lease and when it was first seen so.
 #[derive(Debug, Clone)]
 struct Seen {
-    version: Option<String>,
+    /// `None`: the lease did not exist.
+    version: Option<Option<String>>,
     since: Instant,
 }
 
@@ -56,9 +69,9 @@ pub struct Tracker {
     identity: String,
     timings: Timings,
     seen: Option<Seen>,
-    /// We hold the lease until then (the send time of our last successful
-    /// write plus the renew deadline).
-    leader_until: Option<Instant>,
+    /// We hold the lease: the send time of our last successful write, and
+    /// that plus the renew deadline, until when we lead.
+    leader: Option<(Instant, Instant)>,
 }
 
 impl Tracker {
@@ -67,7 +80,7 @@ impl Tracker {
             identity: identity.into(),
             timings,
             seen: None,
-            leader_until: None,
+            leader: None,
         }
     }
 
@@ -81,31 +94,43 @@ impl Tracker {
 
     /// Until when we lead, if we do at `now`.
     pub fn leader_until(&self, now: Instant) -> Option<Instant> {
-        self.leader_until.filter(|until| now < *until)
+        self.leader_at(now).map(|(_, until)| until)
+    }
+
+    /// When our last successful write was sent and until when it makes us
+    /// lead, if we do at `now`.
+    pub fn leader_at(&self, now: Instant) -> Option<(Instant, Instant)> {
+        self.leader.filter(|(_, until)| now < *until)
     }
 
     /// Takes in a read made at `now` (`None`: the lease does not exist) and
     /// says what to write, if anything. `wall_now` (RFC 3339) only stamps
     /// the record for people.
     pub fn observe(&mut self, read: Option<&LeaseRecord>, now: Instant, wall_now: &str) -> Next {
-        let Some(record) = read else {
-            self.seen = None;
-            return Next::Create(self.ours(None, wall_now));
-        };
-        // The lease's age is counted from the first time this version was
-        // seen, by our clock: the holder's clock and the record's renewTime
-        // are never trusted.
-        let changed = self
-            .seen
-            .as_ref()
-            .is_none_or(|s| s.version != record.version);
-        if changed {
+        // The lease's age is counted from the first time this version (or
+        // its absence) was seen, by our clock: the holder's clock and the
+        // record's renewTime are never trusted.
+        let key = read.map(|r| r.version.clone());
+        if self.seen.as_ref().is_none_or(|s| s.version != key) {
             self.seen = Some(Seen {
-                version: record.version.clone(),
+                version: key,
                 since: now,
             });
         }
         let since = self.seen.as_ref().map_or(now, |s| s.since);
+        let Some(record) = read else {
+            // A lease deleted under its holder (by a person, or a namespace
+            // being recreated) does not stop that holder at once: it keeps
+            // the VIP until its renew deadline. So an absent lease is
+            // created only once it has been absent for a whole lease
+            // duration, as if it had been there and expired.
+            let until = since + self.timings.lease_duration;
+            return if now >= until {
+                Next::Create(self.ours(None, wall_now))
+            } else {
+                Next::WaitAbsent { until }
+            };
+        };
         match record.holder() {
             // Ours: renew, even after our own deadline passed (we stopped
             // holding then); the version check makes a renewal that comes
@@ -126,18 +151,21 @@ impl Tracker {
         }
     }
 
-    /// How long a holder's lease lasts from when we saw it: our configured
-    /// duration, unless the holder wrote a longer one than ours rounds up
-    /// to (it was configured so, for example in the middle of a change of
-    /// settings), which is then respected.
+    /// How long a holder's lease lasts from when we saw it: the longer of
+    /// our configured duration and the one the holder wrote (it may be
+    /// configured differently, in the middle of a change of settings, or
+    /// be another tool), up to [`MAX_RESPECTED_LEASE`]. The holder's
+    /// duration is read to the millisecond from our annotation when it is
+    /// there, else from the whole seconds of `leaseDurationSeconds`.
     fn wait_for(&self, record: &LeaseRecord) -> Duration {
-        let ours = self.timings.lease_duration;
-        match record.lease_duration_seconds {
-            Some(s) if s > self.timings.lease_duration_seconds() => {
-                Duration::from_secs(u64::try_from(s).unwrap_or(0))
-            }
-            _ => ours,
-        }
+        let theirs = match (record.lease_duration_ms, record.lease_duration_seconds) {
+            (Some(ms), _) => Duration::from_millis(ms),
+            (None, Some(s)) => Duration::from_secs(u64::try_from(s).unwrap_or(0)),
+            (None, None) => Duration::ZERO,
+        };
+        self.timings
+            .lease_duration
+            .max(theirs.min(MAX_RESPECTED_LEASE))
     }
 
     /// The record that makes us the holder, from `current` (`None`: none
@@ -148,6 +176,9 @@ impl Tracker {
         LeaseRecord {
             holder: Some(self.identity.clone()),
             lease_duration_seconds: Some(self.timings.lease_duration_seconds()),
+            lease_duration_ms: Some(
+                u64::try_from(self.timings.lease_duration.as_millis()).unwrap_or(u64::MAX),
+            ),
             transitions: if held || current.is_none() {
                 transitions
             } else {
@@ -167,9 +198,11 @@ impl Tracker {
     /// `stored`: we lead until `sent` plus the renew deadline.
     pub fn written(&mut self, stored: &LeaseRecord, sent: Instant, now: Instant) {
         let until = sent + self.timings.renew_deadline;
-        self.leader_until = Some(self.leader_until.map_or(until, |u| u.max(until)));
+        if self.leader.is_none_or(|(_, u)| u < until) {
+            self.leader = Some((sent, until));
+        }
         self.seen = Some(Seen {
-            version: stored.version.clone(),
+            version: Some(stored.version.clone()),
             since: now,
         });
     }
@@ -177,7 +210,7 @@ impl Tracker {
     /// Someone else wrote first (a conflict), or the lease is not ours
     /// anymore: we stop leading now, whatever the deadline said.
     pub fn lost(&mut self) {
-        self.leader_until = None;
+        self.leader = None;
     }
 
     /// The record that releases our lease, if we hold `current`: no holder,
@@ -202,6 +235,7 @@ mod tests {
         LeaseRecord {
             holder: Some(holder.into()),
             lease_duration_seconds: Some(2),
+            lease_duration_ms: Some(1500),
             transitions: 3,
             acquire_time: Some("2026-01-01T00:00:00Z".into()),
             renew_time: Some("2026-01-01T00:00:01Z".into()),
@@ -210,9 +244,20 @@ mod tests {
     }
 
     #[test]
-    fn no_lease_is_created_holding_it() {
+    fn an_absent_lease_is_created_a_lease_duration_after_it_was_first_seen_absent() {
         let mut t = Tracker::new("a", Timings::default());
-        let Next::Create(r) = t.observe(None, Instant::now(), "W") else {
+        let t0 = Instant::now();
+        assert_eq!(
+            t.observe(None, t0, "W"),
+            Next::WaitAbsent {
+                until: t0 + 1500 * MS
+            }
+        );
+        assert!(matches!(
+            t.observe(None, t0 + 1499 * MS, "W"),
+            Next::WaitAbsent { .. }
+        ));
+        let Next::Create(r) = t.observe(None, t0 + 1500 * MS, "W") else {
             panic!("create")
         };
         assert_eq!(r.holder.as_deref(), Some("a"));
@@ -258,18 +303,49 @@ mod tests {
     }
 
     #[test]
-    fn a_longer_duration_written_by_the_holder_is_respected() {
+    fn a_deleted_lease_is_not_taken_while_its_holder_may_still_lead() {
         let mut t = Tracker::new("b", Timings::default());
         let t0 = Instant::now();
-        let mut r = record("a", "7");
-        r.lease_duration_seconds = Some(15);
+        t.observe(Some(&record("a", "7")), t0, "W");
+        // Deleted at t0 + 1 s: the count starts again from there.
         assert_eq!(
-            t.observe(Some(&r), t0, "W"),
-            Next::Follow {
-                holder: "a".into(),
-                expires: t0 + Duration::from_secs(15)
+            t.observe(None, t0 + 1000 * MS, "W"),
+            Next::WaitAbsent {
+                until: t0 + 2500 * MS
             }
         );
+        assert!(matches!(
+            t.observe(None, t0 + 2500 * MS, "W"),
+            Next::Create(_)
+        ));
+    }
+
+    #[test]
+    fn a_longer_duration_written_by_the_holder_is_respected() {
+        let t0 = Instant::now();
+        let follow = |ms: Option<u64>, secs: Option<i32>| {
+            let mut t = Tracker::new("b", Timings::default());
+            let mut r = record("a", "7");
+            r.lease_duration_ms = ms;
+            r.lease_duration_seconds = secs;
+            match t.observe(Some(&r), t0, "W") {
+                Next::Follow { expires, .. } => expires - t0,
+                other => panic!("{other:?}"),
+            }
+        };
+        // Another tool's whole seconds, longer than ours.
+        assert_eq!(follow(None, Some(15)), Duration::from_secs(15));
+        // A holder configured 2.0 s / 1.9 s writes 2 s: a candidate
+        // configured 1.5 s must still wait 2 s, or the two would overlap.
+        assert_eq!(follow(Some(2000), Some(2)), 2000 * MS);
+        // Our own annotation beats the rounded-up seconds.
+        assert_eq!(follow(Some(1500), Some(2)), 1500 * MS);
+        // Shorter than ours, or nothing: ours.
+        assert_eq!(follow(Some(300), Some(1)), 1500 * MS);
+        assert_eq!(follow(None, None), 1500 * MS);
+        assert_eq!(follow(None, Some(-5)), 1500 * MS);
+        // A huge one is respected only up to the cap.
+        assert_eq!(follow(None, Some(i32::MAX)), MAX_RESPECTED_LEASE);
     }
 
     #[test]

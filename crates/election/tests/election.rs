@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use apiserver_proxy_election::{
-    Elector, Holder, Leadership, LeaseRecord, LeaseStore, StoreError, Timings,
+    Elector, Holder, Leadership, LeaseRecord, LeaseStore, Step, StoreError, Timings,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -27,6 +27,13 @@ enum Link {
     Refused,
     /// Every request hangs (packets dropped).
     Hangs,
+    /// Every request and every answer takes a while, differently each
+    /// time: up to this many milliseconds each way.
+    Slow(u64),
+    /// Reads are answered; writes arrive and are carried out, but their
+    /// answers are lost (the client sees a timeout after this many
+    /// milliseconds).
+    LosesWriteAnswers(u64),
 }
 
 #[derive(Debug, Default)]
@@ -41,18 +48,57 @@ struct Etcd {
 struct Mem {
     etcd: Arc<Mutex<Etcd>>,
     link: Arc<Mutex<Link>>,
+    /// A small deterministic generator for the latencies of a slow link.
+    seed: u64,
 }
 
 impl Mem {
-    async fn reach(&self) -> Result<(), StoreError> {
+    fn jitter(&mut self, max_ms: u64) -> Duration {
+        self.seed = self
+            .seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        Duration::from_millis((self.seed >> 33) % (max_ms + 1))
+    }
+
+    /// The way there.
+    async fn reach(&mut self) -> Result<(), StoreError> {
         let link = *self.link.lock().expect("link");
         match link {
-            Link::Up => Ok(()),
+            Link::Up | Link::LosesWriteAnswers(_) => Ok(()),
             Link::Refused => Err(StoreError::Unavailable("refused".into())),
             Link::Hangs => {
                 sleep(Duration::from_secs(3600)).await;
                 Err(StoreError::Unavailable("hung".into()))
             }
+            Link::Slow(ms) => {
+                sleep(self.jitter(ms)).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// The way back, once the request was carried out.
+    async fn answer<T>(&mut self, answer: T) -> Result<T, StoreError> {
+        self.answer_to(false, answer).await
+    }
+
+    async fn answer_write<T>(&mut self, answer: T) -> Result<T, StoreError> {
+        self.answer_to(true, answer).await
+    }
+
+    async fn answer_to<T>(&mut self, write: bool, answer: T) -> Result<T, StoreError> {
+        let link = *self.link.lock().expect("link");
+        match link {
+            Link::LosesWriteAnswers(ms) if write => {
+                sleep(Duration::from_millis(ms)).await;
+                Err(StoreError::Unavailable("no answer".into()))
+            }
+            Link::Slow(ms) => {
+                sleep(self.jitter(ms)).await;
+                Ok(answer)
+            }
+            _ => Ok(answer),
         }
     }
 
@@ -72,15 +118,16 @@ impl LeaseStore for Mem {
         let read = self.etcd.lock().expect("etcd").lease.clone();
         // The answer travels back while others may be reading or writing.
         tokio::task::yield_now().await;
-        Ok(read)
+        self.answer(read).await
     }
 
     async fn create(&mut self, r: &LeaseRecord) -> Result<LeaseRecord, StoreError> {
         self.reach().await?;
         if self.etcd.lock().expect("etcd").lease.is_some() {
-            return Err(StoreError::Conflict);
+            return self.answer_write(()).await.and(Err(StoreError::Conflict));
         }
-        Ok(self.store(r.clone()))
+        let stored = self.store(r.clone());
+        self.answer_write(stored).await
     }
 
     async fn replace(&mut self, r: &LeaseRecord) -> Result<LeaseRecord, StoreError> {
@@ -88,9 +135,10 @@ impl LeaseStore for Mem {
         let current = self.etcd.lock().expect("etcd").lease.clone();
         if current.and_then(|c| c.version) != r.version {
             self.etcd.lock().expect("etcd").conflicts += 1;
-            return Err(StoreError::Conflict);
+            return self.answer_write(()).await.and(Err(StoreError::Conflict));
         }
-        Ok(self.store(r.clone()))
+        let stored = self.store(r.clone());
+        self.answer_write(stored).await
     }
 }
 
@@ -101,6 +149,7 @@ struct Vip {
     /// (candidate, virtual time) of each take.
     takes: Vec<(usize, Instant)>,
     lets_go: Vec<(usize, Instant)>,
+    renewals: usize,
     overlaps: usize,
 }
 
@@ -120,7 +169,11 @@ struct Cluster {
 
 impl Cluster {
     fn new(n: usize, timings: Timings) -> Cluster {
-        let etcd = Arc::new(Mutex::new(Etcd::default()));
+        Cluster::with(n, timings, Etcd::default())
+    }
+
+    fn with(n: usize, timings: Timings, etcd: Etcd) -> Cluster {
+        let etcd = Arc::new(Mutex::new(etcd));
         let vip = Arc::new(Mutex::new(Vip::default()));
         let candidates = (0..n).map(|i| start(i, &etcd, &vip, timings)).collect();
         let v = vip.clone();
@@ -209,26 +262,38 @@ fn start(i: usize, etcd: &Arc<Mutex<Etcd>>, vip: &Arc<Mutex<Vip>>, timings: Timi
     let store = Mem {
         etcd: etcd.clone(),
         link: link.clone(),
+        seed: i as u64 + 1,
     };
     let (tx, rx) = watch::channel(Leadership::Unknown);
     let (stop, stop_rx) = watch::channel(false);
     let elector = tokio::spawn(async move {
-        let mut e = Elector::new(store, format!("node-{i}"), timings);
+        let mut e = Elector::new(store, format!("node-{i}"), timings).expect("valid election");
         e.run(&tx, stop_rx).await;
         Some(e)
     });
     let v = vip.clone();
     let holder = tokio::spawn(async move {
         let mut h = Holder::new(rx);
-        while let Some(take) = h.next().await {
+        while let Some(step) = h.next().await {
             let mut vip = v.lock().expect("vip");
             let now = Instant::now();
-            if take {
-                vip.holders.insert(i);
-                vip.takes.push((i, now));
-            } else {
-                vip.holders.remove(&i);
-                vip.lets_go.push((i, now));
+            match step {
+                Step::Take { .. } => {
+                    // Checked at the very moment of each take, as well as
+                    // by the referee's tick.
+                    assert!(
+                        vip.holders.is_empty(),
+                        "node-{i} takes the VIP while {:?} hold it",
+                        vip.holders
+                    );
+                    vip.holders.insert(i);
+                    vip.takes.push((i, now));
+                }
+                Step::Renewed { .. } => vip.renewals += 1,
+                Step::LetGo => {
+                    vip.holders.remove(&i);
+                    vip.lets_go.push((i, now));
+                }
             }
         }
     });
@@ -253,7 +318,8 @@ const T: Timings = Timings {
 #[tokio::test(start_paused = true)]
 async fn three_candidates_elect_exactly_one_which_keeps_the_lease() {
     let c = Cluster::new(3, T);
-    sleep(Duration::from_secs(1)).await;
+    // An absent lease is created after a lease duration.
+    sleep(Duration::from_secs(2)).await;
     let holders = c.holders();
     assert_eq!(holders.len(), 1, "one holder: {holders:?}");
     let name = c.holder_name().expect("a holder");
@@ -263,6 +329,9 @@ async fn three_candidates_elect_exactly_one_which_keeps_the_lease() {
     assert_eq!(c.holders(), holders);
     assert_eq!(c.vip.lock().expect("vip").takes.len(), 1);
     assert!(c.vip.lock().expect("vip").lets_go.is_empty());
+    // Each renewal reached the holder (to refresh the address lifetime).
+    let renewals = c.vip.lock().expect("vip").renewals;
+    assert!((285..=310).contains(&renewals), "{renewals} renewals");
     // Renewing every retry period: about five writes a second.
     let writes = c.etcd.lock().expect("etcd").writes;
     assert!((290..=310).contains(&writes), "{writes} writes in 61 s");
@@ -272,7 +341,8 @@ async fn three_candidates_elect_exactly_one_which_keeps_the_lease() {
 #[tokio::test(start_paused = true)]
 async fn a_killed_holder_is_replaced_after_the_lease_duration_and_never_overlapped() {
     let c = Cluster::new(3, T);
-    sleep(Duration::from_secs(1)).await;
+    // An absent lease is created after a lease duration.
+    sleep(Duration::from_secs(2)).await;
     let old = c.holders()[0];
     let killed_at = Instant::now();
     c.kill(old);
@@ -299,7 +369,8 @@ async fn a_killed_holder_is_replaced_after_the_lease_duration_and_never_overlapp
 async fn a_partitioned_holder_lets_go_before_anyone_takes_over() {
     for link in [Link::Refused, Link::Hangs] {
         let c = Cluster::new(3, T);
-        sleep(Duration::from_secs(1)).await;
+        // An absent lease is created after a lease duration.
+        sleep(Duration::from_secs(2)).await;
         let old = c.holders()[0];
         c.set_link(old, link);
         sleep(Duration::from_secs(5)).await;
@@ -327,7 +398,8 @@ async fn a_partitioned_holder_lets_go_before_anyone_takes_over() {
 #[tokio::test(start_paused = true)]
 async fn an_orderly_stop_lets_go_releases_and_is_taken_over_at_the_next_read() {
     let mut c = Cluster::new(2, T);
-    sleep(Duration::from_secs(1)).await;
+    // An absent lease is created after a lease duration.
+    sleep(Duration::from_secs(2)).await;
     let old = c.holders()[0];
     let stopped_at = Instant::now();
     assert!(c.stop(old).await, "the holder released its lease");
@@ -347,25 +419,20 @@ async fn candidates_racing_for_an_expired_lease_get_one_winner() {
     // Everyone starts at once against a lease held by a node that is gone:
     // they all see it expire at the same instant and write together; the
     // version check lets exactly one through.
-    let c = {
-        let etcd = Arc::new(Mutex::new(Etcd::default()));
-        etcd.lock().expect("etcd").lease = Some(LeaseRecord {
+    let gone = Etcd {
+        lease: Some(LeaseRecord {
             holder: Some("gone".into()),
             lease_duration_seconds: Some(2),
+            lease_duration_ms: Some(1500),
             version: Some("1".into()),
             ..LeaseRecord::default()
-        });
-        etcd.lock().expect("etcd").version = 1;
-        let vip = Arc::new(Mutex::new(Vip::default()));
-        let candidates = (0..5).map(|i| start(i, &etcd, &vip, T)).collect();
-        Cluster {
-            etcd,
-            vip,
-            candidates,
-            referee: tokio::spawn(async {}),
-        }
+        }),
+        version: 1,
+        ..Etcd::default()
     };
+    let c = Cluster::with(5, T, gone);
     sleep(Duration::from_secs(5)).await;
+    assert_eq!(c.overlaps(), 0);
     let v = c.vip.lock().expect("vip");
     assert_eq!(v.takes.len(), 1, "one take: {:?}", v.takes);
     assert_eq!(v.holders.len(), 1);
@@ -377,4 +444,39 @@ async fn candidates_racing_for_an_expired_lease_get_one_winner() {
         "the others lost the race: {} conflicts",
         e.conflicts
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_apiserver_may_cost_leadership_but_never_makes_two_holders() {
+    // Every request and answer of every candidate takes up to 450 ms each
+    // way (more than the renew deadline for a round trip, at worst): the
+    // lease changes hands, and nobody may overlap.
+    let c = Cluster::new(3, T);
+    for i in 0..3 {
+        c.set_link(i, Link::Slow(450));
+    }
+    sleep(Duration::from_secs(120)).await;
+    let v = c.vip.lock().expect("vip");
+    assert!(!v.takes.is_empty(), "someone led at times");
+    assert_eq!(v.overlaps, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_holder_whose_answers_are_lost_lets_go_and_nobody_takes_over_meanwhile() {
+    // Its renewals reach the apiserver and are stored, but it never hears
+    // back: it must let go at its deadline, while the others see the lease
+    // renewed and follow. Nobody holds the VIP then, which is the price of
+    // never having two.
+    let c = Cluster::new(3, T);
+    // An absent lease is created after a lease duration.
+    sleep(Duration::from_secs(2)).await;
+    let old = c.holders()[0];
+    c.set_link(old, Link::LosesWriteAnswers(300));
+    sleep(Duration::from_secs(3)).await;
+    assert_eq!(c.holders(), Vec::<usize>::new());
+    assert_eq!(c.holder_name(), Some(format!("node-{old}")));
+    c.set_link(old, Link::Up);
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(c.holders(), [old]);
+    assert_eq!(c.overlaps(), 0);
 }

@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use apiserver_proxy_election::{
-    Elector, Holder, Leadership, LeaseRecord, LeaseStore, StoreError, Timings,
+    Elector, Holder, KubeLeases, KubeLeasesError, Leadership, LeaseRecord, LeaseStore, Step,
+    StoreError, Timings,
 };
 use apiserver_proxy_testkit::apiserver::{FakeApiServer, LeaseMode};
 use tokio::sync::watch;
@@ -18,6 +19,7 @@ fn store(urls: &[&str]) -> apiserver_proxy_election::KubeLeases {
             .collect(),
         "kube-system",
         "bcs-apiserver-proxy-vip",
+        Duration::from_millis(500),
     )
     .expect("clients")
 }
@@ -111,6 +113,86 @@ async fn an_unreachable_or_failing_apiserver_is_passed_over_for_the_next() {
         .expect_err("503");
     assert!(e.to_string().contains("503"), "{e}");
     assert_eq!(s.get().await.expect("the second apiserver"), None);
+    // One that hangs is passed over once the request timeout is up.
+    let hanging = fake().await;
+    hanging.set_lease_mode(LeaseMode::Hang);
+    let mut s = store(&[&hanging.url(), &server.url()]);
+    let e = s.get().await.expect_err("no answer");
+    assert!(e.to_string().contains("no answer within 500 ms"), "{e}");
+    assert_eq!(s.get().await.expect("the second apiserver"), None);
+    // And there is no store without an apiserver.
+    assert!(matches!(
+        KubeLeases::new(Vec::new(), "kube-system", "x", Duration::from_secs(1)),
+        Err(KubeLeasesError::NoApiservers)
+    ));
+}
+
+#[tokio::test]
+async fn a_write_keeps_what_others_put_on_the_lease_and_a_deleted_lease_is_a_conflict() {
+    let server = fake().await;
+    let mut s = store(&[&server.url()]);
+    let made = s
+        .create(&LeaseRecord {
+            holder: Some("node-a".into()),
+            lease_duration_ms: Some(1500),
+            ..LeaseRecord::default()
+        })
+        .await
+        .expect("create");
+    assert_eq!(made.lease_duration_ms, Some(1500), "read back");
+    server.edit_lease("kube-system", "bcs-apiserver-proxy-vip", |l| {
+        l["metadata"]["labels"] = serde_json::json!({"team": "platform"});
+        true
+    });
+    let read = s.get().await.expect("read").expect("there");
+    s.replace(&read).await.expect("renew");
+    let stored = server
+        .lease("kube-system", "bcs-apiserver-proxy-vip")
+        .expect("stored");
+    assert_eq!(stored["metadata"]["labels"]["team"], "platform");
+    assert_eq!(
+        stored["metadata"]["annotations"]["bcs-apiserver-proxy/lease-duration-ms"],
+        "1500"
+    );
+    let read = s.get().await.expect("read").expect("there");
+    server.edit_lease("kube-system", "bcs-apiserver-proxy-vip", |_| false);
+    assert!(matches!(s.replace(&read).await, Err(StoreError::Conflict)));
+}
+
+#[tokio::test]
+async fn two_holders_with_a_lease_deleted_under_them_never_overlap() {
+    // The Lease is deleted while node-a holds it: node-b must not create
+    // it again before node-a's deadline has passed.
+    let server = fake().await;
+    let url = server.url();
+    let t = Timings::default();
+    let a = candidate("node-a", &[&url], t);
+    until("node-a leads", || leads(&a)).await;
+    let b = candidate("node-b", &[&url], t);
+    let mut ha = Holder::new(a.lead.clone());
+    let mut hb = Holder::new(b.lead.clone());
+    assert!(matches!(ha.next().await, Some(Step::Take { .. })));
+    server.edit_lease("kube-system", "bcs-apiserver-proxy-vip", |_| false);
+    let deleted = apiserver_proxy_election::now();
+    // node-a's next renewal finds the Lease gone (a conflict) and it lets
+    // go; nobody creates the Lease again before it has been absent for a
+    // whole lease duration, by which time node-a's deadline is long past.
+    assert_eq!(ha.next().await, Some(Step::LetGo));
+    let (who, step) = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::select! {
+            s = hb.next() => ("node-b", s),
+            s = ha.next() => ("node-a", s),
+        }
+    })
+    .await
+    .expect("someone takes the recreated lease");
+    assert!(matches!(step, Some(Step::Take { .. })), "{who}: {step:?}");
+    let after = apiserver_proxy_election::now() - deleted;
+    assert!(
+        after >= t.lease_duration,
+        "{who} took the deleted lease {after:?} after its deletion"
+    );
+    let _ = (a.stop.send(true), b.stop.send(true));
 }
 
 struct Candidate {
@@ -122,7 +204,7 @@ struct Candidate {
 fn candidate(name: &str, urls: &[&str], t: Timings) -> Candidate {
     let (tx, lead) = watch::channel(Leadership::Unknown);
     let (stop, stop_rx) = watch::channel(false);
-    let mut e = Elector::new(store(urls), name, t);
+    let mut e = Elector::new(store(urls), name, t).expect("valid election");
     let task = tokio::spawn(async move {
         e.run(&tx, stop_rx).await;
         e
@@ -171,21 +253,21 @@ async fn a_holder_whose_apiserver_fails_or_hangs_lets_go() {
         let a = candidate("node-a", &[&server.url()], Timings::default());
         until("node-a leads", || leads(&a)).await;
         let mut holder = Holder::new(a.lead.clone());
-        assert_eq!(holder.next().await, Some(true));
+        assert!(matches!(holder.next().await, Some(Step::Take { .. })));
         server.set_lease_mode(mode);
         // Its holder lets go by the deadline, the election being stuck or
         // failing meanwhile.
         let let_go = tokio::time::timeout(Duration::from_secs(60), holder.next())
             .await
             .expect("let go");
-        assert_eq!(let_go, Some(false), "{mode:?}");
+        assert_eq!(let_go, Some(Step::LetGo), "{mode:?}");
         assert!(!leads(&a), "{mode:?}");
         // Back: it leads again (its own lease, renewed).
         server.set_lease_mode(LeaseMode::Serve);
         let back = tokio::time::timeout(Duration::from_secs(60), holder.next())
             .await
             .expect("back");
-        assert_eq!(back, Some(true), "{mode:?}");
+        assert!(matches!(back, Some(Step::Take { .. })), "{mode:?}");
         let _ = a.stop.send(true);
     }
 }

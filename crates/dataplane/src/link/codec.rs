@@ -236,6 +236,14 @@ pub(crate) fn leased_address_request(
     seconds: u32,
 ) -> Result<Vec<u8>> {
     let op = "hold VIP address";
+    // 0 would be expired at once; u32::MAX is "forever" to the kernel,
+    // which would defeat the point of a lifetime.
+    if seconds == 0 || seconds == u32::MAX {
+        return Err(Error::InvalidArgument {
+            op,
+            detail: format!("an address lifetime of {seconds} s is not a finite lifetime"),
+        });
+    }
     let msg = host_address(op, index, ip, Some(seconds))?;
     encode(
         op,

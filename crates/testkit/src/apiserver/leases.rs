@@ -117,10 +117,30 @@ fn write(shared: &Arc<Shared>, namespace: &str, name: Option<&str>, body: &[u8])
             format!("the name in the body ({body_name:?}) does not match the path"),
         );
     }
+    if lease["metadata"]["namespace"]
+        .as_str()
+        .is_some_and(|ns| ns != namespace)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the namespace of the provided object does not match the namespace sent on the \
+             request"
+                .into(),
+        );
+    }
     let key = (namespace.to_string(), body_name.clone());
     let sent_version = lease["metadata"]["resourceVersion"]
         .as_str()
+        .filter(|v| !v.is_empty())
         .map(str::to_string);
+    if name.is_none() && sent_version.is_some() {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            "resourceVersion should not be set on objects to be created".into(),
+        );
+    }
     let mut st = shared.lock();
     let current = st.leases.get(&key).map(|l| {
         l["metadata"]["resourceVersion"]

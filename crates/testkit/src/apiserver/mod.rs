@@ -406,6 +406,27 @@ impl FakeApiServer {
             .cloned()
     }
 
+    /// Changes a stored Lease as another client would (`kubectl label`,
+    /// `kubectl delete`): `f` gets the object, `None` deletes it. A change
+    /// gets a new resourceVersion.
+    pub fn edit_lease(
+        &self,
+        namespace: &str,
+        name: &str,
+        f: impl FnOnce(&mut serde_json::Value) -> bool,
+    ) {
+        let mut st = self.shared.lock();
+        let key = (namespace.to_string(), name.to_string());
+        let Some(mut lease) = st.leases.remove(&key) else {
+            return;
+        };
+        if f(&mut lease) {
+            st.rv += 1;
+            lease["metadata"]["resourceVersion"] = st.rv.to_string().into();
+            st.leases.insert(key, lease);
+        }
+    }
+
     /// Lease creates and replaces that succeeded so far.
     pub fn lease_writes(&self) -> usize {
         self.shared.lock().lease_writes
