@@ -169,6 +169,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub health: HealthArgs,
 
+    #[command(flatten)]
+    pub control_plane: ControlPlaneArgs,
+
     /// Log format [default: text].
     #[arg(long, env = "APISERVER_PROXY_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -231,6 +234,46 @@ pub struct HealthArgs {
     /// Do not verify apiserver certificates. Never in production.
     #[arg(long, env = "APISERVER_PROXY_HEALTH_INSECURE_SKIP_VERIFY")]
     pub health_insecure_skip_verify: bool,
+}
+
+/// The outside control-plane VIP's flags (docs/control-plane.md).
+#[derive(Args, Debug, Default)]
+#[command(next_help_heading = "Control-plane VIP")]
+pub struct ControlPlaneArgs {
+    /// Control-plane mode: also hold this outside VIP (VIP:PORT) for
+    /// clients off the cluster, on one control-plane node at a time,
+    /// elected through a Lease (docs/control-plane.md). Needs
+    /// --control-plane-interface and --control-plane-apiserver.
+    #[arg(
+        long,
+        env = "APISERVER_PROXY_CONTROL_PLANE_VIP",
+        value_name = "VIP:PORT"
+    )]
+    pub control_plane_vip: Option<Endpoint>,
+    /// The node's interface on the outside VIP's network (eth0, ens3...).
+    #[arg(
+        long,
+        env = "APISERVER_PROXY_CONTROL_PLANE_INTERFACE",
+        value_name = "NAME"
+    )]
+    pub control_plane_interface: Option<String>,
+    /// An apiserver the election reaches the Lease through, IP:PORT; this
+    /// node's own first. Repeat for each.
+    #[arg(
+        long,
+        env = "APISERVER_PROXY_CONTROL_PLANE_APISERVERS",
+        value_delimiter = ',',
+        value_name = "IP:PORT"
+    )]
+    pub control_plane_apiserver: Vec<Endpoint>,
+    /// This node's name in the Lease, unique among the candidates
+    /// [default: $NODE_NAME, else the host name].
+    #[arg(
+        long,
+        env = "APISERVER_PROXY_CONTROL_PLANE_IDENTITY",
+        value_name = "NAME"
+    )]
+    pub control_plane_identity: Option<String>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -337,6 +380,18 @@ pub fn effective_config(args: &RunArgs) -> Result<(Config, Vec<String>)> {
     }
     if let Some(d) = args.dataplane {
         c.dataplane = d;
+    }
+    if let Some(vip) = args.control_plane.control_plane_vip {
+        c.control_plane.vip = Some(vip);
+    }
+    if let Some(i) = &args.control_plane.control_plane_interface {
+        c.control_plane.interface = i.clone();
+    }
+    if !args.control_plane.control_plane_apiserver.is_empty() {
+        c.control_plane.apiservers = args.control_plane.control_plane_apiserver.clone();
+    }
+    if let Some(id) = &args.control_plane.control_plane_identity {
+        c.control_plane.identity = id.clone();
     }
     if let Some(m) = args.vip_mode {
         c.vip_mode = m;

@@ -140,6 +140,23 @@ which value to change. Included once, from the ConfigMap.
 {{- fail "controlPlane.vipMode: route works for IPv4 VIPs only; use address or auto with an IPv6 VIP" -}}
 {{- end -}}
 {{- end -}}
+{{- with .Values.controlPlane.outsideVip -}}
+{{- if .vip -}}
+{{- include "bap.checkEndpoint" (dict "path" "controlPlane.outsideVip.vip" "value" .vip) -}}
+{{- if ne $.Values.controlPlane.daemonSet "separate" -}}
+{{- fail "controlPlane.outsideVip needs controlPlane.daemonSet: separate (the election runs on control-plane nodes only)" -}}
+{{- end -}}
+{{- if not .interface -}}
+{{- fail "controlPlane.outsideVip.interface: give the control-plane nodes' interface on the VIP's network (eth0, ens3...)" -}}
+{{- end -}}
+{{- if not .apiservers -}}
+{{- fail "controlPlane.outsideVip.apiservers: give the apiservers to elect through, as IP:PORT" -}}
+{{- end -}}
+{{- range $i, $a := .apiservers -}}
+{{- include "bap.checkEndpoint" (dict "path" (printf "controlPlane.outsideVip.apiservers[%d]" $i) "value" $a) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- if and .Values.health.clientCert (not .Values.health.clientKey) -}}
 {{- fail "health.clientCert needs health.clientKey (they go together)" -}}
 {{- end -}}
@@ -149,4 +166,23 @@ which value to change. Included once, from the ConfigMap.
 {{- if and .Values.securityContext.privileged (not .Values.securityContext.allowPrivilegeEscalation) -}}
 {{- fail "securityContext.privileged: true needs securityContext.allowPrivilegeEscalation: true (Kubernetes refuses the pair otherwise)" -}}
 {{- end -}}
+{{- end -}}
+
+{{- /*
+The container's security context: the values' one, plus NET_RAW on the
+control-plane DaemonSet when it holds the outside VIP (the announcements
+of a moved VIP go out on a packet socket and a raw ICMPv6 socket).
+*/ -}}
+{{- define "bap.securityContext" -}}
+{{- $v := .root.Values -}}
+{{- $sc := deepCopy $v.securityContext -}}
+{{- if and (eq .role "control-plane") $v.controlPlane.outsideVip.vip -}}
+{{- $caps := $sc.capabilities | default dict -}}
+{{- $add := $caps.add | default list -}}
+{{- if not (has "NET_RAW" $add) -}}
+{{- $_ := set $caps "add" (append $add "NET_RAW") -}}
+{{- end -}}
+{{- $_ := set $sc "capabilities" $caps -}}
+{{- end -}}
+{{- toYaml $sc -}}
 {{- end -}}

@@ -15,7 +15,10 @@ use apiserver_proxy_discovery::{DesiredSet, Discovery, Source, VirtualServer};
 use apiserver_proxy_health::{Checker, Outcome, ProbeKind, ProbeRecord};
 use tokio::sync::mpsc;
 
+use apiserver_proxy_election::KubeLeases;
+
 use crate::config::{Config, discovery_config, health_config};
+use crate::control_plane::{self, ControlPlane, NetlinkVipHost};
 use crate::error::{Error, Result};
 use crate::http::{self, Status};
 use crate::kernel::{Dataplane, Netlink, check_nft_scheduler};
@@ -155,6 +158,8 @@ pub async fn run(
         }
     }
 
+    let control_plane = start_control_plane(&config, &metrics).await?;
+
     let mut resync = tokio::time::interval(config.resync_interval);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut rejected_seen = RejectedSeen::default();
@@ -227,8 +232,36 @@ pub async fn run(
         }
     };
     drop(discovery);
+    // The outside VIP is the one thing let go on the way out: another
+    // control-plane node must take it at once, and no address may outlive
+    // the lease.
+    if let Some(cp) = control_plane {
+        cp.shutdown().await;
+    }
     tracing::info!(?result, "stopping; every rule stays in the kernel");
     Ok(result)
+}
+
+/// The outside control-plane VIP's election and keeper, when configured.
+async fn start_control_plane(
+    config: &Config,
+    metrics: &Metrics,
+) -> Result<Option<ControlPlane<KubeLeases>>> {
+    let cp = &config.control_plane;
+    let Some(vip) = cp.vip else {
+        return Ok(None);
+    };
+    let base = kube_config(config)
+        .await
+        .map_err(|detail| Error::ControlPlane {
+            detail: format!("the election needs credentials for the apiservers: {detail}"),
+        })?;
+    let store = control_plane::lease_store(config, &base)?;
+    let identity = control_plane::identity(cp)?;
+    let interface = cp.interface.clone();
+    let host = tokio::task::spawn_blocking(move || NetlinkVipHost::open(&interface)).await??;
+    tracing::info!(vip = %vip.ip(), interface = cp.interface, identity, lease = %format!("{}/{}", cp.lease_namespace, cp.lease_name), "control-plane mode: electing the outside VIP's holder");
+    ControlPlane::start(store, identity, vip.ip(), cp.timings, host, metrics.clone()).map(Some)
 }
 
 /// The seeds as desired sets, for a daemon without cluster discovery.

@@ -30,6 +30,11 @@ pub enum Error {
     #[error("{path}: {detail}")]
     StateFile { path: String, detail: String },
 
+    /// The outside control-plane VIP cannot start (its election's settings
+    /// or clients).
+    #[error("control-plane VIP: {detail}")]
+    ControlPlane { detail: String },
+
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -56,6 +61,7 @@ impl Error {
             Error::Task(_) => "task",
             Error::Runtime(_) => "runtime",
             Error::StateFile { .. } => "state_file",
+            Error::ControlPlane { .. } => "control_plane",
             Error::Io { .. } => "io",
         }
     }

@@ -8,6 +8,7 @@
 
 pub mod build;
 pub mod config;
+pub mod control_plane;
 pub mod daemon;
 mod error;
 pub mod host;

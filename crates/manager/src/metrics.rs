@@ -37,6 +37,8 @@ pub struct Metrics {
     pub sysctl_unset: IntGaugeVec,
     pub discovery_source: IntGaugeVec,
     pub discovery_rejected: IntCounterVec,
+    pub control_plane_vip_held: IntGauge,
+    pub control_plane_vip_changes: IntCounterVec,
     pub build_info: IntGaugeVec,
 }
 
@@ -201,6 +203,17 @@ impl Metrics {
                 ),
                 &["reason"],
             )),
+            control_plane_vip_held: must(IntGauge::with_opts(opts(
+                "control_plane_vip_held",
+                "1 while this node holds the outside control-plane VIP, else 0",
+            ))),
+            control_plane_vip_changes: must(IntCounterVec::new(
+                opts(
+                    "control_plane_vip_changes_total",
+                    "The outside control-plane VIP taken or let go by this node, by change (taken, released)",
+                ),
+                &["change"],
+            )),
             build_info: must(IntGaugeVec::new(
                 opts("build_info", "Always 1; labels say which build runs"),
                 &["version", "revision", "rustc"],
@@ -229,6 +242,8 @@ impl Metrics {
             Box::new(m.sysctl_unset.clone()),
             Box::new(m.discovery_source.clone()),
             Box::new(m.discovery_rejected.clone()),
+            Box::new(m.control_plane_vip_held.clone()),
+            Box::new(m.control_plane_vip_changes.clone()),
             Box::new(m.build_info.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
@@ -478,6 +493,9 @@ mod tests {
         m.discovery_source
             .with_label_values(&["vs", "cluster"])
             .set(1);
+        m.control_plane_vip_changes
+            .with_label_values(&["taken"])
+            .inc();
         let text = m.render();
         for name in [
             "apiserver_proxy_backend_healthy{",
@@ -498,6 +516,8 @@ mod tests {
             "apiserver_proxy_fail_open{",
             "apiserver_proxy_sysctl_unset{",
             "apiserver_proxy_discovery_source{",
+            "apiserver_proxy_control_plane_vip_held ",
+            "apiserver_proxy_control_plane_vip_changes_total{",
             "apiserver_proxy_build_info{revision=",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");

@@ -455,3 +455,54 @@ fn the_header_names_the_format_and_its_absence_is_a_notice() {
         assert!(p.iter().any(|p| p.starts_with(named)), "{text}: {p:?}");
     }
 }
+
+#[test]
+fn the_control_plane_section_is_read_and_its_unsafe_settings_refused() {
+    let base = "virtualServers: [{vip: 10.103.97.2:6443, seeds: [192.168.1.11:6443]}]\n";
+    let good = format!(
+        "{base}controlPlane:\n  vip: 192.168.1.100:6443\n  interface: eth0\n  \
+         apiservers: [192.168.1.11:6443, 192.168.1.12:6443]\n  identity: cp-1\n  \
+         leaseDuration: 2s\n  renewDeadline: 1s\n  retryPeriod: 250ms\n"
+    );
+    let c = parse_str(&good, "t").expect("parses").config;
+    config::validate(&c).expect("valid");
+    let cp = &c.control_plane;
+    assert_eq!(
+        cp.vip.map(|v| v.to_string()).as_deref(),
+        Some("192.168.1.100:6443")
+    );
+    assert_eq!(cp.interface, "eth0");
+    assert_eq!(cp.apiservers.len(), 2);
+    assert_eq!(cp.identity, "cp-1");
+    assert_eq!(cp.lease_namespace, "kube-system");
+    assert_eq!(cp.timings.lease_duration, Duration::from_secs(2));
+    assert_eq!(cp.timings.retry_period, Duration::from_millis(250));
+    // Off by default: the default file's section names no VIP.
+    let d = parse_str(default_yaml(), "default")
+        .expect("default")
+        .config;
+    assert_eq!(d.control_plane.vip, None);
+
+    let bad = problems(&format!(
+        "{base}controlPlane:\n  vip: 10.103.97.2:6443\n  interface: apiproxy0\n  \
+         leaseDuration: 1s\n  renewDeadline: 950ms\n"
+    ));
+    let has = |needle: &str| {
+        assert!(
+            bad.iter().any(|p| p.contains(needle)),
+            "no problem saying {needle:?}: {bad:#?}"
+        )
+    };
+    has("controlPlane.vip: 10.103.97.2 is also a node-local VIP");
+    has("controlPlane.interface: apiproxy0 is the node-local VIPs' dummy interface");
+    has("controlPlane.apiservers: give the apiservers to elect through");
+    has("controlPlane.timings: leaseDuration (1000 ms) must exceed renewDeadline (950 ms)");
+    has("controlPlane.leaseDuration: 1000 ms is too short");
+    let bad = problems(&format!(
+        "{base}controlPlane:\n  vip: 192.168.1.100:6443\n  leaseDuraton: 2s\n"
+    ));
+    assert!(
+        bad.iter().any(|p| p.contains("leaseDuraton")),
+        "a misspelt key is named: {bad:#?}"
+    );
+}

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use apiserver_proxy_discovery::{DiscoveryConfig, VirtualServer};
+pub use apiserver_proxy_election::Timings;
 use apiserver_proxy_health::{ClientCert, HealthConfig, HeartbeatConfig};
 use apiserver_proxy_types::Endpoint;
 use serde_json::{Map, Value};
@@ -111,6 +112,42 @@ pub struct DiscoverySettings {
     pub stale_watch_timeout: Duration,
 }
 
+/// The outside control-plane VIP: one address for everyone off the
+/// cluster, held by exactly one control-plane node at a time on its real
+/// interface, the holder chosen through a Lease (see
+/// docs/control-plane.md). Off unless `vip` is given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlPlaneSettings {
+    /// `None`: the mode is off.
+    pub vip: Option<Endpoint>,
+    /// The node's real interface (the one on the VIP's subnet), where the
+    /// VIP is added and announced.
+    pub interface: String,
+    /// The apiservers the election reaches the Lease through, this node's
+    /// own first (before the cluster exists it is the only one answering).
+    pub apiservers: Vec<Endpoint>,
+    /// This node's name in the Lease; unique among the candidates. Empty:
+    /// the `NODE_NAME` environment variable, else the host name.
+    pub identity: String,
+    pub lease_namespace: String,
+    pub lease_name: String,
+    pub timings: Timings,
+}
+
+impl Default for ControlPlaneSettings {
+    fn default() -> Self {
+        ControlPlaneSettings {
+            vip: None,
+            interface: String::new(),
+            apiservers: Vec::new(),
+            identity: String::new(),
+            lease_namespace: "kube-system".into(),
+            lease_name: "bcs-apiserver-proxy-vip".into(),
+            timings: Timings::default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub virtual_servers: Vec<VirtualServerConfig>,
@@ -126,6 +163,7 @@ pub struct Config {
     pub drain_timeout: Duration,
     pub health: HealthSettings,
     pub discovery: DiscoverySettings,
+    pub control_plane: ControlPlaneSettings,
 }
 
 impl Default for HealthSettings {
@@ -181,6 +219,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(30),
             health: HealthSettings::default(),
             discovery: DiscoverySettings::default(),
+            control_plane: ControlPlaneSettings::default(),
         }
     }
 }
@@ -409,6 +448,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             message: e.to_string(),
         });
     }
+    problems.extend(check_control_plane(config));
     if config.health.client_cert.is_some() != config.health.client_key.is_some() {
         problems.push(Problem {
             line: None,
@@ -425,6 +465,109 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         })
     }
 }
+
+/// What the outside control-plane VIP needs that only the whole
+/// configuration can tell.
+fn check_control_plane(config: &Config) -> Vec<Problem> {
+    let cp = &config.control_plane;
+    let Some(vip) = cp.vip else {
+        return Vec::new();
+    };
+    let mut problems = Vec::new();
+    let mut problem = |path: &str, message: String| {
+        problems.push(Problem {
+            line: None,
+            path: format!("controlPlane.{path}"),
+            message,
+        })
+    };
+    if let Err(m) = check_vip(vip) {
+        problem("vip", m);
+    }
+    if config
+        .virtual_servers
+        .iter()
+        .any(|vs| vs.vip.ip() == vip.ip())
+    {
+        problem(
+            "vip",
+            format!(
+                "{} is also a node-local VIP: the outside VIP must be an address of the \
+                 control-plane nodes' network that nothing else holds",
+                vip.ip()
+            ),
+        );
+    }
+    if cp.interface.is_empty() {
+        problem(
+            "interface",
+            "give the node's interface on the VIP's network (eth0, ens3...)".into(),
+        );
+    } else if let Err(m) = check_interface_name(&cp.interface) {
+        problem("interface", m);
+    } else if cp.interface == config.interface {
+        problem(
+            "interface",
+            format!(
+                "{} is the node-local VIPs' dummy interface: the outside VIP goes on the \
+                 node's real interface",
+                cp.interface
+            ),
+        );
+    }
+    if cp.apiservers.is_empty() {
+        problem(
+            "apiservers",
+            "give the apiservers to elect through (this node's own first), as IP:PORT".into(),
+        );
+    }
+    for (i, a) in cp.apiservers.iter().enumerate() {
+        if a.family() != vip.family() {
+            problem(
+                &format!("apiservers[{i}]"),
+                format!(
+                    "{a} is {} but the VIP {vip} is {}",
+                    a.family(),
+                    vip.family()
+                ),
+            );
+        }
+    }
+    if cp.lease_namespace.is_empty() || cp.lease_name.is_empty() {
+        problem("lease", "the Lease needs a namespace and a name".into());
+    }
+    for p in cp.timings.check() {
+        problem("timings", p);
+    }
+    // The holder sets or refreshes the address only when its write came
+    // back early enough for the address to expire before anyone may take
+    // over: leave at least 100 ms for that round trip.
+    let sent = std::time::Instant::now();
+    if !cp.timings.outlived_by(
+        sent,
+        sent + Duration::from_millis(100),
+        ADDRESS_LIFETIME_BUDGET,
+    ) {
+        problem(
+            "leaseDuration",
+            format!(
+                "{} ms is too short: a killed holder's address lives up to {} ms after its \
+                 last refresh and must be gone before anyone may take the lease, with 100 ms \
+                 left for the renewal's round trip: give at least {} ms",
+                cp.timings.lease_duration.as_millis(),
+                ADDRESS_LIFETIME_BUDGET.as_millis(),
+                ADDRESS_LIFETIME_BUDGET.as_millis() + 100
+            ),
+        );
+    }
+    problems
+}
+
+/// How long after it was set or refreshed with a one-second lifetime an
+/// address may still be there: the kernel's lifetime check runs on a
+/// timer with its own slack (1.02 to 1.06 s measured on kernel 6.18); the
+/// rest is room for a busy node.
+pub const ADDRESS_LIFETIME_BUDGET: Duration = Duration::from_millis(1300);
 
 /// The health crate's configuration from ours.
 pub fn health_config(c: &Config) -> HealthConfig {

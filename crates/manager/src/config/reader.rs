@@ -227,6 +227,7 @@ impl Reader {
             "drainTimeout",
             "health",
             "discovery",
+            "controlPlane",
         ];
         self.unknown_keys(map, "", KNOWN);
         self.header(map);
@@ -307,6 +308,11 @@ impl Reader {
                 "discovery" => {
                     if let Some(m) = self.object(v, path) {
                         self.discovery(m, path, &mut c.discovery);
+                    }
+                }
+                "controlPlane" => {
+                    if let Some(m) = self.object(v, path) {
+                        self.control_plane(m, path, &mut c.control_plane);
                     }
                 }
                 _ => {}
@@ -501,6 +507,81 @@ impl Reader {
                 );
             } else {
                 d.stale_watch_timeout = t;
+            }
+        }
+    }
+
+    pub(super) fn control_plane(
+        &mut self,
+        map: &Map<String, Value>,
+        path: &str,
+        cp: &mut ControlPlaneSettings,
+    ) {
+        self.unknown_keys(
+            map,
+            path,
+            &[
+                "vip",
+                "interface",
+                "apiservers",
+                "identity",
+                "leaseNamespace",
+                "leaseName",
+                "leaseDuration",
+                "renewDeadline",
+                "retryPeriod",
+            ],
+        );
+        for (key, v) in map {
+            let at = join(path, key);
+            match key.as_str() {
+                "vip" => cp.vip = self.endpoint(v, &at),
+                "interface" => {
+                    if let Some(s) = self.string(v, &at) {
+                        cp.interface = s;
+                    }
+                }
+                "apiservers" => match v {
+                    Value::Array(items) => {
+                        cp.apiservers = items
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(i, item)| self.endpoint(item, &format!("{at}[{i}]")))
+                            .collect();
+                    }
+                    other => self.problem(&at, format!("expected a list, found {}", kind(other))),
+                },
+                "identity" => {
+                    if let Some(s) = self.string(v, &at) {
+                        cp.identity = s;
+                    }
+                }
+                "leaseNamespace" => {
+                    if let Some(s) = self.string(v, &at) {
+                        cp.lease_namespace = s;
+                    }
+                }
+                "leaseName" => {
+                    if let Some(s) = self.string(v, &at) {
+                        cp.lease_name = s;
+                    }
+                }
+                "leaseDuration" => {
+                    if let Some(d) = self.duration(v, &at) {
+                        cp.timings.lease_duration = d;
+                    }
+                }
+                "renewDeadline" => {
+                    if let Some(d) = self.duration(v, &at) {
+                        cp.timings.renew_deadline = d;
+                    }
+                }
+                "retryPeriod" => {
+                    if let Some(d) = self.duration(v, &at) {
+                        cp.timings.retry_period = d;
+                    }
+                }
+                _ => {}
             }
         }
     }

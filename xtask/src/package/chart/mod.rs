@@ -25,7 +25,7 @@ mod values;
 use dashboard::{check_metric_names, dashboard, known_metrics};
 use objects::{
     assert_client_cert, assert_default, assert_ipv6, assert_monitoring, assert_multi_vip,
-    assert_options, assert_service_monitor, check_daemonset, check_rbac,
+    assert_options, assert_outside_vip, assert_service_monitor, check_daemonset, check_rbac,
 };
 use values::{REJECTED, chart_icon, chart_versions, expect_refusal, readme_lists_values};
 /// The release name and namespace every render uses.
@@ -103,7 +103,7 @@ pub fn checks(checks: &mut Checks, root: &Path, helm: &Path, kv: &Path, debug: &
 
 /// The variants, by name: `default` (no values file) and `ci/NAME-values.yaml`.
 type Assert = fn(&Rendered) -> Result<()>;
-const VARIANTS: [(&str, Assert); 7] = [
+const VARIANTS: [(&str, Assert); 8] = [
     ("default", assert_default),
     ("ipv6", assert_ipv6),
     ("multi-vip", assert_multi_vip),
@@ -111,6 +111,7 @@ const VARIANTS: [(&str, Assert); 7] = [
     ("servicemonitor", assert_service_monitor),
     ("client-cert", assert_client_cert),
     ("options", assert_options),
+    ("outside-vip", assert_outside_vip),
 ];
 
 fn variant_file(variant: &str) -> String {

@@ -6,7 +6,23 @@ use super::*;
 /// A Role and RoleBinding in `default` only, reading EndpointSlices and
 /// Endpoints, bound to the chart's ServiceAccount.
 pub(super) fn check_rbac(r: &Rendered, sa_name: &str) -> Result<()> {
-    let role = r.one("Role")?;
+    // Discovery's Role in `default`; the outside VIP's Lease Role, when
+    // there is one, is in kube-system and checked by its variant.
+    let in_default = |kind: &str| -> Result<&Value> {
+        let all: Vec<&Value> = r
+            .of_kind(kind)
+            .into_iter()
+            .filter(|o| o["metadata"]["namespace"] != "kube-system")
+            .collect();
+        match all.as_slice() {
+            [one] => Ok(one),
+            other => bail!(
+                "expected one {kind} outside kube-system, found {}",
+                other.len()
+            ),
+        }
+    };
+    let role = in_default("Role")?;
     ensure!(
         role["metadata"]["namespace"] == "default",
         "the Role must be in default"
@@ -32,7 +48,7 @@ pub(super) fn check_rbac(r: &Rendered, sa_name: &str) -> Result<()> {
             ]),
         "the Role must grant endpointslices and endpoints only: {rules:?}"
     );
-    let rb = r.one("RoleBinding")?;
+    let rb = in_default("RoleBinding")?;
     ensure!(
         rb["metadata"]["namespace"] == "default",
         "the RoleBinding must be in default"
@@ -573,5 +589,47 @@ pub(super) fn assert_client_cert(r: &Rendered) -> Result<()> {
     let cfg = r.config()?;
     ensure!(cfg["metricsAddr"] == "127.0.0.1:8004");
     ensure!(cfg["health"]["clientCert"] == "/var/lib/kubelet/pki/kubelet-client-current.pem");
+    Ok(())
+}
+
+/// ci/outside-vip-values.yaml: the election runs on the control-plane
+/// DaemonSet only, with NET_RAW and its Lease's RBAC; workers get neither.
+pub(super) fn assert_outside_vip(r: &Rendered) -> Result<()> {
+    let cp = r.daemonset(&format!("{FULLNAME}-cp"))?;
+    let workers = r.daemonset(FULLNAME)?;
+    ensure!(env_of(cp, "APISERVER_PROXY_CONTROL_PLANE_VIP") == Some("192.168.1.100:6443"));
+    ensure!(env_of(cp, "APISERVER_PROXY_CONTROL_PLANE_INTERFACE") == Some("eth0"));
+    ensure!(
+        env_of(cp, "APISERVER_PROXY_CONTROL_PLANE_APISERVERS")
+            == Some("192.168.1.11:6443,192.168.1.12:6443,192.168.1.13:6443")
+    );
+    ensure!(
+        env_of(workers, "APISERVER_PROXY_CONTROL_PLANE_VIP").is_none(),
+        "workers never run the election"
+    );
+    let caps = |ds: &Value| -> Vec<String> {
+        as_array(&container(ds)["securityContext"]["capabilities"]["add"])
+            .iter()
+            .filter_map(|c| c.as_str().map(str::to_string))
+            .collect()
+    };
+    ensure!(caps(cp) == ["NET_ADMIN", "NET_RAW"], "{:?}", caps(cp));
+    ensure!(caps(workers) == ["NET_ADMIN"], "{:?}", caps(workers));
+    let lease_role = r
+        .of_kind("Role")
+        .into_iter()
+        .find(|o| o["metadata"]["namespace"] == "kube-system")
+        .context("a Role for the Lease in kube-system")?;
+    let rules = as_array(&lease_role["rules"]);
+    ensure!(
+        rules
+            .iter()
+            .any(|rule| rule["verbs"] == serde_json::json!(["get", "update"])
+                && rule["resourceNames"] == serde_json::json!(["bcs-apiserver-proxy-vip"])),
+        "update narrowed to the one Lease: {rules:?}"
+    );
+    let cfg = r.config()?;
+    ensure!(cfg["controlPlane"]["leaseDuration"] == "1500ms");
+    ensure!(cfg["controlPlane"].get("vip").is_none());
     Ok(())
 }
