@@ -76,6 +76,7 @@ impl Node {
                 ip: vip.ip(),
                 towards: route_towards(vip, backends),
             }],
+            outside: None,
         };
         let report = self.kernel.ensure_host(&spec)?;
         for change in &report.changes {

@@ -465,3 +465,100 @@ fn nftables_conntrack_lists_and_deletes_the_vips_connections_only() {
     assert_eq!(ct.delete(&entries).expect("gone already"), 0);
     assert_eq!(ct.entries_to(vip, None).expect("dump"), []);
 }
+
+/// The outside VIP on a node that holds it: a client in another namespace
+/// reaches a backend in a third through the VIP (prerouting DNAT), the
+/// backend sees the connection come from this node (masquerade: its reply
+/// must come back through us), and the rules are idempotent, repaired when
+/// deleted, and removed when no longer wanted.
+#[test]
+fn nftables_the_outside_vip_is_balanced_for_clients_off_the_node_and_masqueraded() {
+    use apiserver_proxy_testkit::netns::Netns;
+    let _netns = enter_without_ipvs();
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("forwarding");
+    run("ip", &["addr", "add", "192.168.50.100/32", "dev", "lo"]);
+    let client = Netns::new();
+    let backend_host = Netns::new();
+    let backend: SocketAddr = SocketAddr::new(IpAddr::V4(backend_host.ipv4), 6443);
+    // The backend answers with the address the connection came from.
+    let server = backend_host.spawn(move || {
+        let l = TcpListener::bind(backend).expect("bind");
+        for mut c in l.incoming().flatten().take(3) {
+            let peer = c.peer_addr().expect("peer").ip().to_string();
+            let _ = c.write_all(peer.as_bytes());
+        }
+    });
+    let vip: SocketAddr = "192.168.50.100:6443".parse().expect("vip");
+    let mut table = NftTable::connect().expect("nf_tables");
+    table
+        .write(&service(
+            "192.168.50.100:6443",
+            &[(&backend.to_string(), 1)],
+        ))
+        .expect("virtual server");
+    let changes = table.ensure_outside(&[vip], true).expect("outside");
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert_eq!(
+        table.ensure_outside(&[vip], true).expect("again"),
+        Vec::<String>::new()
+    );
+    let ask = || {
+        let out = client.exec(
+            "bash",
+            &[
+                "-c",
+                "exec 3<>/dev/tcp/192.168.50.100/6443 && timeout 5 cat <&3",
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let seen = ask();
+    assert_eq!(
+        seen,
+        backend_host.peer_ipv4.to_string(),
+        "the backend saw the connection from this node, not from the client {}",
+        client.ipv4
+    );
+    // Someone deletes the masquerade: the next pass puts it back.
+    let listed = run(
+        "nft",
+        &["-a", "list", "chain", "inet", TABLE, "postrouting"],
+    );
+    let handle = listed
+        .lines()
+        .find(|l| l.contains("masquerade"))
+        .and_then(|l| l.rsplit("handle ").next())
+        .expect("masquerade rule")
+        .trim()
+        .to_string();
+    run(
+        "nft",
+        &[
+            "delete",
+            "rule",
+            "inet",
+            TABLE,
+            "postrouting",
+            "handle",
+            &handle,
+        ],
+    );
+    let changes = table.ensure_outside(&[vip], true).expect("repair");
+    assert_eq!(
+        changes,
+        [format!("outside VIP {vip}: added its masquerade")]
+    );
+    assert_eq!(ask(), backend_host.peer_ipv4.to_string());
+    // IPVS balances by itself: only the masquerade, no prerouting jump.
+    let changes = table.ensure_outside(&[vip], false).expect("ipvs");
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    let listed = run("nft", &["list", "table", "inet", TABLE]);
+    assert!(!listed.contains("outside 192.168.50.100:6443"), "{listed}");
+    // No longer wanted: gone, and the virtual server itself is untouched.
+    table.ensure_outside(&[], true).expect("none");
+    let listed = run("nft", &["list", "table", "inet", TABLE]);
+    assert!(!listed.contains("masquerade"), "{listed}");
+    assert!(listed.contains("vip 192.168.50.100:6443 rr"), "{listed}");
+    assert_eq!(table.read(&[vip]).expect("read").len(), 1);
+    drop(server);
+}

@@ -92,6 +92,7 @@ pub async fn run(
     stop: &mut mpsc::Receiver<Stop>,
     mut host_events: Option<&mut mpsc::Receiver<Vec<HostEvent>>>,
 ) -> Result<Stop> {
+    let config = config.with_outside_virtual_server();
     let _lock = StateLock::acquire(&config.state_dir, Duration::ZERO)?;
     let choice = config.dataplane;
     let kernel = tokio::task::spawn_blocking(move || Netlink::connect(choice)).await??;

@@ -37,6 +37,12 @@ pub struct HostSpec {
     pub interface: String,
     pub vip_mode: VipMode,
     pub vips: Vec<VipSpec>,
+    /// The outside control-plane VIPs, whose address the election holds
+    /// (not this spec) but whose NAT the host needs on every candidate:
+    /// their source NAT, and on nftables their prerouting jump. `None`
+    /// leaves those rules as they are (the CLI, which does not run the
+    /// election).
+    pub outside: Option<Vec<Endpoint>>,
 }
 
 /// The address a route-mode VIP's source is chosen towards: the first
@@ -67,6 +73,8 @@ pub enum HostChange {
         previous: i32,
         now: i32,
     },
+    /// The outside VIP's NAT rules, as the dataplane said it.
+    Outside(String),
 }
 
 /// Where a VIP went.
@@ -109,6 +117,7 @@ impl fmt::Display for HostChange {
                 previous,
                 now,
             } => write!(f, "set {name} = {now} (was {previous})"),
+            HostChange::Outside(what) => f.write_str(what),
         }
     }
 }

@@ -289,6 +289,9 @@ pub struct Netlink {
     sysctls: Sysctls,
     /// Why this dataplane, for the log and `status`.
     why: String,
+    /// On IPVS, the nf_tables table that holds the outside VIP's source
+    /// NAT; opened the first time one is wanted.
+    outside_nat: Option<NftTable>,
 }
 
 impl Netlink {
@@ -327,6 +330,7 @@ impl Netlink {
             rtnl,
             sysctls: Sysctls::new(),
             why,
+            outside_nat: None,
         })
     }
 
@@ -663,6 +667,31 @@ impl Kernel for Netlink {
                     change,
                 });
             }
+        }
+        if let Some(outside) = &spec.outside {
+            let vips: Vec<std::net::SocketAddr> = outside.iter().map(|e| e.0).collect();
+            let changes = match &mut self.services {
+                // nftables balances the outside VIP itself: its prerouting
+                // jump, and the masquerade.
+                Services::Nftables { table, .. } => table.ensure_outside(&vips, true)?,
+                // IPVS balances it (its virtual server catches the VIP's
+                // packets on the holder) and only needs the masquerade,
+                // which nf_tables does on IPVS's conntrack entries
+                // (`net.ipv4.vs.conntrack`, set below).
+                Services::Ipvs(_) if vips.is_empty() && self.outside_nat.is_none() => Vec::new(),
+                Services::Ipvs(_) => {
+                    if self.outside_nat.is_none() {
+                        self.outside_nat = Some(NftTable::connect()?);
+                    }
+                    match self.outside_nat.as_mut() {
+                        Some(t) => t.ensure_outside(&vips, false)?,
+                        None => Vec::new(),
+                    }
+                }
+            };
+            report
+                .changes
+                .extend(changes.into_iter().map(HostChange::Outside));
         }
         let sysctls: &[_] = match self.services {
             Services::Ipvs(_) => &IPVS_SYSCTLS,

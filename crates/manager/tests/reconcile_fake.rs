@@ -574,3 +574,48 @@ async fn the_status_page_shows_the_loops_view() {
         "a dead backend is not in the kernel: {page}"
     );
 }
+
+#[tokio::test]
+async fn the_outside_vip_is_balanced_and_natted_but_never_placed_nor_saved() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outside = ep("192.168.1.100:6443");
+    let mut c = config(dir.path(), &["192.168.1.11:6443"]);
+    c.control_plane.vip = Some(outside);
+    c.control_plane.interface = "eth0".into();
+    c.control_plane.apiservers = vec![ep("192.168.1.11:6443"), ep("192.168.1.12:6443")];
+    let c = c.with_outside_virtual_server();
+    assert_eq!(c.virtual_servers.len(), 2);
+    let (mut r, _m) = reconciler(c, FakeKernel::new(), None);
+    r.ensure_host().await.expect("ensure");
+    r.pass().await;
+    let k = r.kernel_mut();
+    let link = k.host.interface.as_ref().expect("link");
+    assert!(
+        !link.addresses.contains(&outside.ip()),
+        "the outside VIP is the election's to hold, not the dummy interface's"
+    );
+    assert!(link.addresses.contains(&ep(VIP).ip()));
+    assert_eq!(
+        k.host.outside.iter().copied().collect::<Vec<_>>(),
+        [outside]
+    );
+    let backends: Vec<String> = k
+        .services
+        .get(&outside)
+        .expect("the outside virtual server")
+        .dests
+        .keys()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(backends, ["192.168.1.11:6443", "192.168.1.12:6443"]);
+    let saved = state::load(dir.path()).expect("read").expect("saved");
+    assert_eq!(
+        saved
+            .virtual_servers
+            .iter()
+            .map(|s| s.vip)
+            .collect::<Vec<_>>(),
+        [ep(VIP)],
+        "the boot-time restore must never place the outside VIP"
+    );
+}

@@ -51,6 +51,8 @@ pub struct FakeHost {
     pub sysctls_read_only: bool,
     /// The address the kernel would choose towards any destination.
     pub node_ip: IpAddr,
+    /// The outside VIPs whose NAT rules are in place.
+    pub outside: BTreeSet<Endpoint>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +88,7 @@ impl Default for FakeKernel {
                 sysctls: IPVS_SYSCTLS.iter().map(|(s, _)| (s.name(), 0)).collect(),
                 sysctls_read_only: false,
                 node_ip: IpAddr::from([192, 168, 1, 100]),
+                outside: BTreeSet::new(),
             },
             journal: Vec::new(),
             failing: None,
@@ -289,6 +292,16 @@ impl Kernel for FakeKernel {
                 report.changes.push(HostChange::InterfaceUp { interface });
             }
             Some(_) => {}
+        }
+        if let Some(want) = &spec.outside {
+            let want: BTreeSet<Endpoint> = want.iter().copied().collect();
+            if want != self.host.outside {
+                report.changes.push(HostChange::Outside(format!(
+                    "outside VIPs {:?}",
+                    want.iter().map(ToString::to_string).collect::<Vec<_>>()
+                )));
+                self.host.outside = want;
+            }
         }
         for vip in &spec.vips {
             let placed = match spec.vip_mode {

@@ -19,7 +19,7 @@ enum Cmd {
     Stop,
     Start,
     Ready(bool),
-    Slice(Vec<(IpAddr, Option<bool>)>),
+    Slice(Vec<(IpAddr, Option<bool>)>, u16),
     Freeze(Duration),
     Count(String, mpsc::Sender<usize>),
 }
@@ -111,7 +111,13 @@ impl Master {
     /// Publishes `default/kubernetes` as an EndpointSlice with these
     /// endpoints (ready flag per endpoint) on this master's port.
     pub fn publish(&self, endpoints: Vec<(IpAddr, Option<bool>)>) {
-        self.send(Cmd::Slice(endpoints))
+        self.send(Cmd::Slice(endpoints, self.addr.port()))
+    }
+
+    /// [`Master::publish`] with another port: this fake plays the cluster's
+    /// API while the apiservers it lists listen elsewhere.
+    pub fn publish_port(&self, port: u16, endpoints: Vec<(IpAddr, Option<bool>)>) {
+        self.send(Cmd::Slice(endpoints, port))
     }
 
     fn send(&self, c: Cmd) {
@@ -179,8 +185,8 @@ fn serve(addr: SocketAddr, leaf: CertKey, rx: mpsc::Receiver<Cmd>, up_tx: mpsc::
                         .count();
                     let _ = tx.send(n);
                 }
-                Cmd::Slice(eps) => {
-                    server.apply_slice(kubernetes_slice("kubernetes", family, addr.port(), &eps))
+                Cmd::Slice(eps, port) => {
+                    server.apply_slice(kubernetes_slice("kubernetes", family, port, &eps))
                 }
             }
         }

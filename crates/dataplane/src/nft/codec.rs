@@ -120,6 +120,9 @@ pub enum Expr {
         dir: Option<u8>,
         dreg: u32,
     },
+    /// `masq`: source NAT to the address of the interface the packet
+    /// leaves by.
+    Masq,
     /// `nat`: translate to the address in `reg_addr` and the port in
     /// `reg_proto` (both the minimum and maximum of a one-value range).
     Nat {
@@ -144,6 +147,7 @@ impl Expr {
             Expr::Jump { .. } => "immediate",
             Expr::Lookup { .. } => "lookup",
             Expr::Ct { .. } => "ct",
+            Expr::Masq => "masq",
         }
     }
 
@@ -180,7 +184,7 @@ impl Expr {
                 be(&mut out, 3, *offset);
                 be(&mut out, 4, *len);
             }
-            Expr::Counter => {}
+            Expr::Counter | Expr::Masq => {}
             // NFTA_CT_KEY 2, NFTA_CT_DREG 1, NFTA_CT_DIRECTION 3 (a u8),
             // in nft's order.
             Expr::Ct { key, dir, dreg } => {
@@ -437,6 +441,28 @@ pub fn count_through(vip: SocketAddr, backend: SocketAddr, dir: u8) -> Vec<Expr>
         ct(NFT_CT_DIRECTION, None),
         cmp_eq(vec![dir]),
         Expr::Counter,
+    ]
+}
+
+/// `ct original ip daddr VIP masquerade` (`ip6` for IPv6): the source NAT
+/// of connections that came in for the outside VIP and leave for another
+/// node's apiserver, so that its replies come back through us (to be
+/// translated back) instead of going to the client from the wrong address.
+/// A connection to this node's own apiserver is delivered locally and never
+/// reaches the postrouting hook.
+pub fn masquerade_from(vip: IpAddr) -> Vec<Expr> {
+    let key = match vip {
+        IpAddr::V4(_) => NFT_CT_DST_IP,
+        IpAddr::V6(_) => NFT_CT_DST_IP6,
+    };
+    vec![
+        Expr::Ct {
+            key,
+            dir: Some(IP_CT_DIR_ORIGINAL),
+            dreg: NFT_REG_1,
+        },
+        cmp_eq(octets(vip)),
+        Expr::Masq,
     ]
 }
 

@@ -42,6 +42,17 @@ pub const COUNT_IN_CHAIN: &str = "count-in";
 pub const COUNT_OUT_CHAIN: &str = "count-out";
 /// `NF_INET_LOCAL_IN` (`netfilter.h`).
 const NF_INET_LOCAL_IN: u32 = 1;
+/// `NF_INET_PRE_ROUTING` and `NF_INET_POST_ROUTING` (`netfilter.h`).
+const NF_INET_PRE_ROUTING: u32 = 0;
+const NF_INET_POST_ROUTING: u32 = 4;
+/// `NF_IP_PRI_NAT_SRC`: where source NAT runs on the postrouting hook.
+const NAT_SRC_PRIORITY: i32 = 100;
+/// The outside control-plane VIP's chains: the clients off the node come in
+/// through prerouting (the output chain sees the node's own connections
+/// only), and leave for another node's apiserver through postrouting,
+/// where they are masqueraded.
+pub const PREROUTING_CHAIN: &str = "prerouting";
+pub const POSTROUTING_CHAIN: &str = "postrouting";
 /// `NF_IP_PRI_NAT_DST`: where destination NAT runs on the output hook.
 const NAT_DST_PRIORITY: i32 = -100;
 /// The most map slots one virtual server may have (the sum of weights);
@@ -320,6 +331,129 @@ impl NftTable {
             .iter()
             .map(|p| dump::parse_rule(p).map_err(|detail| Error::Decode { op, detail }))
             .collect()
+    }
+
+    /// Makes our table hold what the outside VIPs `want` need beyond their
+    /// virtual servers, and nothing more: their source NAT
+    /// ([`codec::masquerade_from`]) and, when `dnat` (this dataplane
+    /// balances them; IPVS does that itself), a jump from prerouting to
+    /// their chain. One batch; returns what it changed, as a person would
+    /// say it. An empty `want` with no such rules changes nothing (and
+    /// creates no table).
+    pub fn ensure_outside(&mut self, want: &[SocketAddr], dnat: bool) -> Result<Vec<String>> {
+        let rules = match self.rules() {
+            Ok(r) => r,
+            // No table of ours yet: nothing to remove.
+            Err(Error::Kernel { errno, .. }) if errno == nix::libc::ENOENT && want.is_empty() => {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e),
+        };
+        let mut changes = Vec::new();
+        // (chain, comment, rule is sound) of what is there.
+        let mut stale: Vec<(&str, u64)> = Vec::new();
+        let mut have_jump = BTreeMap::new();
+        let mut have_masq = BTreeMap::new();
+        for r in &rules {
+            let comment = r.comment.as_deref().unwrap_or("");
+            if r.chain == PREROUTING_CHAIN {
+                let vip = comment
+                    .strip_prefix("outside ")
+                    .and_then(|a| a.parse().ok());
+                match vip {
+                    Some(vip)
+                        if dnat
+                            && want.contains(&vip)
+                            && r.jumps == [vip_chain(vip)]
+                            && !have_jump.contains_key(&vip) =>
+                    {
+                        have_jump.insert(vip, r.handle);
+                    }
+                    _ => stale.push((PREROUTING_CHAIN, r.handle)),
+                }
+            } else if r.chain == POSTROUTING_CHAIN {
+                let vip: Option<SocketAddr> = comment
+                    .strip_prefix("masquerade ")
+                    .and_then(|a| a.parse().ok());
+                match vip {
+                    Some(vip)
+                        if want.contains(&vip)
+                            && r.exprs.iter().any(|e| e == "masq")
+                            && !have_masq.contains_key(&vip) =>
+                    {
+                        have_masq.insert(vip, r.handle);
+                    }
+                    _ => stale.push((POSTROUTING_CHAIN, r.handle)),
+                }
+            }
+        }
+        let missing_jumps: Vec<SocketAddr> = want
+            .iter()
+            .filter(|v| dnat && !have_jump.contains_key(v))
+            .copied()
+            .collect();
+        let missing_masq: Vec<SocketAddr> = want
+            .iter()
+            .filter(|v| !have_masq.contains_key(v))
+            .copied()
+            .collect();
+        if stale.is_empty() && missing_jumps.is_empty() && missing_masq.is_empty() {
+            return Ok(changes);
+        }
+        self.nft.apply("write the outside VIP's NAT", |b| {
+            b.new_table(TABLE);
+            b.new_base_chain(
+                TABLE,
+                PREROUTING_CHAIN,
+                "nat",
+                NF_INET_PRE_ROUTING,
+                NAT_DST_PRIORITY,
+            );
+            b.new_base_chain(
+                TABLE,
+                POSTROUTING_CHAIN,
+                "nat",
+                NF_INET_POST_ROUTING,
+                NAT_SRC_PRIORITY,
+            );
+            for (chain, handle) in &stale {
+                b.del_rule(TABLE, chain, *handle);
+            }
+            for vip in &missing_jumps {
+                // The VIP's chain may not be written yet: an empty one
+                // sends nothing anywhere, and the virtual server's write
+                // fills it.
+                b.new_chain(TABLE, &vip_chain(*vip));
+                let mut exprs = codec::match_vip(vip.ip(), vip.port());
+                exprs.push(Expr::Jump {
+                    chain: vip_chain(*vip),
+                });
+                b.new_rule_commented(
+                    TABLE,
+                    PREROUTING_CHAIN,
+                    &exprs,
+                    Some(&format!("outside {vip}")),
+                );
+            }
+            for vip in &missing_masq {
+                b.new_rule_commented(
+                    TABLE,
+                    POSTROUTING_CHAIN,
+                    &codec::masquerade_from(vip.ip()),
+                    Some(&format!("masquerade {vip}")),
+                );
+            }
+        })?;
+        for (chain, _) in &stale {
+            changes.push(format!("removed a stale rule from our {chain} chain"));
+        }
+        for vip in missing_jumps {
+            changes.push(format!("outside VIP {vip}: added its prerouting jump"));
+        }
+        for vip in missing_masq {
+            changes.push(format!("outside VIP {vip}: added its masquerade"));
+        }
+        Ok(changes)
     }
 
     /// The jump targets of a map's elements, one per slot.

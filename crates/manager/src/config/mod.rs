@@ -466,6 +466,28 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     }
 }
 
+impl Config {
+    /// The configuration the daemon serves: with the outside control-plane
+    /// VIP, when there is one, as one more virtual server, balanced like
+    /// the node-local ones over the same apiservers and health checks (its
+    /// seeds are the election's apiservers until the cluster lists its
+    /// own). Its address is the election's to hold (see
+    /// [`crate::control_plane`]), so the host places it on no interface.
+    pub fn with_outside_virtual_server(mut self) -> Config {
+        if let Some(vip) = self.control_plane.vip
+            && !self.virtual_servers.iter().any(|vs| vs.vip == vip)
+        {
+            self.virtual_servers.push(VirtualServerConfig {
+                vip,
+                scheduler: "rr".into(),
+                seeds: self.control_plane.apiservers.clone(),
+                port_name: "https".into(),
+            });
+        }
+        self
+    }
+}
+
 /// What the outside control-plane VIP needs that only the whole
 /// configuration can tell.
 fn check_control_plane(config: &Config) -> Vec<Problem> {
