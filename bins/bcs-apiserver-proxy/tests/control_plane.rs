@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use apiserver_proxy_testkit::kernel::{self, run};
 use apiserver_proxy_testkit::master::Master;
+use apiserver_proxy_testkit::netns::Lan;
 use apiserver_proxy_testkit::tls::Ca;
 
 const VIP: &str = "192.168.50.100";
@@ -67,30 +68,9 @@ fn write(path: &Path, text: &str) -> PathBuf {
 
 /// A node: its apiserver in a namespace of its own, `eth1` on the LAN
 /// bridge at 192.168.50.1N, and the daemon there in control-plane mode.
-fn node(n: u8, master: Master, ca_file: &Path, dir: &Path, bridge: &str) -> Node {
+fn node(n: u8, master: Master, ca_file: &Path, dir: &Path, lan: &Lan) -> Node {
     let ns = master.ns();
-    let lan = format!("cpl{}x{n}", std::process::id() % 10_000);
-    run(
-        "ip",
-        &[
-            "link",
-            "add",
-            &lan,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth1",
-            "netns",
-            ns.name(),
-        ],
-    );
-    run("ip", &["link", "set", &lan, "master", bridge, "up"]);
-    ns.exec_ok(
-        "ip",
-        &["addr", "add", &format!("192.168.50.1{n}/24"), "dev", "eth1"],
-    );
-    ns.exec_ok("ip", &["link", "set", "eth1", "up"]);
+    ns.join_lan(lan, &format!("192.168.50.1{n}/24"));
     // Control-plane nodes forward (kubeadm requires it): the VIP's
     // connections to the other node's apiserver go out again.
     ns.exec_ok("sh", &["-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
@@ -207,10 +187,7 @@ fn the_outside_vip_balances_survives_its_holders_apiserver_and_moves_when_the_ho
         ca.apiserver_cert(&[]),
         format!("0.0.0.0:{API_PORT}").parse().expect("addr"),
     );
-    let bridge = format!("cpbr{}", std::process::id() % 10_000);
-    run("ip", &["link", "add", &bridge, "type", "bridge"]);
-    run("ip", &["addr", "add", "192.168.50.1/24", "dev", &bridge]);
-    run("ip", &["link", "set", &bridge, "up"]);
+    let lan = Lan::new("192.168.50.1/24");
     let masters: Vec<Master> = (0..2)
         .map(|_| Master::remote(ca.apiserver_cert(&[]), false, PORT))
         .collect();
@@ -228,7 +205,7 @@ fn the_outside_vip_balances_survives_its_holders_apiserver_and_moves_when_the_ho
     let mut nodes: Vec<Node> = masters
         .into_iter()
         .zip(1..)
-        .map(|(m, n)| node(n, m, &ca_file, dir.path(), &bridge))
+        .map(|(m, n)| node(n, m, &ca_file, dir.path(), &lan))
         .collect();
     let took = wait_for(
         "a node holds the VIP and answers",

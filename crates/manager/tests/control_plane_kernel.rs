@@ -20,8 +20,8 @@ use apiserver_proxy_election::{KubeLeases, Timings};
 use apiserver_proxy_manager::control_plane::{ControlPlane, NetlinkVipHost};
 use apiserver_proxy_manager::metrics::Metrics;
 use apiserver_proxy_testkit::apiserver::FakeApiServer;
-use apiserver_proxy_testkit::kernel::{self, run};
-use apiserver_proxy_testkit::netns::Netns;
+use apiserver_proxy_testkit::kernel;
+use apiserver_proxy_testkit::netns::{Lan, Netns};
 
 const VIP: &str = "192.168.50.100";
 const PORT: u16 = 6443;
@@ -43,30 +43,9 @@ struct Node {
 impl Node {
     /// A namespace with `eth1` on the LAN bridge at 192.168.50.1N, a
     /// server on PORT answering its name, and the control-plane mode.
-    fn start(n: u8, bridge: &str, api_port: u16) -> Node {
+    fn start(n: u8, lan: &Lan, api_port: u16) -> Node {
         let ns = Netns::new();
-        let lan = format!("lan{}x{n}", std::process::id() % 10_000);
-        run(
-            "ip",
-            &[
-                "link",
-                "add",
-                &lan,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth1",
-                "netns",
-                ns.name(),
-            ],
-        );
-        run("ip", &["link", "set", &lan, "master", bridge, "up"]);
-        ns.exec_ok(
-            "ip",
-            &["addr", "add", &format!("192.168.50.1{n}/24"), "dev", "eth1"],
-        );
-        ns.exec_ok("ip", &["link", "set", "eth1", "up"]);
+        ns.join_lan(lan, &format!("192.168.50.1{n}/24"));
         let api = format!("http://{}:{api_port}", ns.peer_ipv4);
         let (end, ends) = mpsc::channel();
         let name = format!("node-{n}");
@@ -169,12 +148,8 @@ fn wait_for_answer(want: impl Fn(&str) -> bool, limit: Duration) -> Option<(Stri
     None
 }
 
-fn lan(api: &FakeApiServer) -> (String, u16) {
-    let bridge = format!("lanbr{}", std::process::id() % 10_000);
-    run("ip", &["link", "add", &bridge, "type", "bridge"]);
-    run("ip", &["addr", "add", "192.168.50.1/24", "dev", &bridge]);
-    run("ip", &["link", "set", &bridge, "up"]);
-    (bridge, api.addr().port())
+fn lan(api: &FakeApiServer) -> (Lan, u16) {
+    (Lan::new("192.168.50.1/24"), api.addr().port())
 }
 
 fn fake_apiserver(rt: &tokio::runtime::Runtime) -> FakeApiServer {
@@ -197,9 +172,9 @@ struct Elected {
 fn elected() -> Elected {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let api = fake_apiserver(&rt);
-    let (bridge, port) = lan(&api);
-    let a = Node::start(1, &bridge, port);
-    let b = Node::start(2, &bridge, port);
+    let (lan, port) = lan(&api);
+    let a = Node::start(1, &lan, port);
+    let b = Node::start(2, &lan, port);
     let (first, _) = wait_for_answer(|_| true, Duration::from_secs(30)).expect("a holder");
     let (stop, both) = referee(&a, &b);
     let (holder, other) = if first == "node-1" { (a, b) } else { (b, a) };

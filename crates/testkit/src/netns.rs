@@ -31,6 +31,35 @@ pub fn isolate() {
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(1);
+static NEXT_PORT: AtomicU32 = AtomicU32::new(1);
+
+/// A LAN: a bridge in the calling thread's namespace (the test side,
+/// which is on it with `addr`), that namespaces join with
+/// [`Netns::join_lan`]: hosts that share a link, as the control-plane
+/// nodes an outside VIP moves between.
+#[derive(Debug)]
+pub struct Lan {
+    bridge: String,
+}
+
+impl Lan {
+    /// `addr` such as `192.168.50.1/24`.
+    #[allow(
+        clippy::new_without_default,
+        reason = "creating a bridge is a side effect, not a default value"
+    )]
+    pub fn new(addr: &str) -> Lan {
+        let bridge = format!(
+            "br{}x{}",
+            std::process::id() % 100_000,
+            NEXT_PORT.fetch_add(1, Ordering::Relaxed)
+        );
+        run("ip", &["link", "add", &bridge, "type", "bridge"]);
+        run("ip", &["addr", "add", addr, "dev", &bridge]);
+        run("ip", &["link", "set", &bridge, "up"]);
+        Lan { bridge }
+    }
+}
 
 /// A named network namespace playing a remote host, joined to the creating
 /// thread's namespace by a veth pair with IPv4 and IPv6 addresses on both
@@ -226,6 +255,22 @@ impl Netns {
     /// Undoes [`Netns::black_hole`].
     pub fn restore(&self) {
         self.exec_ok("nft", &["delete table inet apxhole"]);
+    }
+
+    /// Puts this namespace on `lan` too: an interface `eth1` with `addr`
+    /// (`192.168.50.11/24`), whose other end is a port of the bridge.
+    pub fn join_lan(&self, lan: &Lan, addr: &str) {
+        let n = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+        let port = format!("{}p{n}", lan.bridge);
+        run(
+            "ip",
+            &[
+                "link", "add", &port, "type", "veth", "peer", "name", "eth1", "netns", &self.name,
+            ],
+        );
+        run("ip", &["link", "set", &port, "master", &lan.bridge, "up"]);
+        self.exec_ok("ip", &["addr", "add", addr, "dev", "eth1"]);
+        self.exec_ok("ip", &["link", "set", "eth1", "up"]);
     }
 
     /// Runs `f` on a new thread that lives inside this namespace: sockets it
