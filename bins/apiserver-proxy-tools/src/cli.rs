@@ -288,6 +288,29 @@ pub struct StaticPodArgs {
     /// as --config (for several virtual servers).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// Also hold this outside control-plane VIP (VIP:PORT) for clients off
+    /// the cluster, on one control-plane node at a time (see
+    /// docs/control-plane.md): for `kubeadm init` with
+    /// controlPlaneEndpoint, give a kubeconfig that may write Leases before
+    /// the cluster's RBAC exists (/etc/kubernetes/super-admin.conf). Adds
+    /// NET_RAW for the ARP / neighbour announcements.
+    #[arg(long, value_name = "VIP:PORT", requires = "control_plane_interface")]
+    pub control_plane_vip: Option<Endpoint>,
+
+    /// The node's interface on the outside VIP's network (eth0, ens3...).
+    #[arg(long, value_name = "NAME", requires = "control_plane_vip")]
+    pub control_plane_interface: Option<String>,
+
+    /// An apiserver the election reaches its Lease through, this node's own
+    /// first (repeat) [default: the --rs seeds].
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "IP:PORT",
+        requires = "control_plane_vip"
+    )]
+    pub control_plane_apiserver: Vec<Endpoint>,
 }
 
 /// Options every subcommand accepts (the Go tool took its flags with any

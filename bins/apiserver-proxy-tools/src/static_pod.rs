@@ -7,6 +7,8 @@
 //! resolved or a service is created, with the host's modprobe.
 
 use std::net::SocketAddr;
+
+use apiserver_proxy_types::Endpoint;
 use std::path::Path;
 
 use apiserver_proxy_manager::config::{self, DEFAULT_INTERFACE};
@@ -149,6 +151,52 @@ fn daemon_args(a: &StaticPodArgs, c: &Common, ca: &str) -> Result<Vec<String>, F
     if h.health_insecure_skip_verify {
         args.push("--health-insecure-skip-verify".to_string());
     }
+    if let Some(vip) = a.control_plane_vip {
+        args.extend(control_plane_args(a, vip)?);
+    }
+    Ok(args)
+}
+
+/// The outside control-plane VIP's flags, checked as the daemon's
+/// configuration check would (it refuses the same at start, but a static
+/// pod that crash-loops on the first node of a new cluster is a poor way
+/// to learn it).
+fn control_plane_args(a: &StaticPodArgs, vip: Endpoint) -> Result<Vec<String>, Failure> {
+    config::check_vip(vip).map_err(|e| Failure::new(e).todo("fix --control-plane-vip"))?;
+    if a.vs.iter().any(|vs| vs.ip() == vip.ip()) {
+        return Err(Failure::new(format!(
+            "{} is both the node-local VIP and the outside VIP",
+            vip.ip()
+        ))
+        .todo("give the outside VIP a free address of the control-plane nodes' network"));
+    }
+    let interface = a.control_plane_interface.clone().unwrap_or_default();
+    config::check_interface_name(&interface)
+        .map_err(|e| Failure::new(e).todo("fix --control-plane-interface"))?;
+    let apiservers = if a.control_plane_apiserver.is_empty() {
+        &a.rs
+    } else {
+        &a.control_plane_apiserver
+    };
+    if apiservers.is_empty() {
+        return Err(
+            Failure::new("the election has no apiserver to reach its Lease through")
+                .todo("give --control-plane-apiserver IP:PORT (this node's own first), or --rs"),
+        );
+    }
+    let mut args = vec![
+        "--control-plane-vip".to_string(),
+        vip.to_string(),
+        "--control-plane-interface".to_string(),
+        interface,
+    ];
+    for api in apiservers {
+        if api.family() != vip.family() {
+            return Err(Failure::family_mismatch(*api, vip));
+        }
+        args.push("--control-plane-apiserver".to_string());
+        args.push(api.to_string());
+    }
     Ok(args)
 }
 
@@ -161,6 +209,12 @@ pub fn manifest(a: &StaticPodArgs, c: &Common) -> Result<String, Failure> {
             .unwrap_or(Path::new(DEFAULT_CA_FILE)),
     )?;
     let args = daemon_args(a, c, &ca)?;
+    // The announcements of a moved outside VIP go out on a packet socket
+    // and a raw ICMPv6 socket.
+    let mut capabilities = vec!["NET_ADMIN"];
+    if a.control_plane_vip.is_some() {
+        capabilities.push("NET_RAW");
+    }
     let mut mounts = vec![
         HostMount {
             name: "state",
@@ -221,7 +275,10 @@ pub fn manifest(a: &StaticPodArgs, c: &Common) -> Result<String, Failure> {
                 ("readOnlyRootFilesystem", Value::Bool(true)),
                 (
                     "capabilities",
-                    map([("add", list([s("NET_ADMIN")])), ("drop", list([s("ALL")]))]),
+                    map([
+                        ("add", list(capabilities.into_iter().map(s))),
+                        ("drop", list([s("ALL")])),
+                    ]),
                 ),
             ]),
         ),

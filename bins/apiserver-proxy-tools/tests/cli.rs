@@ -441,3 +441,53 @@ fn completions_and_the_man_page_name_every_command() {
     }
     bare("completions tcsh").usage(&["tcsh"]);
 }
+
+#[test]
+fn static_pod_holds_the_outside_vip_for_the_first_control_plane_node() {
+    let p = pod(
+        "--vs 10.103.97.2:6443 --rs 192.168.1.11:6443 --control-plane-vip 192.168.1.100:6443 \
+         --control-plane-interface eth0 --kubeconfig /etc/kubernetes/super-admin.conf",
+    );
+    let c = &p["spec"]["containers"][0];
+    assert_eq!(
+        strings(&c["securityContext"]["capabilities"]["add"]),
+        ["NET_ADMIN", "NET_RAW"]
+    );
+    let args = strings(&c["args"]).join(" ");
+    for want in [
+        "--control-plane-vip 192.168.1.100:6443",
+        "--control-plane-interface eth0",
+        // The seeds are the election's apiservers unless given.
+        "--control-plane-apiserver 192.168.1.11:6443",
+        "--kubeconfig /etc/kubernetes/super-admin.conf",
+    ] {
+        assert!(args.contains(want), "{want} missing from {args}");
+    }
+    let p = pod(
+        "--vs 10.103.97.2:6443 --rs 192.168.1.11:6443 --control-plane-vip 192.168.1.100:6443 \
+         --control-plane-interface eth0 --control-plane-apiserver 192.168.1.11:6443,192.168.1.12:6443",
+    );
+    let args = strings(&p["spec"]["containers"][0]["args"]).join(" ");
+    assert!(
+        args.contains("--control-plane-apiserver 192.168.1.12:6443"),
+        "{args}"
+    );
+    // Without it, no NET_RAW.
+    let p = pod("--vs 10.103.97.2:6443 --rs 192.168.1.11:6443");
+    assert_eq!(
+        strings(&p["spec"]["containers"][0]["securityContext"]["capabilities"]["add"]),
+        ["NET_ADMIN"]
+    );
+    bare("static-pod --vs 10.103.97.2:6443 --control-plane-vip 192.168.1.100:6443")
+        .usage(&["--control-plane-interface"]);
+    bare(
+        "static-pod --vs 10.103.97.2:6443 --control-plane-vip 10.103.97.2:6443 \
+         --control-plane-interface eth0",
+    )
+    .refused(&["both the node-local VIP and the outside VIP"]);
+    bare(
+        "static-pod --vs 10.103.97.2:6443 --control-plane-vip 192.168.1.100:6443 \
+         --control-plane-interface eth0",
+    )
+    .refused(&["no apiserver"]);
+}
