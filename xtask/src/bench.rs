@@ -23,6 +23,7 @@ const BENCH_PACKAGES: &[&str] = &[
     "haproxy",
     "nginx",
     "libnginx-mod-stream",
+    "keepalived",
     "wrk",
     "fonts-dejavu-core",
 ];
@@ -31,7 +32,7 @@ const BENCH_PACKAGES: &[&str] = &[
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// Only these sections (comma-separated): failover, convergence,
-    /// dataplane, scale, footprint, repair, soak, bigtable.
+    /// dataplane, scale, footprint, repair, soak, controlplane, bigtable.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Failover trials per scenario for our daemon (peers: as many as fit
@@ -248,7 +249,7 @@ fn run_in_vm(root: &Path, args: &BenchArgs, bench: &Path, daemon: &Path) -> Resu
 }
 
 /// The sections of the results file, as `run` names them.
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "failover",
     "convergence",
     "dataplane",
@@ -256,6 +257,7 @@ const SECTIONS: [&str; 8] = [
     "footprint",
     "repair",
     "soak",
+    "controlplane",
     "bigtable",
 ];
 

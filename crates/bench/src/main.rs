@@ -13,6 +13,7 @@
 
 mod bigtable;
 mod client;
+mod control_plane;
 mod dataplane;
 mod failover;
 mod lb;
@@ -57,11 +58,11 @@ pub struct RunArgs {
     #[arg(long)]
     out: PathBuf,
     /// Comma-separated sections: failover, convergence, dataplane, scale, footprint, repair,
-    /// soak, bigtable.
+    /// soak, controlplane, bigtable.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "failover,convergence,dataplane,scale,footprint,repair,soak,bigtable"
+        default_value = "failover,convergence,dataplane,scale,footprint,repair,soak,controlplane,bigtable"
     )]
     only: Vec<String>,
     /// Failover trials per scenario for our daemon (peers: as many as fit the budget).
@@ -106,6 +107,7 @@ fn run(args: RunArgs) -> Result<()> {
         "soak",
         "dataplane",
         "scale",
+        "controlplane",
         "bigtable",
     ];
     for name in names {
@@ -121,6 +123,7 @@ fn run(args: RunArgs) -> Result<()> {
                 "repair" => out.repair = Some(repair::run(&env, &mut ours)?),
                 "soak" => out.soak = Some(soak::run(&env, &mut ours)?),
                 "dataplane" => out.dataplane = Some(dataplane::run(&env, &mut ours)?),
+                "controlplane" => out.control_plane = Some(control_plane::run(&env)?),
                 // Last: its 200,000 entries stay in the table for 15 minutes.
                 "bigtable" => out.bigtable = Some(bigtable::run(&env, &mut ours)?),
                 _ => out.scale = Some(scale::run(&env, &mut ours)?),

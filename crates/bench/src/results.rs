@@ -33,6 +33,9 @@ pub struct Results {
     pub bigtable: Option<BigTable>,
     #[serde(default)]
     pub soak: Option<Soak>,
+    /// The section is called `controlplane` on the command line.
+    #[serde(default, rename = "controlplane")]
+    pub control_plane: Option<ControlPlane>,
     /// Sections this run did not measure, kept from an earlier run's
     /// results (`cargo xtask bench --only`).
     #[serde(default, deserialize_with = "carried_over")]
@@ -250,6 +253,28 @@ pub struct Footprint {
     pub churn_cpu_pct: Option<f64>,
     /// RSS of the peers while they ran the failover comparison (all processes).
     pub peers_rss_kib: Vec<(String, u64)>,
+}
+
+/// The outside control-plane VIP beside keepalived.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ControlPlane {
+    pub trials: usize,
+    /// Seconds from the holder's kill (SIGKILL) until another node answered
+    /// on the VIP, one per trial; and the trials where none did.
+    pub ours_killed_s: Vec<f64>,
+    pub ours_killed_failed: usize,
+    /// The same with the holder powered off (its LAN link down as well).
+    pub ours_powered_off_s: Vec<f64>,
+    pub ours_powered_off_failed: usize,
+    /// Partition trials, how long each lasted, and the samples in which two
+    /// nodes held the VIP.
+    pub partition_trials: usize,
+    pub partition_s: f64,
+    pub ours_partition_overlaps: usize,
+    /// keepalived (None: not installed).
+    pub keepalived_killed_s: Vec<f64>,
+    pub keepalived_killed_failed: usize,
+    pub keepalived_partition_overlaps: Option<usize>,
 }
 
 /// Tamper repair times and the resync's CPU cost.

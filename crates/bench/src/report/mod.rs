@@ -418,6 +418,9 @@ pub fn write(args: &ReportArgs) -> Result<()> {
     if let Some(sk) = &r.soak {
         soak::goals(w, sk);
     }
+    if let Some(c) = &r.control_plane {
+        sections::control_plane_goals(w, c);
+    }
     let _ = writeln!(w);
 
     if let Some(f) = fo {
@@ -440,6 +443,9 @@ pub fn write(args: &ReportArgs) -> Result<()> {
     }
     if let Some(sk) = &r.soak {
         soak::section(w, sk);
+    }
+    if let Some(c) = &r.control_plane {
+        sections::control_plane(w, c);
     }
     if let Some(b) = &r.bigtable {
         sections::bigtable(w, b);
