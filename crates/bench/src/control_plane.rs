@@ -14,6 +14,7 @@
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -52,8 +53,14 @@ impl Node {
         holds(self.ns().name())
     }
 
+    /// SIGKILL to the whole process group: keepalived's VRRP child would
+    /// otherwise be told of its parent's death (PR_SET_PDEATHSIG) and stop
+    /// gracefully, sending the priority-0 advertisement that hands over at
+    /// once, which is a clean stop, not a crash.
     fn kill(&mut self) {
         if let Some(mut p) = self.process.take() {
+            let group = format!("-{}", p.id());
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
             let _ = p.kill();
             let _ = p.wait();
         }
@@ -183,6 +190,7 @@ impl Lab<'_> {
                     .args(["--log-format", "json"])
                     .stdout(Stdio::null())
                     .stderr(log)
+                    .process_group(0)
                     .spawn()
                     .context("start our daemon")?
             }
@@ -215,6 +223,7 @@ impl Lab<'_> {
                     .arg(pid("checkers"))
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
+                    .process_group(0)
                     .spawn()
                     .context("start keepalived (Debian's package keepalived)")?
             }

@@ -345,8 +345,8 @@ pub(super) fn control_plane(w: &mut String, c: &ControlPlane) {
         "Three control-plane nodes (network namespaces with their apiservers) on one bridge with the client; \
          our daemons with their default timings (lease 1.5 s, renew deadline 0.8 s, retry 0.2 s), then \
          keepalived (Debian's package, VRRP with one advertisement a second, all nodes backups of equal \
-         priority without preemption). A trial kills the holder (SIGKILL of the process; for *powered off*, \
-         its LAN link goes down too) and asks the VIP every 10 ms which node answers (100 ms connect \
+         priority without preemption). A trial kills the holder (SIGKILL of its process group, so that \
+         keepalived's VRRP process cannot stop gracefully; for *powered off*, its LAN link goes down too) and asks the VIP every 10 ms which node answers (100 ms connect \
          timeout), until another node does. A partition drops every IP packet of the holder's namespace \
          (its link and ARP stay up) for {:.0} s while both nodes' addresses are sampled continuously. \
          {} trials per row.\n",
