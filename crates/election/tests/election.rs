@@ -352,14 +352,16 @@ async fn a_killed_holder_is_replaced_after_the_lease_duration_and_never_overlapp
     assert_eq!(c.holders(), [new]);
     let gap = taken_at - killed_at;
     // Not before the lease ran out from the last renewal seen (at most
-    // one retry period before the kill), and within a retry period or two
-    // of that.
+    // one retry period before the kill), and at the moment it ran out from
+    // when the others first saw that renewal (their reads are a retry
+    // period apart): a follower makes a round when the lease it follows
+    // expires, not at its next retry period.
     assert!(
         gap >= T.lease_duration - T.retry_period,
         "taken {gap:?} after the kill"
     );
     assert!(
-        gap <= T.lease_duration + 2 * T.retry_period,
+        gap <= T.lease_duration + T.retry_period,
         "taken {gap:?} after the kill"
     );
     assert_eq!(c.overlaps(), 0);
@@ -478,5 +480,29 @@ async fn a_holder_whose_answers_are_lost_lets_go_and_nobody_takes_over_meanwhile
     c.set_link(old, Link::Up);
     sleep(Duration::from_secs(1)).await;
     assert_eq!(c.holders(), [old]);
+    assert_eq!(c.overlaps(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_follower_takes_a_dead_holders_lease_the_moment_it_expires() {
+    // The lease was first seen at the start; it expires 1.5 s later, in the
+    // middle of the follower's 0.2 s rounds: it is taken then, not at the
+    // round after (1.6 s).
+    let gone = Etcd {
+        lease: Some(LeaseRecord {
+            holder: Some("gone".into()),
+            lease_duration_seconds: Some(2),
+            lease_duration_ms: Some(1500),
+            version: Some("1".into()),
+            ..LeaseRecord::default()
+        }),
+        version: 1,
+        ..Etcd::default()
+    };
+    let started = Instant::now();
+    let c = Cluster::with(1, T, gone);
+    sleep(Duration::from_secs(3)).await;
+    let (_, taken) = c.last_take().expect("taken");
+    assert_eq!(taken - started, T.lease_duration);
     assert_eq!(c.overlaps(), 0);
 }
