@@ -549,6 +549,33 @@ fn nftables_the_outside_vip_is_balanced_for_clients_off_the_node_and_masqueraded
         [format!("outside VIP {vip}: added its masquerade")]
     );
     assert_eq!(ask(), backend_host.peer_ipv4.to_string());
+    // A masquerade with our comment but without its address match would
+    // masquerade everything: replaced by ours.
+    run(
+        "nft",
+        &[
+            "add",
+            "rule",
+            "inet",
+            TABLE,
+            "postrouting",
+            "masquerade",
+            "comment",
+            "\"masquerade 192.168.50.100:6443\"",
+        ],
+    );
+    let changes = table.ensure_outside(&[vip], true).expect("repair");
+    assert_eq!(
+        changes,
+        ["removed a stale rule from our postrouting chain".to_string()],
+        "the sound rule stays, the bare one goes"
+    );
+    let listed = run("nft", &["list", "chain", "inet", TABLE, "postrouting"]);
+    assert_eq!(listed.matches("masquerade").count(), 2, "{listed}");
+    assert!(
+        listed.contains("ct original ip daddr 192.168.50.100 masquerade"),
+        "{listed}"
+    );
     // IPVS balances by itself: only the masquerade, no prerouting jump.
     let changes = table.ensure_outside(&[vip], false).expect("ipvs");
     assert_eq!(changes.len(), 1, "{changes:?}");

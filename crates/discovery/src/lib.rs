@@ -72,6 +72,10 @@ pub struct VirtualServer {
     /// cluster answers (if there is no cache), and always something to
     /// connect to.
     pub seeds: BTreeSet<Endpoint>,
+    /// Whether its sets go to the last-known-good cache, which the node's
+    /// boot-time restore reads (a virtual server whose VIP must not be
+    /// placed on every node at boot is kept out).
+    pub cached: bool,
 }
 
 impl VirtualServer {
@@ -80,6 +84,7 @@ impl VirtualServer {
             vip,
             port_name: DEFAULT_PORT_NAME.to_string(),
             seeds: BTreeSet::new(),
+            cached: true,
         }
     }
 

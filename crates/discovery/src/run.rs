@@ -452,9 +452,17 @@ impl Engine {
         // from the cache (the cluster has not given that virtual server a
         // usable answer yet): dropping it would lose it at the next start.
         // Seeds are configuration, never cached.
+        let uncached: Vec<Endpoint> = self
+            .config
+            .virtual_servers
+            .iter()
+            .filter(|v| !v.cached)
+            .map(|v| v.vip)
+            .collect();
         let sets: CachedSets = self
             .current
             .iter()
+            .filter(|(vip, _)| !uncached.contains(vip))
             .filter(|(_, c)| c.source != Source::Seed && !c.backends.is_empty())
             .map(|(vip, c)| (*vip, c.backends.clone()))
             .collect();

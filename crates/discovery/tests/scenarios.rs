@@ -1035,3 +1035,25 @@ async fn a_list_slower_than_list_timeout_is_left_for_the_next_apiserver() {
     );
     assert!(!asked.iter().any(|r| r.contains("watch=true")), "{asked:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_virtual_server_kept_out_of_the_cache_is_never_written_to_it() {
+    // The outside control-plane VIP: the boot-time restore reads the cache
+    // and would place every VIP in it on the node.
+    let server = fake().await;
+    let p = server.addr().port();
+    server.apply_slice(slice("kubernetes", p, &["127.0.0.1", "127.0.0.2"]));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache_path = dir.path().join("backends.json");
+    let outside: Endpoint = "192.168.1.100:6443".parse().expect("vip");
+    let mut kept_out = vs(outside, &[ep("127.0.0.1", p)]);
+    kept_out.cached = false;
+    let mut cfg = config(vec![vs(vip4(), &[ep("127.0.0.1", p)]), kept_out]);
+    cfg.cache_path = Some(cache_path.clone());
+    let mut d = Discovery::start(cfg, base(&server)).expect("start");
+    until(&d, "cache written", |c| c.cache_writes >= 1).await;
+    let _ = next(&mut d).await;
+    let cached = cache::load(&cache_path).expect("load").expect("exists");
+    assert!(cached.contains_key(&vip4()), "{cached:?}");
+    assert!(!cached.contains_key(&outside), "{cached:?}");
+}

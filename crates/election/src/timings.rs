@@ -75,8 +75,14 @@ impl Timings {
                 ms(MIN_SAFETY_MARGIN)
             ));
         }
-        if self.lease_duration > Duration::from_secs(i32::MAX as u64) {
-            problems.push("leaseDuration is too long for a Lease object".to_string());
+        // Other candidates respect a holder's duration only up to this;
+        // a longer one would let them take over while the holder leads.
+        if self.lease_duration > crate::MAX_RESPECTED_LEASE {
+            problems.push(format!(
+                "leaseDuration ({} ms) must be at most {} s",
+                ms(self.lease_duration),
+                crate::MAX_RESPECTED_LEASE.as_secs()
+            ));
         }
         problems
     }
@@ -133,6 +139,19 @@ mod tests {
             ..Timings::default()
         };
         assert_eq!(zero.check(), ["retryPeriod must be more than zero"]);
+    }
+
+    #[test]
+    fn a_lease_longer_than_others_respect_is_refused() {
+        let t = Timings {
+            lease_duration: Duration::from_secs(400),
+            renew_deadline: Duration::from_secs(390),
+            ..Timings::default()
+        };
+        assert_eq!(
+            t.check(),
+            ["leaseDuration (400000 ms) must be at most 300 s"]
+        );
     }
 
     #[test]

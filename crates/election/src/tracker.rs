@@ -158,9 +158,21 @@ impl Tracker {
     /// duration is read to the millisecond from our annotation when it is
     /// there, else from the whole seconds of `leaseDurationSeconds`.
     fn wait_for(&self, record: &LeaseRecord) -> Duration {
-        let theirs = match (record.lease_duration_ms, record.lease_duration_seconds) {
-            (Some(ms), _) => Duration::from_millis(ms),
-            (None, Some(s)) => Duration::from_secs(u64::try_from(s).unwrap_or(0)),
+        let seconds = record
+            .lease_duration_seconds
+            .map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0)));
+        let theirs = match (record.lease_duration_ms.map(Duration::from_millis), seconds) {
+            // Ours to the millisecond, as long as the seconds beside it are
+            // its rounding: another tool writing the Lease (and keeping our
+            // annotation) may have set a longer duration in seconds.
+            (Some(ms), Some(s))
+                if ms.as_secs() + u64::from(ms.subsec_nanos() > 0) >= s.as_secs() =>
+            {
+                ms
+            }
+            (Some(ms), Some(s)) => ms.max(s),
+            (Some(ms), None) => ms,
+            (None, Some(s)) => s,
             (None, None) => Duration::ZERO,
         };
         self.timings
@@ -338,8 +350,11 @@ mod tests {
         // A holder configured 2.0 s / 1.9 s writes 2 s: a candidate
         // configured 1.5 s must still wait 2 s, or the two would overlap.
         assert_eq!(follow(Some(2000), Some(2)), 2000 * MS);
-        // Our own annotation beats the rounded-up seconds.
+        // Our own annotation beats the rounded-up seconds...
         assert_eq!(follow(Some(1500), Some(2)), 1500 * MS);
+        // ...unless the seconds are not its rounding: another tool wrote
+        // 15 s and kept our annotation.
+        assert_eq!(follow(Some(1500), Some(15)), Duration::from_secs(15));
         // Shorter than ours, or nothing: ours.
         assert_eq!(follow(Some(300), Some(1)), 1500 * MS);
         assert_eq!(follow(None, None), 1500 * MS);

@@ -143,9 +143,10 @@ impl<H: VipHost> VipKeeper<H> {
         }
     }
 
-    /// Follows `holder` until the election stops; the address is gone when
-    /// this returns.
-    pub async fn run(&mut self, mut holder: Holder) {
+    /// Follows `holder` until the election stops. Returns whether the
+    /// address is known to be gone (false: its last removal failed, and
+    /// only its lifetime removes it; the lease must not be released then).
+    pub async fn run(&mut self, mut holder: Holder) -> bool {
         loop {
             let next_announce = self
                 .taken_at
@@ -170,11 +171,10 @@ impl<H: VipHost> VipKeeper<H> {
                     self.refresh(sent);
                 }
                 Some(Step::Renewed { sent, .. }) => self.refresh(sent),
-                Some(Step::LetGo) => self.let_go("the lease is not ours any more"),
-                None => {
-                    self.let_go("stopping");
-                    return;
+                Some(Step::LetGo) => {
+                    self.let_go("the lease is not ours any more");
                 }
+                None => return self.let_go("stopping"),
             }
         }
     }
@@ -192,7 +192,20 @@ impl<H: VipHost> VipKeeper<H> {
             tracing::debug!(vip = %self.vip, "renewal came back too late to refresh the VIP's lifetime");
             return;
         }
-        match self.host.hold(self.vip, ADDRESS_LIFETIME_SECS) {
+        let held = self.host.hold(self.vip, ADDRESS_LIFETIME_SECS);
+        // The refresh itself may have waited (the kernel's lock, a starved
+        // process): checked again now that it is done, and undone if it
+        // came too late.
+        if held.is_ok()
+            && !self
+                .timings
+                .outlived_by(sent, now(), ADDRESS_LIFETIME_BUDGET)
+        {
+            tracing::warn!(vip = %self.vip, "the VIP's refresh took too long to be safe: letting it go");
+            self.let_go("a refresh that finished too late");
+            return;
+        }
+        match held {
             Ok(()) => {
                 if !self.held {
                     self.held = true;
@@ -216,19 +229,21 @@ impl<H: VipHost> VipKeeper<H> {
         }
     }
 
-    fn let_go(&mut self, why: &str) {
+    /// Removes the address; whether it is known to be gone.
+    fn let_go(&mut self, why: &str) -> bool {
         let was = self.held || self.taken_at.is_some();
         self.held = false;
         self.taken_at = None;
         self.metrics.control_plane_vip_held.set(0);
         // Removed whatever we think: the address must not outlive the
         // lease, and removing what is gone costs nothing.
-        match self.host.release(self.vip) {
-            Ok(_) => {}
+        let gone = match self.host.release(self.vip) {
+            Ok(_) => true,
             Err(e) => {
                 tracing::error!(vip = %self.vip, error = %e, "cannot remove the outside VIP: its lifetime removes it within about a second");
+                false
             }
-        }
+        };
         if was {
             self.metrics
                 .control_plane_vip_changes
@@ -236,6 +251,7 @@ impl<H: VipHost> VipKeeper<H> {
                 .inc();
             tracing::info!(vip = %self.vip, why, "let the outside VIP go");
         }
+        gone
     }
 
     pub fn host(&self) -> &H {
@@ -254,7 +270,8 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
 pub struct ControlPlane<S: LeaseStore + 'static> {
     stop: watch::Sender<bool>,
     elector: JoinHandle<Elector<S>>,
-    keeper: JoinHandle<()>,
+    /// Ends with whether the address is known to be gone.
+    keeper: JoinHandle<bool>,
 }
 
 impl<S: LeaseStore + 'static> std::fmt::Debug for ControlPlane<S> {
@@ -298,9 +315,20 @@ impl<S: LeaseStore + 'static> ControlPlane<S> {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let elector = self.elector.await;
-        if self.keeper.await.is_err() {
-            tracing::error!("the outside VIP keeper failed: not releasing the lease");
-            return;
+        match self.keeper.await {
+            Ok(true) => {}
+            Ok(false) => {
+                // Released, the lease is taken at the next read while our
+                // address may live on until its lifetime ends.
+                tracing::error!(
+                    "the outside VIP could not be removed: not releasing the lease (another node takes it when it expires)"
+                );
+                return;
+            }
+            Err(_) => {
+                tracing::error!("the outside VIP keeper failed: not releasing the lease");
+                return;
+            }
         }
         match elector {
             Ok(mut e) => match e.release().await {
@@ -379,6 +407,8 @@ mod tests {
     struct Fake {
         log: Arc<Mutex<Vec<(u128, String)>>>,
         start: Option<tokio::time::Instant>,
+        /// Removing the address fails (a netlink error).
+        release_fails: bool,
     }
 
     impl Fake {
@@ -398,6 +428,11 @@ mod tests {
         }
         fn release(&mut self, ip: IpAddr) -> std::result::Result<bool, DataplaneError> {
             self.note(format!("release {ip}"));
+            if self.release_fails {
+                return Err(DataplaneError::PermissionDenied {
+                    op: "delete VIP address",
+                });
+            }
             Ok(true)
         }
         fn announce(&mut self, ip: IpAddr) -> std::result::Result<(), DataplaneError> {
@@ -471,9 +506,33 @@ mod tests {
             1
         );
         // The election stops: the keeper removes the address once more and
-        // ends.
+        // ends, saying it is gone.
         drop(tx);
-        task.await.expect("keeper");
+        assert!(task.await.expect("keeper"));
         assert_eq!(fake.log().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_address_that_could_not_be_removed_is_reported_so_the_lease_is_kept() {
+        let fake = Fake {
+            release_fails: true,
+            ..Fake::default()
+        };
+        let vip: IpAddr = "192.168.1.100".parse().expect("ip");
+        let t = Timings::default();
+        let (tx, rx) = watch::channel(Leadership::Unknown);
+        let mut keeper = VipKeeper::new(fake.clone(), vip, t, Metrics::new());
+        let task = tokio::spawn(async move { keeper.run(Holder::new(rx)).await });
+        let sent = now();
+        tx.send_replace(Leadership::Leader {
+            sent,
+            until: sent + t.renew_deadline,
+        });
+        tokio::time::sleep(MS).await;
+        drop(tx);
+        assert!(
+            !task.await.expect("keeper"),
+            "a failed removal must not read as the address gone"
+        );
     }
 }

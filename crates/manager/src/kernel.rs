@@ -292,6 +292,9 @@ pub struct Netlink {
     /// On IPVS, the nf_tables table that holds the outside VIP's source
     /// NAT; opened the first time one is wanted.
     outside_nat: Option<NftTable>,
+    /// On IPVS without an outside VIP: whether the NAT rules an earlier run
+    /// left (the mode since turned off) were looked for, once.
+    outside_nat_checked: bool,
 }
 
 impl Netlink {
@@ -331,6 +334,7 @@ impl Netlink {
             sysctls: Sysctls::new(),
             why,
             outside_nat: None,
+            outside_nat_checked: false,
         })
     }
 
@@ -678,7 +682,22 @@ impl Kernel for Netlink {
                 // packets on the holder) and only needs the masquerade,
                 // which nf_tables does on IPVS's conntrack entries
                 // (`net.ipv4.vs.conntrack`, set below).
-                Services::Ipvs(_) if vips.is_empty() && self.outside_nat.is_none() => Vec::new(),
+                // Without the mode, the NAT an earlier run left is removed
+                // once; a node without nf_tables has none to remove.
+                Services::Ipvs(_) if vips.is_empty() && self.outside_nat.is_none() => {
+                    if self.outside_nat_checked {
+                        Vec::new()
+                    } else {
+                        self.outside_nat_checked = true;
+                        match NftTable::connect().and_then(|mut t| t.ensure_outside(&[], false)) {
+                            Ok(changes) => changes,
+                            Err(e) => {
+                                tracing::debug!(error = %e, "no nf_tables to look for an outside VIP's NAT in");
+                                Vec::new()
+                            }
+                        }
+                    }
+                }
                 Services::Ipvs(_) => {
                     if self.outside_nat.is_none() {
                         self.outside_nat = Some(NftTable::connect()?);

@@ -498,6 +498,16 @@ fn the_control_plane_section_is_read_and_its_unsafe_settings_refused() {
     has("controlPlane.apiservers: give the apiservers to elect through");
     has("controlPlane.timings: leaseDuration (1000 ms) must exceed renewDeadline (950 ms)");
     has("controlPlane.leaseDuration: 1000 ms is too short");
+    // A node's own address as the VIP: the holder would announce it.
+    let bad = problems(&format!(
+        "{base}controlPlane:\n  vip: 192.168.1.11:6443\n  interface: eth0\n  \
+         apiservers: [192.168.1.11:6443]\n"
+    ));
+    assert!(
+        bad.iter()
+            .any(|p| p.contains("controlPlane.apiservers[0]") && p.contains("cannot be the VIP")),
+        "{bad:#?}"
+    );
     let bad = problems(&format!(
         "{base}controlPlane:\n  vip: 192.168.1.100:6443\n  leaseDuraton: 2s\n"
     ));

@@ -341,14 +341,8 @@ impl NftTable {
     /// say it. An empty `want` with no such rules changes nothing (and
     /// creates no table).
     pub fn ensure_outside(&mut self, want: &[SocketAddr], dnat: bool) -> Result<Vec<String>> {
-        let rules = match self.rules() {
-            Ok(r) => r,
-            // No table of ours yet: nothing to remove.
-            Err(Error::Kernel { errno, .. }) if errno == nix::libc::ENOENT && want.is_empty() => {
-                return Ok(Vec::new());
-            }
-            Err(e) => return Err(e),
-        };
+        // Without a table of ours the dump is empty: nothing to remove.
+        let rules = self.rules()?;
         let mut changes = Vec::new();
         // (chain, comment, rule is sound) of what is there.
         let mut stale: Vec<(&str, u64)> = Vec::new();
@@ -376,9 +370,11 @@ impl NftTable {
                     .strip_prefix("masquerade ")
                     .and_then(|a| a.parse().ok());
                 match vip {
+                    // Exactly what we write: a rule whose address match
+                    // was taken out would masquerade everything.
                     Some(vip)
                         if want.contains(&vip)
-                            && r.exprs.iter().any(|e| e == "masq")
+                            && r.exprs == ["ct", "cmp", "masq"]
                             && !have_masq.contains_key(&vip) =>
                     {
                         have_masq.insert(vip, r.handle);

@@ -544,6 +544,11 @@ fn check_control_plane(config: &Config) -> Vec<Problem> {
         );
     }
     for (i, a) in cp.apiservers.iter().enumerate() {
+        // An apiserver's own address as the VIP would have the holder
+        // announce another node's address as its own.
+        if let Err(m) = check_backend(vip, *a) {
+            problem(&format!("apiservers[{i}]"), m);
+        }
         if a.family() != vip.family() {
             problem(
                 &format!("apiservers[{i}]"),
@@ -638,6 +643,9 @@ pub fn discovery_config(c: &Config) -> DiscoveryConfig {
             let mut v = VirtualServer::new(vs.vip);
             v.port_name = vs.port_name.clone();
             v.seeds = vs.seeds.iter().copied().collect();
+            // The boot-time restore falls back to the cache, and would place
+            // the outside VIP on every node's dummy interface.
+            v.cached = Some(vs.vip) != c.control_plane.vip;
             v
         })
         .collect();
