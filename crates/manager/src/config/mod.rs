@@ -591,9 +591,12 @@ fn check_control_plane(config: &Config) -> Vec<Problem> {
 }
 
 /// How long after it was set or refreshed with a one-second lifetime an
-/// address may still be there: the kernel's lifetime check runs on a
+/// address is usually still there: the kernel's lifetime check runs on a
 /// timer with its own slack (1.02 to 1.06 s measured on kernel 6.18); the
-/// rest is room for a busy node.
+/// rest is room for a busy node. Not a bound: another address added or
+/// changed on the node in the second after the refresh moves the kernel's
+/// next check to a second after that change (up to 1.99 s measured; see
+/// docs/control-plane.md, "The limit of this").
 pub const ADDRESS_LIFETIME_BUDGET: Duration = Duration::from_millis(1300);
 
 /// The health crate's configuration from ours.
