@@ -43,6 +43,28 @@ app.kubernetes.io/part-of: bcs-apiserver-proxy
 {{- end -}}
 {{- end -}}
 
+{{- /*
+Whether the control-plane pods get a service account of their own: they do
+when they hold the outside VIP and the chart makes the accounts, so that
+only they may write the Lease (the worker pods' token, on every node, may
+not).
+*/ -}}
+{{- define "bap.vipServiceAccount" -}}
+{{- if and .Values.controlPlane.outsideVip.vip .Values.serviceAccount.create -}}
+{{- printf "%s-vip" (include "bap.serviceAccountName" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- /* The service account of the DaemonSet for `role`. */ -}}
+{{- define "bap.podServiceAccount" -}}
+{{- $vip := include "bap.vipServiceAccount" .root -}}
+{{- if and (eq .role "control-plane") $vip -}}
+{{- $vip -}}
+{{- else -}}
+{{- include "bap.serviceAccountName" .root -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The Role and RoleBinding live in `default`: the release namespace in
 their name keeps two releases of the same name apart. */}}
 {{- define "bap.rbacName" -}}

@@ -283,10 +283,24 @@ impl Ctx<'_> {
         for kind in ["ClusterRole", "ClusterRoleBinding"] {
             ensure!(r.of_kind(kind).is_empty(), "no {kind} is wanted");
         }
-        let sa = r.one("ServiceAccount")?;
-        let sa_name = sa["metadata"]["name"]
-            .as_str()
-            .context("ServiceAccount name")?;
+        // The pods' account; with the outside VIP the control-plane pods
+        // have one of their own (`-vip`), checked by that variant.
+        let names: Vec<&str> = r
+            .of_kind("ServiceAccount")
+            .iter()
+            .filter_map(|s| s["metadata"]["name"].as_str())
+            .collect();
+        let sa_name = match names
+            .iter()
+            .filter(|n| !n.ends_with("-vip"))
+            .collect::<Vec<_>>()[..]
+        {
+            [one] => *one,
+            ref other => {
+                anyhow::bail!("expected one ServiceAccount for every pod, found {other:?}")
+            }
+        };
+        let vip_sa = names.iter().find(|n| n.ends_with("-vip")).copied();
         check_rbac(r, sa_name)?;
 
         // The daemon accepts the rendered config, and each DaemonSet's
@@ -313,7 +327,14 @@ impl Ctx<'_> {
         let daemonsets = r.of_kind("DaemonSet");
         ensure!(!daemonsets.is_empty(), "no DaemonSet");
         for ds in &daemonsets {
-            check_daemonset(ds, sa_name, &cm_names)
+            let is_cp = ds["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("-cp"));
+            let want_sa = match vip_sa {
+                Some(v) if is_cp => v,
+                _ => sa_name,
+            };
+            check_daemonset(ds, want_sa, &cm_names)
                 .with_context(|| format!("DaemonSet {}", ds["metadata"]["name"]))?;
             let mut show = Command::new(&daemon);
             show.args(["config", "show", "--config"]).arg(&cfg_path);

@@ -620,6 +620,22 @@ pub(super) fn assert_outside_vip(r: &Rendered) -> Result<()> {
         .into_iter()
         .find(|o| o["metadata"]["namespace"] == "kube-system")
         .context("a Role for the Lease in kube-system")?;
+    // Only the control-plane pods' own account may write the Lease.
+    ensure!(cp["spec"]["template"]["spec"]["serviceAccountName"] == format!("{FULLNAME}-vip"));
+    ensure!(workers["spec"]["template"]["spec"]["serviceAccountName"] == FULLNAME);
+    let lease_binding = r
+        .of_kind("RoleBinding")
+        .into_iter()
+        .find(|o| o["metadata"]["namespace"] == "kube-system")
+        .context("a RoleBinding for the Lease in kube-system")?;
+    let subjects: Vec<&str> = as_array(&lease_binding["subjects"])
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    ensure!(
+        subjects == [format!("{FULLNAME}-vip")],
+        "only the control-plane account may write the Lease: {subjects:?}"
+    );
     let rules = as_array(&lease_role["rules"]);
     ensure!(
         rules
