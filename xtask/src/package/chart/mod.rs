@@ -330,11 +330,12 @@ impl Ctx<'_> {
             let is_cp = ds["metadata"]["name"]
                 .as_str()
                 .is_some_and(|n| n.ends_with("-cp"));
-            let want_sa = match vip_sa {
-                Some(v) if is_cp => v,
-                _ => sa_name,
+            // The outside VIP's holders also announce it (NET_RAW).
+            let (want_sa, caps): (&str, &[&str]) = match vip_sa {
+                Some(v) if is_cp => (v, &["NET_ADMIN", "NET_RAW"]),
+                _ => (sa_name, &["NET_ADMIN"]),
             };
-            check_daemonset(ds, want_sa, &cm_names)
+            check_daemonset(ds, want_sa, &cm_names, caps)
                 .with_context(|| format!("DaemonSet {}", ds["metadata"]["name"]))?;
             let mut show = Command::new(&daemon);
             show.args(["config", "show", "--config"]).arg(&cfg_path);

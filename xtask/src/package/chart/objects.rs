@@ -70,6 +70,7 @@ pub(super) fn check_daemonset(
     ds: &Value,
     sa_name: &str,
     configmaps: &BTreeSet<&str>,
+    caps: &[&str],
 ) -> Result<()> {
     let spec = &ds["spec"]["template"]["spec"];
     let want = |ptr: &str, expected: Value| -> Result<()> {
@@ -104,8 +105,8 @@ pub(super) fn check_daemonset(
     let c = &containers[0];
     let sc = &c["securityContext"];
     ensure!(
-        strings(&sc["capabilities"]["add"]) == ["NET_ADMIN"],
-        "capabilities: add NET_ADMIN only: {}",
+        strings(&sc["capabilities"]["add"]) == caps,
+        "capabilities: add {caps:?} only: {}",
         sc["capabilities"]
     );
     ensure!(
