@@ -253,10 +253,6 @@ impl<H: VipHost> VipKeeper<H> {
         }
         gone
     }
-
-    pub fn host(&self) -> &H {
-        &self.host
-    }
 }
 
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {

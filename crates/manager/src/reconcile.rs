@@ -303,14 +303,11 @@ impl<K: Kernel> Reconciler<K> {
     /// What the host must hold. A route-mode VIP's source is chosen towards
     /// its first backend: the desired one, else the one the state file saved.
     pub fn host_spec(&self) -> HostSpec {
-        let outside = self.config.control_plane.vip;
         let vips = self
             .config
             .virtual_servers
             .iter()
-            // The outside VIP's address is the election's to hold, on the
-            // real interface of one node only.
-            .filter(|vs| Some(vs.vip) != outside)
+            .filter(|vs| !self.config.is_outside_vip(vs.vip))
             .map(|vs| {
                 let mut backends: Vec<Endpoint> = self.backends_of(vs.vip).into_iter().collect();
                 if backends.is_empty()
@@ -332,7 +329,7 @@ impl<K: Kernel> Reconciler<K> {
             interface: self.config.interface.clone(),
             vip_mode: self.config.vip_mode,
             vips,
-            outside: Some(outside.into_iter().collect()),
+            outside: Some(self.config.control_plane.vip.into_iter().collect()),
         }
     }
 
@@ -577,12 +574,9 @@ impl<K: Kernel> Reconciler<K> {
     /// restores at boot) in step with what the daemon serves, merged with
     /// what it holds already (see `state::merge_served`).
     fn save_state(&mut self, desired: &[DesiredVs]) {
-        // The outside VIP is never saved: the boot-time restore would place
-        // it as a node-local VIP, and every control-plane node would then
-        // answer for it.
         let served: Vec<SavedVs> = desired
             .iter()
-            .filter(|d| Some(d.vip) != self.config.control_plane.vip)
+            .filter(|d| !self.config.is_outside_vip(d.vip))
             .map(|d| {
                 SavedVs::new(
                     d.vip,

@@ -467,6 +467,13 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
 }
 
 impl Config {
+    /// Whether `vip` is the outside control-plane VIP: the election's to
+    /// hold, so never placed on the node, saved for the boot-time restore
+    /// or cached (the restore would place it on every node).
+    pub fn is_outside_vip(&self, vip: Endpoint) -> bool {
+        self.control_plane.vip == Some(vip)
+    }
+
     /// The configuration the daemon serves: with the outside control-plane
     /// VIP, when there is one, as one more virtual server, balanced like
     /// the node-local ones over the same apiservers and health checks (its
@@ -646,9 +653,7 @@ pub fn discovery_config(c: &Config) -> DiscoveryConfig {
             let mut v = VirtualServer::new(vs.vip);
             v.port_name = vs.port_name.clone();
             v.seeds = vs.seeds.iter().copied().collect();
-            // The boot-time restore falls back to the cache, and would place
-            // the outside VIP on every node's dummy interface.
-            v.cached = Some(vs.vip) != c.control_plane.vip;
+            v.cached = !c.is_outside_vip(vs.vip);
             v
         })
         .collect();
