@@ -14,13 +14,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use apiserver_proxy_testkit::kernel::{self, run};
 use apiserver_proxy_testkit::master::Master;
-use apiserver_proxy_testkit::netns::Lan;
+use apiserver_proxy_testkit::netns::{AddressReferee, Lan, holds_address};
 use apiserver_proxy_testkit::tls::Ca;
 
 const VIP: &str = "192.168.50.100";
@@ -54,11 +52,7 @@ impl Drop for Node {
 }
 
 fn holds(ns: &str) -> bool {
-    let out = Command::new("ip")
-        .args(["-n", ns, "-o", "-4", "addr", "show", "dev", "eth1"])
-        .output()
-        .expect("ip");
-    String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP}/"))
+    holds_address(ns, "eth1", VIP)
 }
 
 fn write(path: &Path, text: &str) -> PathBuf {
@@ -170,22 +164,6 @@ fn outside_backends(ns: &str, plane: &str) -> usize {
         .map_or(0, |c| c.matches("jump be-").count())
 }
 
-/// Samples both nodes' addresses until stopped; counts the samples where
-/// both held the VIP.
-fn referee(nss: [String; 2]) -> (Arc<AtomicBool>, Arc<AtomicUsize>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let both = Arc::new(AtomicUsize::new(0));
-    let (s, b) = (stop.clone(), both.clone());
-    std::thread::spawn(move || {
-        while !s.load(Ordering::SeqCst) {
-            if holds(&nss[0]) && holds(&nss[1]) {
-                b.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-    });
-    (stop, both)
-}
-
 #[test]
 fn nftables_the_outside_vip_balances_survives_its_holders_apiserver_and_moves_when_the_holder_dies()
 {
@@ -238,7 +216,11 @@ fn scenario(plane: &str) {
         || request(&ca_file, "2"),
     );
     eprintln!("first answer through the outside VIP {took:?} after the start");
-    let (stop, both) = referee([nodes[0].ns().to_string(), nodes[1].ns().to_string()]);
+    let referee = AddressReferee::start(
+        vec![nodes[0].ns().to_string(), nodes[1].ns().to_string()],
+        "eth1",
+        VIP,
+    );
     let h = nodes
         .iter()
         .position(Node::holds)
@@ -299,13 +281,9 @@ fn scenario(plane: &str) {
         nodes[o].name,
         killed.elapsed()
     );
-    stop.store(true, Ordering::SeqCst);
+    let both = referee.finish();
     assert!(!nodes[h].holds(), "the killed holder's address expired");
-    assert_eq!(
-        both.load(Ordering::SeqCst),
-        0,
-        "both nodes held the VIP at some moment"
-    );
+    assert_eq!(both, 0, "both nodes held the VIP at some moment");
     drop(nodes.drain(..));
     drop(api);
 }

@@ -16,13 +16,11 @@ use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use apiserver_proxy_testkit::master::Master;
-use apiserver_proxy_testkit::netns::{Lan, Netns};
+use apiserver_proxy_testkit::netns::{AddressReferee, Lan, Netns, holds_address};
 
 use crate::results::ControlPlane;
 use crate::util::{self, Env};
@@ -74,10 +72,7 @@ impl Drop for Node {
 }
 
 fn holds(ns: &str) -> bool {
-    Command::new("ip")
-        .args(["-n", ns, "-o", "-4", "addr", "show", "dev", "eth1"])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("{VIP}/")))
+    holds_address(ns, "eth1", VIP)
 }
 
 /// Which node answers on the VIP now, if one does within 100 ms.
@@ -114,35 +109,6 @@ fn settled(nodes: &[Node]) -> Result<usize> {
         std::thread::sleep(Duration::from_millis(50));
     }
     bail!("no single node held and answered on the VIP within {CAP:?}")
-}
-
-/// Counts, while running, the samples where two nodes hold the VIP.
-struct Referee {
-    stop: Arc<AtomicBool>,
-    both: Arc<AtomicUsize>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Referee {
-    fn start(nss: Vec<String>) -> Referee {
-        let stop = Arc::new(AtomicBool::new(false));
-        let both = Arc::new(AtomicUsize::new(0));
-        let (s, b) = (stop.clone(), both.clone());
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::SeqCst) {
-                if nss.iter().filter(|ns| holds(ns)).count() > 1 {
-                    b.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-        });
-        Referee { stop, both, thread }
-    }
-
-    fn finish(self) -> usize {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.thread.join();
-        self.both.load(Ordering::SeqCst)
-    }
 }
 
 /// Which tool holds the VIP.
@@ -278,11 +244,13 @@ impl Lab<'_> {
         let mut trials = 0;
         for _ in 0..n {
             let h = settled(&self.nodes)?;
-            let referee = Referee::start(
+            let referee = AddressReferee::start(
                 self.nodes
                     .iter()
                     .map(|n| n.ns().name().to_string())
                     .collect(),
+                "eth1",
+                VIP,
             );
             self.nodes[h].ns().black_hole();
             std::thread::sleep(PARTITION);

@@ -309,6 +309,22 @@ fn index_of(name: &str) -> usize {
     name.trim_start_matches("node-").parse().expect("node-N")
 }
 
+/// A lease whose holder (`gone`, with the default timings) stopped
+/// renewing it before anyone here saw it.
+fn held_by_a_node_that_is_gone() -> Etcd {
+    Etcd {
+        lease: Some(LeaseRecord {
+            holder: Some("gone".into()),
+            lease_duration_seconds: Some(2),
+            lease_duration_ms: Some(1500),
+            version: Some("1".into()),
+            ..LeaseRecord::default()
+        }),
+        version: 1,
+        ..Etcd::default()
+    }
+}
+
 const T: Timings = Timings {
     lease_duration: Duration::from_millis(1500),
     renew_deadline: Duration::from_millis(800),
@@ -421,18 +437,7 @@ async fn candidates_racing_for_an_expired_lease_get_one_winner() {
     // Everyone starts at once against a lease held by a node that is gone:
     // they all see it expire at the same instant and write together; the
     // version check lets exactly one through.
-    let gone = Etcd {
-        lease: Some(LeaseRecord {
-            holder: Some("gone".into()),
-            lease_duration_seconds: Some(2),
-            lease_duration_ms: Some(1500),
-            version: Some("1".into()),
-            ..LeaseRecord::default()
-        }),
-        version: 1,
-        ..Etcd::default()
-    };
-    let c = Cluster::with(5, T, gone);
+    let c = Cluster::with(5, T, held_by_a_node_that_is_gone());
     sleep(Duration::from_secs(5)).await;
     assert_eq!(c.overlaps(), 0);
     let v = c.vip.lock().expect("vip");
@@ -488,19 +493,8 @@ async fn a_follower_takes_a_dead_holders_lease_the_moment_it_expires() {
     // The lease was first seen at the start; it expires 1.5 s later, in the
     // middle of the follower's 0.2 s rounds: it is taken then, not at the
     // round after (1.6 s).
-    let gone = Etcd {
-        lease: Some(LeaseRecord {
-            holder: Some("gone".into()),
-            lease_duration_seconds: Some(2),
-            lease_duration_ms: Some(1500),
-            version: Some("1".into()),
-            ..LeaseRecord::default()
-        }),
-        version: 1,
-        ..Etcd::default()
-    };
     let started = Instant::now();
-    let c = Cluster::with(1, T, gone);
+    let c = Cluster::with(1, T, held_by_a_node_that_is_gone());
     sleep(Duration::from_secs(3)).await;
     let (_, taken) = c.last_take().expect("taken");
     assert_eq!(taken - started, T.lease_duration);

@@ -12,8 +12,7 @@
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use apiserver_proxy_election::{KubeLeases, Timings};
@@ -21,7 +20,7 @@ use apiserver_proxy_manager::control_plane::{ControlPlane, NetlinkVipHost};
 use apiserver_proxy_manager::metrics::Metrics;
 use apiserver_proxy_testkit::apiserver::FakeApiServer;
 use apiserver_proxy_testkit::kernel;
-use apiserver_proxy_testkit::netns::{Lan, Netns};
+use apiserver_proxy_testkit::netns::{AddressReferee, Lan, Netns, holds_address};
 
 const VIP: &str = "192.168.50.100";
 const PORT: u16 = 6443;
@@ -88,10 +87,7 @@ impl Node {
     }
 
     fn holds(&self) -> bool {
-        let out = self
-            .ns
-            .exec("ip", &["-o", "-4", "addr", "show", "dev", "eth1"]);
-        String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP}/"))
+        holds_address(self.ns.name(), "eth1", VIP)
     }
 
     fn end(self, how: End) -> Netns {
@@ -99,30 +95,6 @@ impl Node {
         self.thread.join().expect("node thread");
         self.ns
     }
-}
-
-/// Samples both nodes' addresses until told to stop; counts the samples
-/// where both held the VIP.
-fn referee(a: &Node, b: &Node) -> (Arc<AtomicBool>, Arc<AtomicUsize>) {
-    let (na, nb) = (a.ns.name().to_string(), b.ns.name().to_string());
-    let stop = Arc::new(AtomicBool::new(false));
-    let both = Arc::new(AtomicUsize::new(0));
-    let (s, bo) = (stop.clone(), both.clone());
-    std::thread::spawn(move || {
-        let holds = |ns: &str| {
-            let out = std::process::Command::new("ip")
-                .args(["-n", ns, "-o", "-4", "addr", "show", "dev", "eth1"])
-                .output()
-                .expect("ip");
-            String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP}/"))
-        };
-        while !s.load(Ordering::SeqCst) {
-            if holds(&na) && holds(&nb) {
-                bo.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-    });
-    (stop, both)
 }
 
 /// The node answering on the VIP, if any answers within half a second.
@@ -165,8 +137,7 @@ struct Elected {
     first: String,
     holder: Node,
     other: Node,
-    stop: Arc<AtomicBool>,
-    both: Arc<AtomicUsize>,
+    referee: AddressReferee,
 }
 
 fn elected() -> Elected {
@@ -176,7 +147,11 @@ fn elected() -> Elected {
     let a = Node::start(1, &lan, port);
     let b = Node::start(2, &lan, port);
     let (first, _) = wait_for_answer(|_| true, Duration::from_secs(30)).expect("a holder");
-    let (stop, both) = referee(&a, &b);
+    let referee = AddressReferee::start(
+        vec![a.ns.name().to_string(), b.ns.name().to_string()],
+        "eth1",
+        VIP,
+    );
     let (holder, other) = if first == "node-1" { (a, b) } else { (b, a) };
     Elected {
         _rt: rt,
@@ -184,8 +159,7 @@ fn elected() -> Elected {
         first,
         holder,
         other,
-        stop,
-        both,
+        referee,
     }
 }
 
@@ -198,8 +172,7 @@ fn a_killed_holder_is_replaced_and_the_two_never_hold_the_vip_together() {
         first,
         holder,
         other,
-        stop,
-        both,
+        referee,
     } = elected();
     assert!(holder.holds() && !other.holds());
 
@@ -208,13 +181,9 @@ fn a_killed_holder_is_replaced_and_the_two_never_hold_the_vip_together() {
     let (now, _) = wait_for_answer(|n| n != first, Duration::from_secs(30))
         .expect("the other node answers on the VIP");
     let took = killed.elapsed();
-    stop.store(true, Ordering::SeqCst);
+    let both = referee.finish();
     assert!(other.holds());
-    assert_eq!(
-        both.load(Ordering::SeqCst),
-        0,
-        "both nodes held the VIP at some moment"
-    );
+    assert_eq!(both, 0, "both nodes held the VIP at some moment");
     eprintln!("holder killed: {now} answered on the VIP {took:?} later");
     let _ = other.end(End::Stop);
 }
@@ -228,8 +197,7 @@ fn a_holder_cut_off_from_the_apiserver_lets_go_before_the_other_takes_over() {
         first,
         holder,
         other,
-        stop,
-        both,
+        referee,
     } = elected();
 
     // The holder's link to the apiserver drops every packet; its LAN (and
@@ -241,13 +209,9 @@ fn a_holder_cut_off_from_the_apiserver_lets_go_before_the_other_takes_over() {
     holder.ns.restore();
     // Healed, the old holder follows: the VIP stays where it is.
     std::thread::sleep(Duration::from_secs(2));
-    stop.store(true, Ordering::SeqCst);
+    let both = referee.finish();
     assert!(other.holds() && !holder.holds());
-    assert_eq!(
-        both.load(Ordering::SeqCst),
-        0,
-        "both nodes held the VIP at some moment"
-    );
+    assert_eq!(both, 0, "both nodes held the VIP at some moment");
     eprintln!("holder cut off: {now} answered on the VIP {took:?} later");
 
     // An orderly stop hands over at the next read, not after a lease.

@@ -9,7 +9,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use nix::sched::{CloneFlags, setns, unshare};
@@ -28,6 +29,54 @@ pub fn isolate() {
         );
     }
     run("ip", &["link", "set", "lo", "up"]);
+}
+
+/// Whether interface `dev` of the named namespace `ns` has the address
+/// `ip` (IPv4 or IPv6, without its prefix length).
+pub fn holds_address(ns: &str, dev: &str, ip: &str) -> bool {
+    Command::new("ip")
+        .args(["-n", ns, "-o", "addr", "show", "dev", dev])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!(" {ip}/")))
+}
+
+/// Watches, from a thread of its own, whether more than one of some
+/// namespaces holds an address at once (two nodes holding one VIP):
+/// samples them back to back until [`AddressReferee::finish`].
+#[derive(Debug)]
+pub struct AddressReferee {
+    stop: Arc<AtomicBool>,
+    both: Arc<AtomicUsize>,
+    thread: JoinHandle<()>,
+}
+
+impl AddressReferee {
+    pub fn start(namespaces: Vec<String>, dev: &str, ip: &str) -> AddressReferee {
+        let stop = Arc::new(AtomicBool::new(false));
+        let both = Arc::new(AtomicUsize::new(0));
+        let (s, b) = (stop.clone(), both.clone());
+        let (dev, ip) = (dev.to_string(), ip.to_string());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                if namespaces
+                    .iter()
+                    .filter(|ns| holds_address(ns, &dev, &ip))
+                    .count()
+                    > 1
+                {
+                    b.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        AddressReferee { stop, both, thread }
+    }
+
+    /// Stops sampling; the samples in which more than one held it.
+    pub fn finish(self) -> usize {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.thread.join();
+        self.both.load(Ordering::SeqCst)
+    }
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(1);
