@@ -229,14 +229,10 @@ impl NftTable {
                 if let Some(f) = &found {
                     b.del_rule(TABLE, OUTPUT_CHAIN, f.jump_handle);
                 }
-                let mut exprs = codec::match_vip(want.vip.ip(), want.vip.port());
-                exprs.push(Expr::Jump {
-                    chain: vip_chain.clone(),
-                });
                 b.new_rule_commented(
                     TABLE,
                     OUTPUT_CHAIN,
-                    &exprs,
+                    &jump_to_vip(want.vip),
                     Some(&jump_comment(want.vip, &want.scheduler)),
                 );
             }
@@ -344,7 +340,7 @@ impl NftTable {
         // Without a table of ours the dump is empty: nothing to remove.
         let rules = self.rules()?;
         let mut changes = Vec::new();
-        // (chain, comment, rule is sound) of what is there.
+        // (chain, handle) of the rules to delete.
         let mut stale: Vec<(&str, u64)> = Vec::new();
         let mut have_jump = BTreeMap::new();
         let mut have_masq = BTreeMap::new();
@@ -420,14 +416,10 @@ impl NftTable {
                 // sends nothing anywhere, and the virtual server's write
                 // fills it.
                 b.new_chain(TABLE, &vip_chain(*vip));
-                let mut exprs = codec::match_vip(vip.ip(), vip.port());
-                exprs.push(Expr::Jump {
-                    chain: vip_chain(*vip),
-                });
                 b.new_rule_commented(
                     TABLE,
                     PREROUTING_CHAIN,
-                    &exprs,
+                    &jump_to_vip(*vip),
                     Some(&format!("outside {vip}")),
                 );
             }
@@ -639,6 +631,17 @@ fn sends_to(rule: &Rule, backend: SocketAddr) -> bool {
 /// takes any name, but `nft`'s parser takes no colon in one, and an
 /// operator must be able to type `nft list chain inet bcs-apiserver-proxy
 /// NAME`.
+/// `ip daddr VIP tcp dport PORT jump vip-VIP-PORT`: into the VIP's round
+/// robin, from the output chain (the node's own connections) or, for the
+/// outside VIP, from prerouting.
+fn jump_to_vip(vip: SocketAddr) -> Vec<Expr> {
+    let mut exprs = codec::match_vip(vip.ip(), vip.port());
+    exprs.push(Expr::Jump {
+        chain: vip_chain(vip),
+    });
+    exprs
+}
+
 pub fn vip_chain(vip: SocketAddr) -> String {
     format!("vip-{}", name_part(vip))
 }
